@@ -1,0 +1,24 @@
+# `make demo` serves the demo assistant; `make test` runs the whole test suite.
+# Both set up .venv first (Python 3.8-3.10, Rasa Open Source 3.6.21, this project).
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 5005
+
+.PHONY: setup demo test lint format
+
+setup:
+	@./scripts/setup.sh
+
+demo: setup
+	@./scripts/demo.sh $(PORT)
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .

@@ -1,0 +1,256 @@
+"""The one config loader and validator, shared by ``rasa run`` start-up and the CLI.
+
+A channel is configured by a credentials.yml entry, optionally completed by a mapping file
+it names with ``mapping:``. Both are checked against ``schema.json``; every expression is
+compiled; all problems are reported at once, each located by file, line and key path.
+"""
+
+import difflib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import jsonschema
+import yaml
+
+from generic_connector.errors import ConfigError, Finding
+from generic_connector.mapping import (
+    ExpressionError,
+    RequestMapping,
+    ResponseTemplate,
+    compile_expression,
+)
+
+SCHEMA_PATH = Path(__file__).with_name("schema.json")
+SCHEMA: Dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+_format_checker = jsonschema.FormatChecker()
+_format_checker.checks("jmespath", raises=ExpressionError)(
+    lambda value: not isinstance(value, str) or bool(compile_expression(value))
+)
+_VALIDATOR = jsonschema.Draft7Validator(SCHEMA, format_checker=_format_checker)
+
+Position = Tuple[Optional[str], int, int]
+
+
+class LocatedDict(dict):
+    """A YAML mapping that remembers where each of its keys was written."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.positions: Dict[Any, Position] = {}
+
+
+class _LocatingLoader(yaml.SafeLoader):
+    file: Optional[str] = None
+
+
+def _construct_mapping(loader: _LocatingLoader, node: yaml.MappingNode) -> LocatedDict:
+    loader.flatten_mapping(node)
+    result = LocatedDict()
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in result:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        result[key] = loader.construct_object(value_node, deep=True)
+        mark = key_node.start_mark
+        result.positions[key] = (loader.file, mark.line + 1, mark.column + 1)
+    return result
+
+
+_LocatingLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+
+def load_yaml(path: Path) -> Any:
+    """Load a YAML file keeping key positions; raise ConfigError with a finding if unreadable."""
+    file = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ConfigError([Finding("", f"cannot read file: {error.strerror}", file=file)]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError([Finding("", "not a text file (not UTF-8)", file=file)]) from None
+    loader = _LocatingLoader(text)
+    loader.file = file
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(
+            [
+                Finding(
+                    "",
+                    f"not valid YAML: {problem}",
+                    file=file,
+                    line=mark.line + 1 if mark else None,
+                    column=mark.column + 1 if mark else None,
+                )
+            ]
+        ) from None
+    finally:
+        loader.dispose()
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """A validated, compiled channel: what ``GenericChannel`` is built from."""
+
+    name: str
+    request: RequestMapping
+    response: ResponseTemplate
+
+
+def _locate(document: Any, path: Iterable[Any]) -> Optional[Position]:
+    """The position of the deepest key along ``path`` that the document knows."""
+    found = getattr(document, "positions", {}).get("__self__")
+    node = document
+    for key in path:
+        if not isinstance(node, (dict, list)):
+            break
+        if isinstance(node, dict):
+            if key not in node:
+                break
+            found = getattr(node, "positions", {}).get(key, found)
+        elif not (isinstance(key, int) and key < len(node)):
+            break
+        node = node[key]
+    return found
+
+
+def _dotted(prefix: str, path: Iterable[Any]) -> str:
+    text = prefix
+    for key in path:
+        text += f"[{key}]" if isinstance(key, int) else f".{key}" if text else str(key)
+    return text
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", dict: "an object", list: "a list", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _describe(error: jsonschema.ValidationError) -> Tuple[List[Any], str, str]:
+    """Turn a schema error into (key path, message, hint) a person can act on."""
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in allowed]
+        key = extra[0]
+        close = difflib.get_close_matches(str(key), allowed, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
+        return path + [key], f"unknown key '{key}'", hint
+    if error.validator == "required":
+        key = error.message.split("'")[1]
+        return path + [key], f"missing required key '{key}'", "add it"
+    if error.validator == "type":
+        expected = error.validator_value
+        return path, f"must be {_json_type_name(expected)}, got {_json_type(error.instance)}", ""
+    if error.validator == "format" and error.cause is not None:
+        return path, f"expression does not compile: {error.cause}", "fix the JMESPath expression"
+    if error.validator == "pattern":
+        return path, f"{error.instance!r} does not match {error.validator_value}", ""
+    return path, error.message, ""
+
+
+def _json_type_name(expected: Any) -> str:
+    names = {"string": "a string", "object": "an object", "integer": "an integer"}
+    if isinstance(expected, list):
+        return " or ".join(names.get(t, t) for t in expected)
+    return names.get(expected, expected)
+
+
+def _merge(entry: Dict[str, Any], base_dir: Path) -> Tuple[LocatedDict, List[Finding]]:
+    """The entry completed by its mapping file; keys given in the entry win."""
+    merged = LocatedDict()
+    findings: List[Finding] = []
+    mapping_ref = entry.get("mapping")
+    if isinstance(mapping_ref, str) and mapping_ref:
+        path = Path(mapping_ref)
+        if not path.is_absolute():
+            path = base_dir / path
+        position = getattr(entry, "positions", {}).get("mapping", (None, None, None))
+        if not path.is_file():
+            findings.append(
+                Finding(
+                    "mapping",
+                    f"mapping file {mapping_ref!r} not found",
+                    "relative paths start from the directory rasa run is started in",
+                    *position,
+                )
+            )
+        else:
+            try:
+                document = load_yaml(path)
+            except ConfigError as error:
+                return merged, error.findings
+            if not isinstance(document, dict):
+                findings.append(
+                    Finding("", f"must be a mapping of keys, got {_json_type(document)}", file=str(path))
+                )
+            else:
+                merged.update(document)
+                merged.positions.update(getattr(document, "positions", {}))
+    for key, value in entry.items():
+        if key != "mapping" or not isinstance(value, str):
+            merged[key] = value
+            if key in getattr(entry, "positions", {}):
+                merged.positions[key] = entry.positions[key]
+    return merged, findings
+
+
+def check_channel(
+    entry: Any, label: str = "", base_dir: Optional[Path] = None, file: Optional[str] = None
+) -> Tuple[Optional[ChannelConfig], List[Finding]]:
+    """Validate a credentials entry (and its mapping file); return the config or findings.
+
+    ``label`` names the channel in messages until its own ``name`` is known; ``file`` is
+    where the entry itself was written, when known.
+    """
+    if entry is None:
+        entry = {}
+    if not isinstance(entry, dict):
+        return None, [Finding(label, f"must be a mapping of keys, got {_json_type(entry)}", file=file)]
+    merged, findings = _merge(entry, base_dir or Path.cwd())
+    if findings and not merged:
+        return None, [_with_file(f, file) for f in findings]
+    name = merged.get("name")
+    prefix = name if isinstance(name, str) and name else label
+    for error in sorted(_VALIDATOR.iter_errors(merged), key=lambda e: list(e.absolute_path)):
+        path, message, hint = _describe(error)
+        where = _locate(merged, path) or (file, None, None)
+        findings.append(Finding(_dotted(prefix, path), message, hint, *where))
+    if findings:
+        return None, [_with_file(f, file) for f in findings]
+    config = ChannelConfig(
+        name=merged["name"],
+        request=RequestMapping(default_input_channel=merged["name"], **merged["request"]),
+        response=ResponseTemplate(**merged.get("response", {})),
+    )
+    return config, []
+
+
+def _with_file(finding: Finding, file: Optional[str]) -> Finding:
+    if finding.file or not file:
+        return finding
+    return Finding(finding.path, finding.message, finding.hint, file, finding.line, finding.column)
+
+
+def load_channel(entry: Any, label: str = "", file: Optional[str] = None) -> ChannelConfig:
+    """Validate and compile a channel; raise ConfigError listing every finding."""
+    config, findings = check_channel(entry, label, file=file)
+    if config is None:
+        raise ConfigError(findings)
+    return config

@@ -1,0 +1,73 @@
+"""Error types: HTTP answers for bad requests, located findings for bad configuration."""
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+
+class HTTPError(Exception):
+    """A request the channel answers itself, with a status and a JSON error body.
+
+    Raised where the problem is known (decoding, mapping, handing over to Rasa) and
+    rendered once, by the channel's route handler.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Optional[Dict[str, str]] = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        self.details = details
+
+    def body(self) -> Dict[str, Any]:
+        """The JSON error body: ``{"error": message, **details}``."""
+        return {"error": self.message, **self.details}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem in a channel configuration, located as precisely as the source allows."""
+
+    path: str
+    message: str
+    hint: str = ""
+    file: Optional[str] = None
+    line: Optional[int] = None
+    column: Optional[int] = None
+
+    def location(self) -> str:
+        """``file:line:column`` with whatever parts are known."""
+        parts = [self.file or "<credentials>"]
+        if self.line is not None:
+            parts.append(str(self.line))
+            if self.column is not None:
+                parts.append(str(self.column))
+        return ":".join(parts)
+
+    def __str__(self) -> str:
+        text = f"{self.location()}: {self.path}: {self.message}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+    def as_dict(self) -> Dict[str, Any]:
+        """Machine-readable form for ``--format json``."""
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": self.path,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class ConfigError(Exception):
+    """A channel configuration that cannot be used; carries every finding at once."""
+
+    def __init__(self, findings: List[Finding]) -> None:
+        self.findings = findings
+        super().__init__("\n".join(str(f) for f in findings))

@@ -3,7 +3,7 @@
 import json
 import logging
 import re
-from typing import Any, Awaitable, Callable, Dict, Optional, Text
+from typing import Any, Awaitable, Callable, Dict, Optional
 
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
 from rasa.shared.exceptions import RasaException
@@ -32,7 +32,7 @@ class GenericOutputChannel(CollectingOutputChannel):
         super().__init__()
         self.channel_name = channel_name
 
-    def name(self) -> Text:  # type: ignore[override]
+    def name(self) -> str:  # type: ignore[override]
         return self.channel_name
 
 
@@ -40,9 +40,9 @@ class GenericChannel(InputChannel):
     """One front end, configured in credentials.yml and mapping files instead of Python."""
 
     @classmethod
-    def from_credentials(cls, credentials: Optional[Dict[Text, Any]]) -> "GenericChannel":
+    def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> "GenericChannel":
         try:
-            return cls(load_channel(credentials, label="generic channel", file="credentials.yml"))
+            return cls(load_channel(credentials, label="generic channel"))
         except ConfigError as error:
             raise GenericChannelConfigError(
                 f"invalid generic channel configuration:\n{error}"
@@ -51,7 +51,7 @@ class GenericChannel(InputChannel):
     def __init__(self, config: ChannelConfig) -> None:
         self.config = config
 
-    def name(self) -> Text:  # type: ignore[override]
+    def name(self) -> str:  # type: ignore[override]
         return self.config.name
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:

@@ -7,6 +7,7 @@ compiled; all problems are reported at once, each located by file, line and key 
 
 import difflib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -20,6 +21,7 @@ from generic_connector.mapping import (
     RequestMapping,
     ResponseTemplate,
     compile_expression,
+    json_type,
 )
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
@@ -61,9 +63,7 @@ def _construct_mapping(loader: _LocatingLoader, node: yaml.MappingNode) -> Locat
     return result
 
 
-_LocatingLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
-)
+_LocatingLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def load_yaml(path: Path) -> Any:
@@ -110,7 +110,7 @@ class ChannelConfig:
 
 def _locate(document: Any, path: Iterable[Any]) -> Optional[Position]:
     """The position of the deepest key along ``path`` that the document knows."""
-    found = getattr(document, "positions", {}).get("__self__")
+    found = None
     node = document
     for key in path:
         if not isinstance(node, (dict, list)):
@@ -132,16 +132,6 @@ def _dotted(prefix: str, path: Iterable[Any]) -> str:
     return text
 
 
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return {str: "a string", dict: "an object", list: "a list", type(None): "null"}.get(
-        type(value), type(value).__name__
-    )
-
-
 def _describe(error: jsonschema.ValidationError) -> Tuple[List[Any], str, str]:
     """Turn a schema error into (key path, message, hint) a person can act on."""
     path = list(error.absolute_path)
@@ -157,12 +147,13 @@ def _describe(error: jsonschema.ValidationError) -> Tuple[List[Any], str, str]:
         return path + [key], f"missing required key '{key}'", "add it"
     if error.validator == "type":
         expected = error.validator_value
-        return path, f"must be {_json_type_name(expected)}, got {_json_type(error.instance)}", ""
+        return path, f"must be {_json_type_name(expected)}, got {json_type(error.instance)}", ""
     if error.validator == "format" and error.cause is not None:
         return path, f"expression does not compile: {error.cause}", "fix the JMESPath expression"
     if error.validator == "pattern":
-        return path, f"{error.instance!r} does not match {error.validator_value}", ""
-    return path, error.message, ""
+        message = f"{error.instance!r} does not match {error.validator_value}"
+        return path, message, error.schema.get("x-hint", "")
+    return path, error.message, error.schema.get("x-hint", "")
 
 
 def _json_type_name(expected: Any) -> str:
@@ -180,7 +171,7 @@ def _merge(entry: Dict[str, Any], base_dir: Path) -> Tuple[LocatedDict, List[Fin
     if isinstance(mapping_ref, str) and mapping_ref:
         path = Path(mapping_ref)
         if not path.is_absolute():
-            path = base_dir / path
+            path = Path(os.path.relpath(base_dir / path))
         position = getattr(entry, "positions", {}).get("mapping", (None, None, None))
         if not path.is_file():
             findings.append(
@@ -197,15 +188,15 @@ def _merge(entry: Dict[str, Any], base_dir: Path) -> Tuple[LocatedDict, List[Fin
             except ConfigError as error:
                 return merged, error.findings
             if not isinstance(document, dict):
-                findings.append(
-                    Finding("", f"must be a mapping of keys, got {_json_type(document)}", file=str(path))
-                )
+                message = f"must be a mapping of keys, got {json_type(document)}"
+                findings.append(Finding("", message, file=str(path)))
             else:
                 merged.update(document)
                 merged.positions.update(getattr(document, "positions", {}))
     for key, value in entry.items():
         if key != "mapping" or not isinstance(value, str):
             merged[key] = value
+            merged.positions.pop(key, None)
             if key in getattr(entry, "positions", {}):
                 merged.positions[key] = entry.positions[key]
     return merged, findings
@@ -222,7 +213,8 @@ def check_channel(
     if entry is None:
         entry = {}
     if not isinstance(entry, dict):
-        return None, [Finding(label, f"must be a mapping of keys, got {_json_type(entry)}", file=file)]
+        message = f"must be a mapping of keys, got {json_type(entry)}"
+        return None, [Finding(label, message, file=file)]
     merged, findings = _merge(entry, base_dir or Path.cwd())
     if findings and not merged:
         return None, [_with_file(f, file) for f in findings]

@@ -41,7 +41,7 @@ def compile_expression(source: str) -> ParsedResult:
     try:
         parsed = jmespath.compile(source)
     except jmespath_errors.JMESPathError as error:
-        first_line = str(error).splitlines()[0]
+        first_line = str(error).splitlines()[0].rstrip(":")
         position = getattr(error, "lex_position", None)
         if position is not None and "column" not in first_line:
             first_line += f" (column {position})"
@@ -71,8 +71,14 @@ class Extracted:
     message_id: Optional[str]
 
 
-def _type_name(value: Any) -> str:
-    return {dict: "an object", list: "a list", bool: "a boolean"}.get(type(value), "a number")
+def json_type(value: Any) -> str:
+    """How a decoded JSON/YAML value is named in messages: "a string", "a list", ..."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    names = {str: "a string", dict: "an object", list: "a list", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _scalar(value: Any, field: str, expression: Expression) -> Optional[str]:
@@ -85,7 +91,7 @@ def _scalar(value: Any, field: str, expression: Expression) -> Optional[str]:
         return str(value)
     raise HTTPError(
         422,
-        f"{field} must be a string or a number, but `{expression.source}` gave {_type_name(value)}",
+        f"{field} must be a string or a number, but `{expression.source}` gave {json_type(value)}",
         field=field,
         expression=expression.source,
     )
@@ -138,7 +144,7 @@ class RequestMapping:
                 raise HTTPError(
                     422,
                     f"metadata must be an object, but `{self.metadata.source}` "
-                    f"gave {_type_name(metadata)}",
+                    f"gave {json_type(metadata)}",
                     field="metadata",
                     expression=self.metadata.source,
                 )

@@ -12,13 +12,21 @@ if [ ! -f "$MODEL" ] || [ -n "$(find demo/config.yml demo/domain.yml demo/data -
     --out demo/models --fixed-model-name demo
 fi
 
-cat <<MSG
+# Print how to talk to the assistant once /status answers 200 (409 until the model is loaded).
+# This shell's pid becomes rasa's through `exec`, so the watcher stops when rasa does.
+(
+  until curl -sf "http://localhost:$PORT/status" >/dev/null; do
+    kill -0 $$ 2>/dev/null || exit 0
+    sleep 1
+  done
+  cat <<MSG
 
-Serving the demo on http://localhost:$PORT once Rasa says "Rasa server is up and running". Try:
+The demo assistant is up on http://localhost:$PORT (Ctrl-C stops it). Talk to it:
 
   curl -s -X POST http://localhost:$PORT/webhooks/myio/webhook \\
        -H 'Content-Type: application/json' \\
        -d '{"sender": "test_user", "message": "Hi there!", "metadata": {}}'
 
 MSG
+) &
 exec "$BIN/rasa" run --model "$MODEL" --credentials credentials.yml --port "$PORT" --enable-api

@@ -1,0 +1,81 @@
+"""Shared fixtures: the demo assistant trained once per run, and real ``rasa run`` servers.
+
+The servers are started together when the first end-to-end test asks for one, so that
+their start-up (about 15 s each) overlaps.
+"""
+
+from pathlib import Path
+from typing import Dict, Iterator
+
+import pytest
+
+from tests.rasa_process import RasaServer, train
+
+# Channels served by the main test server, beside Rasa's own REST channel.
+MAIN_CREDENTIALS = """
+rest:
+
+generic_connector.GenericChannel:
+  mapping: mappings/myio.yml
+
+generic_connector.channels.restlike:
+  mapping: mappings/rest.yml
+  name: restlike
+
+generic_connector.channels.shop:
+  name: shop
+  request:
+    sender: data.customer.id
+    text: data.message.body
+    message_id: data.message.id
+    metadata: "{customer: data.customer.name, order: data.order.id, tags: data.order.tags}"
+  response:
+    body: "{replies: messages[].text, customer: request.data.customer.name}"
+"""
+
+# A lock store that cannot be reached: every message makes Rasa raise. (Rasa falls back
+# to memory when a tracker store fails, but not when the lock store does.)
+BROKEN_ENDPOINTS = """
+lock_store:
+  type: redis
+  url: 127.0.0.1
+  port: {port}
+  db: 0
+"""
+
+
+@pytest.fixture(scope="session")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def servers(
+    model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Dict[str, RasaServer]]:
+    from tests.rasa_process import free_port
+
+    folder = tmp_path_factory.mktemp("servers")
+    (folder / "credentials.yml").write_text(MAIN_CREDENTIALS)
+    (folder / "endpoints.yml").write_text(BROKEN_ENDPOINTS.format(port=free_port()))
+    started = {
+        "main": RasaServer(model, folder / "credentials.yml", folder / "main.log"),
+        "failing": RasaServer(
+            model, folder / "credentials.yml", folder / "failing.log", folder / "endpoints.yml"
+        ),
+    }
+    yield started
+    for server in started.values():
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def rasa(servers: Dict[str, RasaServer]) -> RasaServer:
+    """The main server: the demo assistant with myio, restlike, shop and Rasa's rest."""
+    return servers["main"].wait_ready()
+
+
+@pytest.fixture(scope="session")
+def failing_rasa(servers: Dict[str, RasaServer]) -> RasaServer:
+    """The same channels over a lock store that is down."""
+    return servers["failing"].wait_ready()

@@ -1,0 +1,105 @@
+"""The config loader and validator: located, complete findings; no stack traces."""
+
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from generic_connector.config import check_channel, load_channel, load_yaml
+from generic_connector.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def findings_of(entry: object, base_dir: Path = ROOT) -> List[str]:
+    config, findings = check_channel(entry, "label", base_dir=base_dir)
+    assert config is None
+    return [str(f) for f in findings]
+
+
+def test_shipped_mappings_load() -> None:
+    for path in sorted((ROOT / "mappings").glob("*.yml")):
+        config = load_channel({"mapping": str(path)})
+        assert config.name == path.stem
+
+
+def test_inline_keys_replace_the_mapping_files_keys() -> None:
+    config = load_channel({"mapping": str(ROOT / "mappings/rest.yml"), "name": "other"})
+    assert config.name == "other"
+    assert config.request.default_input_channel == "other"
+    assert config.request.text.source == "message"
+
+
+def test_unknown_key_gets_a_suggestion() -> None:
+    entry = {"name": "x", "request": {"sender": "a", "text": "b", "metdata": "c"}}
+    assert findings_of(entry) == [
+        "<credentials>: x.request.metdata: unknown key 'metdata' (did you mean 'metadata'?)"
+    ]
+
+
+def test_missing_required_keys_are_all_reported() -> None:
+    assert findings_of({"request": {"sender": "a"}}) == [
+        "<credentials>: label.name: missing required key 'name' (add it)",
+        "<credentials>: label.request.text: missing required key 'text' (add it)",
+    ]
+
+
+def test_bad_expression_names_the_parser_message_and_column() -> None:
+    [finding] = findings_of({"name": "x", "request": {"sender": "a.b c", "text": "t"}})
+    assert finding.startswith(
+        "<credentials>: x.request.sender: expression does not compile: Unexpected token: c"
+    )
+    assert "column 4" in finding
+
+
+def test_wrong_types_and_names() -> None:
+    entry = {"name": "x y", "request": {"sender": 1, "text": "t"}, "response": {"status": "ok"}}
+    assert findings_of(entry) == [
+        "<credentials>: x y.name: 'x y' does not match ^[A-Za-z0-9][A-Za-z0-9_-]*$ "
+        "(use letters, digits, '-' and '_': the name becomes the URL /webhooks/<name>/)",
+        "<credentials>: x y.request.sender: must be a string, got a number",
+        "<credentials>: x y.response.status: must be an integer, got a string",
+    ]
+
+
+def test_missing_mapping_file() -> None:
+    assert findings_of({"mapping": "mappings/nope.yml"}) == [
+        "<credentials>: mapping: mapping file 'mappings/nope.yml' not found "
+        "(relative paths start from the directory rasa run is started in)"
+    ]
+
+
+def test_entry_that_is_not_a_mapping() -> None:
+    assert findings_of(["a"]) == ["<credentials>: label: must be a mapping of keys, got a list"]
+
+
+def test_positions_come_from_the_file_that_holds_the_key(tmp_path: Path) -> None:
+    (tmp_path / "m.yml").write_text("name: m\nrequest:\n  sender: a\n  text: b[\n")
+    (tmp_path / "credentials.yml").write_text(
+        "generic_connector.GenericChannel:\n  mapping: m.yml\n  response:\n    stauts: 200\n"
+    )
+    entry = load_yaml(tmp_path / "credentials.yml")["generic_connector.GenericChannel"]
+    config, findings = check_channel(entry, base_dir=tmp_path)
+    located = [(Path(f.file).name, f.line, f.column, f.path) for f in findings]
+    assert located == [
+        ("m.yml", 4, 3, "m.request.text"),
+        ("credentials.yml", 4, 5, "m.response.stauts"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"name: [unclosed\n", "not valid YAML"),
+        (b"\xff\xfe\x00binary", "not a text file"),
+        (b"a: 1\na: 2\n", "duplicate key 'a'"),
+    ],
+)
+def test_unreadable_yaml_is_one_finding(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as raised:
+        load_yaml(path)
+    [finding] = raised.value.findings
+    assert finding.file == str(path)
+    assert message in finding.message

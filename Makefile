@@ -13,6 +13,7 @@ demo: setup
 	@./scripts/demo.sh $(PORT)
 
 test: setup
+	$(BIN)/generic-connector validate mappings/ credentials.yml
 	$(BIN)/python -m pytest
 
 lint: setup

@@ -1,6 +1,5 @@
 """The Rasa channel: request in, mapping, Rasa, response out."""
 
-import json
 import logging
 import re
 from typing import Any, Awaitable, Callable, Dict, Optional
@@ -13,6 +12,7 @@ from sanic.response import HTTPResponse
 
 from generic_connector.config import ChannelConfig, load_channel
 from generic_connector.errors import ConfigError, HTTPError
+from generic_connector.request import IncomingRequest, decode_body
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class GenericChannel(InputChannel):
         self, request: Request, on_new_message: Callable[[UserMessage], Awaitable[Any]]
     ) -> HTTPResponse:
         """Decode, map, hand the message to Rasa and render the reply."""
-        body = _decode_json(request.body)
+        body = decode_body(IncomingRequest(request.body))
         extracted = self.config.request.extract(body)
         _ensure_agent_ready(request)
         collector = GenericOutputChannel(self.config.name)
@@ -103,16 +103,6 @@ class GenericChannel(InputChannel):
         return HTTPResponse(
             rendered.body, status=rendered.status, content_type=rendered.content_type
         )
-
-
-def _decode_json(raw: bytes) -> Dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except ValueError as error:
-        raise HTTPError(400, f"request body is not valid JSON: {error}") from None
-    if not isinstance(body, dict):
-        raise HTTPError(400, "request body must be a JSON object")
-    return body
 
 
 def _ensure_agent_ready(request: Request) -> None:

@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import jsonschema
 import yaml
@@ -108,7 +108,7 @@ class ChannelConfig:
     response: ResponseTemplate
 
 
-def _locate(document: Any, path: Iterable[Any]) -> Optional[Position]:
+def locate(document: Any, path: Iterable[Any]) -> Optional[Position]:
     """The position of the deepest key along ``path`` that the document knows."""
     found = None
     node = document
@@ -191,7 +191,8 @@ def _merge(entry: Dict[str, Any], base_dir: Path) -> Tuple[LocatedDict, List[Fin
                 message = f"must be a mapping of keys, got {json_type(document)}"
                 findings.append(Finding("", message, file=str(path)))
             else:
-                merged.update(document)
+                # A mapping file's test cases describe that file; they run when it is validated.
+                merged.update((k, v) for k, v in document.items() if k != "tests")
                 merged.positions.update(getattr(document, "positions", {}))
     for key, value in entry.items():
         if key != "mapping" or not isinstance(value, str):
@@ -202,47 +203,53 @@ def _merge(entry: Dict[str, Any], base_dir: Path) -> Tuple[LocatedDict, List[Fin
     return merged, findings
 
 
-def check_channel(
-    entry: Any, label: str = "", base_dir: Optional[Path] = None, file: Optional[str] = None
-) -> Tuple[Optional[ChannelConfig], List[Finding]]:
-    """Validate a credentials entry (and its mapping file); return the config or findings.
+class Checked(NamedTuple):
+    """The outcome of checking one channel: the config when valid, else the findings."""
 
-    ``label`` names the channel in messages until its own ``name`` is known; ``file`` is
-    where the entry itself was written, when known.
+    config: Optional[ChannelConfig]
+    findings: List[Finding]
+    document: Dict[str, Any]
+
+
+def check_channel(
+    entry: Any,
+    label: str = "",
+    base_dir: Optional[Path] = None,
+    origin: Position = (None, None, None),
+) -> Checked:
+    """Validate a credentials entry or a mapping file's content, with its mapping file.
+
+    ``label`` names the channel in messages until its own ``name`` is known; ``origin`` is
+    where the entry itself starts (file, line, column), used for problems of the whole entry.
     """
     if entry is None:
         entry = {}
     if not isinstance(entry, dict):
         message = f"must be a mapping of keys, got {json_type(entry)}"
-        return None, [Finding(label, message, file=file)]
+        return Checked(None, [Finding(label, message, "", *origin)], {})
     merged, findings = _merge(entry, base_dir or Path.cwd())
     if findings and not merged:
-        return None, [_with_file(f, file) for f in findings]
+        return Checked(None, findings, merged)
     name = merged.get("name")
     prefix = name if isinstance(name, str) and name else label
-    for error in sorted(_VALIDATOR.iter_errors(merged), key=lambda e: list(e.absolute_path)):
+    for error in _VALIDATOR.iter_errors(merged):
         path, message, hint = _describe(error)
-        where = _locate(merged, path) or (file, None, None)
+        where = locate(merged, path) or origin
         findings.append(Finding(_dotted(prefix, path), message, hint, *where))
     if findings:
-        return None, [_with_file(f, file) for f in findings]
+        findings.sort(key=lambda f: (f.file or "", f.line or 0, f.column or 0))
+        return Checked(None, findings, merged)
     config = ChannelConfig(
         name=merged["name"],
         request=RequestMapping(default_input_channel=merged["name"], **merged["request"]),
         response=ResponseTemplate(**merged.get("response", {})),
     )
-    return config, []
+    return Checked(config, [], merged)
 
 
-def _with_file(finding: Finding, file: Optional[str]) -> Finding:
-    if finding.file or not file:
-        return finding
-    return Finding(finding.path, finding.message, finding.hint, file, finding.line, finding.column)
-
-
-def load_channel(entry: Any, label: str = "", file: Optional[str] = None) -> ChannelConfig:
+def load_channel(entry: Any, label: str = "") -> ChannelConfig:
     """Validate and compile a channel; raise ConfigError listing every finding."""
-    config, findings = check_channel(entry, label, file=file)
+    config, findings, _ = check_channel(entry, label)
     if config is None:
         raise ConfigError(findings)
     return config

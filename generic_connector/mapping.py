@@ -40,12 +40,12 @@ def compile_expression(source: str) -> ParsedResult:
     """Parse ``source``; raise ExpressionError naming the problem and its column."""
     try:
         parsed = jmespath.compile(source)
-    except jmespath_errors.JMESPathError as error:
-        first_line = str(error).splitlines()[0].rstrip(":")
-        position = getattr(error, "lex_position", None)
-        if position is not None and "column" not in first_line:
-            first_line += f" (column {position})"
-        raise ExpressionError(first_line) from None
+    except jmespath_errors.IncompleteExpressionError:
+        raise ExpressionError("the expression ends too early") from None
+    except jmespath_errors.LexerError as error:
+        raise ExpressionError(f"{error.message} at column {error.lexer_position + 1}") from None
+    except jmespath_errors.ParseError as error:
+        raise ExpressionError(f"{error.msg} at column {error.lex_position + 1}") from None
     unknown = sorted(_function_names(parsed.parsed) - _KNOWN_FUNCTIONS)
     if unknown:
         raise ExpressionError(f"unknown function {unknown[0]}()")
@@ -182,12 +182,12 @@ class ResponseTemplate:
         self.content_type = content_type
         self.status = status
         media_type = content_type.split(";")[0].strip().lower()
-        self._json = media_type == "application/json" or media_type.endswith("+json")
+        self.is_json = media_type == "application/json" or media_type.endswith("+json")
 
     def render(self, messages: List[Dict[str, Any]], request: Any, sender_id: str) -> Rendered:
         """Evaluate the body expression over ``{messages, request, sender}``."""
         result = self.body.search({"messages": messages, "request": request, "sender": sender_id})
-        if self._json or not isinstance(result, str):
+        if self.is_json or not isinstance(result, str):
             payload = json.dumps(result, ensure_ascii=False)
         else:
             payload = result

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def findings_of(entry: object, base_dir: Path = ROOT) -> List[str]:
-    config, findings = check_channel(entry, "label", base_dir=base_dir)
+    config, findings, _ = check_channel(entry, "label", base_dir=base_dir)
     assert config is None
     return [str(f) for f in findings]
 
@@ -49,7 +49,7 @@ def test_bad_expression_names_the_parser_message_and_column() -> None:
     assert finding.startswith(
         "<credentials>: x.request.sender: expression does not compile: Unexpected token: c"
     )
-    assert "column 4" in finding
+    assert finding.endswith("Unexpected token: c at column 5 (fix the JMESPath expression)")
 
 
 def test_wrong_types_and_names() -> None:
@@ -79,7 +79,7 @@ def test_positions_come_from_the_file_that_holds_the_key(tmp_path: Path) -> None
         "generic_connector.GenericChannel:\n  mapping: m.yml\n  response:\n    stauts: 200\n"
     )
     entry = load_yaml(tmp_path / "credentials.yml")["generic_connector.GenericChannel"]
-    config, findings = check_channel(entry, base_dir=tmp_path)
+    config, findings, _ = check_channel(entry, base_dir=tmp_path)
     located = [(Path(f.file).name, f.line, f.column, f.path) for f in findings]
     assert located == [
         ("m.yml", 4, 3, "m.request.text"),

@@ -1,0 +1,226 @@
+"""The validation command: one located finding per problem, exit codes, dry run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from generic_connector.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD_MAPPING = """\
+name: m
+request:
+  sender: user.id
+  text: message.text
+"""
+
+
+def run(capsys: pytest.CaptureFixture, *args: str) -> "tuple[int, List[str]]":
+    code = main(list(args))
+    return code, capsys.readouterr().out.splitlines()
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_shipped_mappings_and_credentials_are_valid_and_their_cases_pass(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    code, out = run(capsys, "validate", "mappings/", "credentials.yml")
+    assert code == 0, out
+    assert "mappings/myio.yml: ok (myio, 4 test cases passed)" in out
+    assert out[-1].endswith("invalid, 0 findings")
+
+
+def test_bad_expression(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    path = write(tmp_path, "m.yml", GOOD_MAPPING.replace("message.text", "message text"))
+    code, out = run(capsys, "validate", path)
+    assert code == 1
+    assert out[0] == (
+        f"{path}:4:3: m.request.text: expression does not compile: "
+        "Unexpected token: text at column 9 (fix the JMESPath expression)"
+    )
+
+
+def test_unknown_key_with_suggestion(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    path = write(tmp_path, "m.yml", GOOD_MAPPING + "respones:\n  status: 200\n")
+    code, out = run(capsys, "validate", path)
+    assert code == 1
+    assert out[0] == f"{path}:5:1: m.respones: unknown key 'respones' (did you mean 'response'?)"
+
+
+def test_missing_required_key(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    path = write(tmp_path, "m.yml", GOOD_MAPPING.replace("  text: message.text\n", ""))
+    code, out = run(capsys, "validate", path)
+    assert code == 1
+    assert out[0] == f"{path}:2:1: m.request.text: missing required key 'text' (add it)"
+
+
+def test_wrong_type(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    path = write(tmp_path, "m.yml", GOOD_MAPPING + "response:\n  status: ok\n")
+    code, out = run(capsys, "validate", path)
+    assert code == 1
+    assert out[0] == f"{path}:6:3: m.response.status: must be an integer, got a string"
+
+
+def test_missing_referenced_file(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "credentials.yml",
+        "rest:\nslack:\n  slack_token: xoxb\n"
+        "generic_connector.channels.shop:\n  mapping: nowhere/shop.yml\n",
+    )
+    code, out = run(capsys, "validate", path)
+    assert code == 1
+    assert out[0] == (
+        f"{path}:5:3: mapping: mapping file 'nowhere/shop.yml' not found "
+        "(relative paths start from the directory rasa run is started in)"
+    )
+
+
+def test_failing_mapping_test_case(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    cases = """
+tests:
+  - name: passes
+    body: {"user": {"id": 7}, "message": {"text": "hi"}}
+    expect: {sender: "7", text: hi}
+  - name: wrong expectation
+    body: {"user": {"id": 7}, "message": {"text": "hi"}}
+    expect: {sender: "8", text: hi}
+  - name: missing body file
+    body_file: captured/update.json
+    expect: {status: 200}
+"""
+    path = write(tmp_path, "m.yml", GOOD_MAPPING + cases)
+    code, out = run(capsys, "validate", path)
+    assert code == 1
+    assert out[:2] == [
+        f"{path}:10:5: m.tests[1]: test 'wrong expectation' failed: "
+        'sender: expected "8", got "7"',
+        f"{path}:13:5: m.tests[2]: test 'missing body file' failed: "
+        "body file 'captured/update.json' not found",
+    ]
+
+
+def test_every_finding_is_reported_in_one_run(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    path = write(tmp_path, "m.yml", "name: m\nrequest:\n  sender: a[\n  txt: b\n")
+    code, out = run(capsys, "validate", path)
+    assert code == 1
+    assert [line.split(": ")[1] for line in out[:3]] == [
+        "m.request.text",  # missing: located at the request key
+        "m.request.sender",
+        "m.request.txt",
+    ]
+    assert out[-1] == "1 files: 0 valid, 1 invalid, 3 findings"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            b"name: [unclosed\n",
+            ":2:1: : not valid YAML: expected ',' or ']', but got '<stream end>'",
+        ),
+        (b"", ":1:1: : the file is empty"),
+        (b"- name: a\n- name: b\n", ":1:1: : must be a mapping of keys, not a list or a value"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", ": : not a text file (not UTF-8)"),
+    ],
+)
+def test_files_that_are_not_mappings(
+    capsys: pytest.CaptureFixture, tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_bytes(content)
+    code, out = run(capsys, "validate", str(path))
+    assert code == 1
+    assert out[0] == str(path) + message
+
+
+def test_other_channels_in_credentials_are_left_alone(
+    capsys: pytest.CaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    path = write(
+        tmp_path,
+        "credentials.yml",
+        "rest:\nslack:\n  not_a_generic_key: 1\nrasa:\n  url: http://x\n"
+        "generic_connector.GenericChannel:\n  mapping: mappings/myio.yml\n",
+    )
+    code, out = run(capsys, "validate", path)
+    assert (code, out[0]) == (0, f"{path}: ok (myio)")
+
+
+def test_json_format(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    path = write(tmp_path, "m.yml", GOOD_MAPPING.replace("sender:", "sendr:"))
+    code, out = run(capsys, "validate", "--format", "json", path)
+    report = json.loads("\n".join(out))
+    assert code == 1 and report["valid"] is False
+    [file] = report["files"]
+    assert file["findings"][0] == {
+        "file": path,
+        "line": 2,
+        "column": 1,
+        "path": "m.request.sender",
+        "message": "missing required key 'sender'",
+        "hint": "add it",
+    }
+    assert file["findings"][1]["hint"] == "did you mean 'sender'?"
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["validate", str(tmp_path / "missing.yml")])
+    assert raised.value.code == 2
+    with pytest.raises(SystemExit) as raised:
+        main(["frobnicate"])
+    assert raised.value.code == 2
+
+
+def test_dry_run_prints_extraction_and_response(tmp_path: Path) -> None:
+    body = write(tmp_path, "body.json", '{"sender": "u1", "message": "hello"}')
+    result = subprocess.run(
+        [sys.executable, "-m", "generic_connector", "dry-run", "mappings/myio.yml",
+         "--body", body, "--reply", "Hi!"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert json.loads(result.stdout) == {
+        "status": 200,
+        "messages": [
+            {
+                "sender": "u1",
+                "text": "hello",
+                "input_channel": "myio",
+                "metadata": None,
+                "message_id": None,
+            }
+        ],
+        "response": {
+            "content_type": "application/json",
+            "body": [{"recipient_id": "u1", "text": "Hi!"}],
+        },
+    }
+
+
+def test_dry_run_shows_why_a_request_would_be_rejected(tmp_path: Path) -> None:
+    body = write(tmp_path, "body.json", '{"message": "hello"}')
+    exe = Path(sys.executable).with_name("generic-connector")
+    result = subprocess.run(
+        [str(exe), "dry-run", "credentials.yml", "--channel", "myio", "--body", body],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert json.loads(result.stdout)["error"] == {
+        "error": "no sender in the request: `sender` found nothing",
+        "field": "sender",
+        "expression": "sender",
+    }

@@ -41,35 +41,36 @@ def test_shipped_mappings_and_credentials_are_valid_and_their_cases_pass(
     assert out[-1].endswith("invalid, 0 findings")
 
 
-def test_bad_expression(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    path = write(tmp_path, "m.yml", GOOD_MAPPING.replace("message.text", "message text"))
+@pytest.mark.parametrize(
+    "mapping, finding",
+    [
+        (
+            GOOD_MAPPING.replace("message.text", "message text"),
+            ":4:3: m.request.text: expression does not compile: "
+            "Unexpected token: text at column 9 (fix the JMESPath expression)",
+        ),
+        (
+            GOOD_MAPPING + "respones:\n  status: 200\n",
+            ":5:1: m.respones: unknown key 'respones' (did you mean 'response'?)",
+        ),
+        (
+            GOOD_MAPPING.replace("  text: message.text\n", ""),
+            ":2:1: m.request.text: missing required key 'text' (add it)",
+        ),
+        (
+            GOOD_MAPPING + "response:\n  status: ok\n",
+            ":6:3: m.response.status: must be an integer, got a string",
+        ),
+    ],
+    ids=["bad expression", "unknown key", "missing key", "wrong type"],
+)
+def test_finding_is_located_and_explained(
+    capsys: pytest.CaptureFixture, tmp_path: Path, mapping: str, finding: str
+) -> None:
+    path = write(tmp_path, "m.yml", mapping)
     code, out = run(capsys, "validate", path)
     assert code == 1
-    assert out[0] == (
-        f"{path}:4:3: m.request.text: expression does not compile: "
-        "Unexpected token: text at column 9 (fix the JMESPath expression)"
-    )
-
-
-def test_unknown_key_with_suggestion(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    path = write(tmp_path, "m.yml", GOOD_MAPPING + "respones:\n  status: 200\n")
-    code, out = run(capsys, "validate", path)
-    assert code == 1
-    assert out[0] == f"{path}:5:1: m.respones: unknown key 'respones' (did you mean 'response'?)"
-
-
-def test_missing_required_key(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    path = write(tmp_path, "m.yml", GOOD_MAPPING.replace("  text: message.text\n", ""))
-    code, out = run(capsys, "validate", path)
-    assert code == 1
-    assert out[0] == f"{path}:2:1: m.request.text: missing required key 'text' (add it)"
-
-
-def test_wrong_type(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    path = write(tmp_path, "m.yml", GOOD_MAPPING + "response:\n  status: ok\n")
-    code, out = run(capsys, "validate", path)
-    assert code == 1
-    assert out[0] == f"{path}:6:3: m.response.status: must be an integer, got a string"
+    assert out[0] == path + finding
 
 
 def test_missing_referenced_file(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:

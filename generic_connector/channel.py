@@ -2,7 +2,7 @@
 
 import logging
 import re
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
 from rasa.shared.exceptions import RasaException
@@ -12,9 +12,13 @@ from sanic.response import HTTPResponse
 
 from generic_connector.config import ChannelConfig, load_channel
 from generic_connector.errors import ConfigError, HTTPError
-from generic_connector.request import IncomingRequest, decode_body
+from generic_connector.mapping import Extracted
+from generic_connector.request import IncomingRequest
+from generic_connector.webhook import receive, respond
 
 logger = logging.getLogger(__name__)
+
+OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
 
 
 class GenericChannelConfigError(RasaException):
@@ -54,8 +58,8 @@ class GenericChannel(InputChannel):
     def name(self) -> str:  # type: ignore[override]
         return self.config.name
 
-    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        """Routes: ``GET /`` health and ``POST /webhook`` under ``/webhooks/<name>/``."""
+    def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
+        """``GET /`` health, ``POST /webhook`` and the routes the handshakes declare."""
         blueprint_name = "generic_connector_" + re.sub(r"\W", "_", self.config.name)
         webhook = Blueprint(blueprint_name, __name__)
 
@@ -63,23 +67,49 @@ class GenericChannel(InputChannel):
         async def health(request: Request) -> HTTPResponse:
             return response.json({"status": "ok"})
 
-        @webhook.route("/webhook", methods=["POST"])
-        async def receive(request: Request) -> HTTPResponse:
-            try:
-                return await self.handle(request, on_new_message)
-            except HTTPError as error:
-                return response.json(error.body(), status=error.status, headers=error.headers)
+        def receiver(path: str) -> Callable[[Request], Awaitable[HTTPResponse]]:
+            async def receive_request(request: Request) -> HTTPResponse:
+                incoming = IncomingRequest(
+                    request.body, request.headers, request.args, request.method, path
+                )
+                try:
+                    return await self.handle(incoming, request, on_new_message)
+                except HTTPError as error:
+                    return response.json(error.body(), status=error.status, headers=error.headers)
 
+            return receive_request
+
+        paths: Dict[str, List[str]] = {}
+        for method, path in self.config.routes():
+            paths.setdefault(path, []).append(method)
+        for index, (path, methods) in enumerate(paths.items()):
+            webhook.add_route(receiver(path), path, methods=methods, name=f"receive_{index}")
         return webhook
 
     async def handle(
-        self, request: Request, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+        self, incoming: IncomingRequest, request: Request, on_new_message: OnNewMessage
     ) -> HTTPResponse:
-        """Decode, map, hand the message to Rasa and render the reply."""
-        body = decode_body(IncomingRequest(request.body))
-        extracted = self.config.request.extract(body)
-        _ensure_agent_ready(request)
-        collector = GenericOutputChannel(self.config.name)
+        """Map the request, hand each message to Rasa in order, render the reply."""
+        received = receive(self.config, incoming)
+        if received.answer is None:
+            if received.messages:
+                _ensure_agent_ready(request)
+            collector = GenericOutputChannel(self.config.name)
+            for extracted in received.messages:
+                await self._deliver(extracted, collector, on_new_message)
+            answer = respond(self.config, received, collector.messages)
+        else:
+            answer = received.answer
+        return HTTPResponse(
+            answer.body,
+            status=answer.status,
+            headers=answer.headers,
+            content_type=answer.content_type,
+        )
+
+    async def _deliver(
+        self, extracted: Extracted, collector: GenericOutputChannel, on_new_message: OnNewMessage
+    ) -> None:
         message = UserMessage(
             extracted.text,
             collector,
@@ -99,10 +129,6 @@ class GenericChannel(InputChannel):
             raise HTTPError(
                 500, "the assistant could not handle the message; retry later"
             ) from None
-        rendered = self.config.response.render(collector.messages, body, extracted.sender_id)
-        return HTTPResponse(
-            rendered.body, status=rendered.status, content_type=rendered.content_type
-        )
 
 
 def _ensure_agent_ready(request: Request) -> None:

@@ -17,7 +17,9 @@ import yaml
 
 from generic_connector.errors import ConfigError, Finding
 from generic_connector.mapping import (
+    Expression,
     ExpressionError,
+    Handshake,
     RequestMapping,
     ResponseTemplate,
     compile_expression,
@@ -106,6 +108,21 @@ class ChannelConfig:
     name: str
     request: RequestMapping
     response: ResponseTemplate
+    handshakes: List[Handshake]
+
+    def expressions(self) -> List[Expression]:
+        found = self.request.expressions() + [self.response.body]
+        return found + [e for h in self.handshakes for e in h.expressions()]
+
+    def env_names(self) -> List[str]:
+        """Environment variables the channel reads with env('NAME')."""
+        return sorted({name for e in self.expressions() for name in e.env_names})
+
+    def routes(self) -> List[Tuple[str, str]]:
+        """(method, path) pairs the channel serves: POST /webhook and its handshakes'."""
+        routes = [("POST", "/webhook")]
+        routes += [(h.method, h.path) for h in self.handshakes if (h.method, h.path) not in routes]
+        return routes
 
 
 def locate(document: Any, path: Iterable[Any]) -> Optional[Position]:
@@ -216,11 +233,13 @@ def check_channel(
     label: str = "",
     base_dir: Optional[Path] = None,
     origin: Position = (None, None, None),
+    require_env: bool = False,
 ) -> Checked:
     """Validate a credentials entry or a mapping file's content, with its mapping file.
 
     ``label`` names the channel in messages until its own ``name`` is known; ``origin`` is
     where the entry itself starts (file, line, column), used for problems of the whole entry.
+    ``require_env``: environment variables the mapping reads must be set (at start-up).
     """
     if entry is None:
         entry = {}
@@ -239,17 +258,40 @@ def check_channel(
     if findings:
         findings.sort(key=lambda f: (f.file or "", f.line or 0, f.column or 0))
         return Checked(None, findings, merged)
-    config = ChannelConfig(
-        name=merged["name"],
-        request=RequestMapping(default_input_channel=merged["name"], **merged["request"]),
-        response=ResponseTemplate(**merged.get("response", {})),
-    )
+    config = _build(merged)
+    if require_env:
+        missing = [name for name in config.env_names() if name not in os.environ]
+        if missing:
+            message = f"environment variable {', '.join(missing)} is not set"
+            hint = "the mapping reads it with env(); set it before rasa run starts"
+            return Checked(None, [Finding(f"{prefix}", message, hint, *origin)], merged)
     return Checked(config, [], merged)
+
+
+def _build(document: Dict[str, Any]) -> ChannelConfig:
+    name = document["name"]
+    handshakes = [
+        Handshake(
+            name=spec["name"],
+            method=spec.get("method", "POST"),
+            path=spec.get("path", "/webhook"),
+            when=Expression(spec["when"]) if "when" in spec else None,
+            verify=Expression(spec["verify"]) if "verify" in spec else None,
+            response=ResponseTemplate(**spec["response"]),
+        )
+        for spec in document.get("handshakes", [])
+    ]
+    return ChannelConfig(
+        name=name,
+        request=RequestMapping(default_input_channel=name, **document["request"]),
+        response=ResponseTemplate(**document.get("response", {})),
+        handshakes=handshakes,
+    )
 
 
 def load_channel(entry: Any, label: str = "") -> ChannelConfig:
     """Validate and compile a channel; raise ConfigError listing every finding."""
-    config, findings, _ = check_channel(entry, label)
+    config, findings, _ = check_channel(entry, label, require_env=True)
     if config is None:
         raise ConfigError(findings)
     return config

@@ -1,16 +1,21 @@
 """A channel's request handling without Rasa: the dry run and the mapping test cases.
 
-Runs the same steps as the channel (decode, map, render) with sample bot replies standing in
-for the assistant, so a mapping can be checked on a desk in milliseconds.
+Runs the same steps as the channel (``webhook.receive`` and ``webhook.respond``) with sample
+bot replies standing in for the assistant, so a mapping can be checked on a desk in
+milliseconds.
 """
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from generic_connector.config import ChannelConfig
 from generic_connector.errors import HTTPError
-from generic_connector.request import IncomingRequest, decode_body
+from generic_connector.mapping import Extracted, Rendered
+from generic_connector.request import IncomingRequest
+from generic_connector.webhook import receive, respond
 
 MESSAGE_FIELDS = ("sender", "text", "input_channel", "metadata", "message_id")
 
@@ -18,32 +23,50 @@ MESSAGE_FIELDS = ("sender", "text", "input_channel", "metadata", "message_id")
 def simulate(
     config: ChannelConfig, request: IncomingRequest, replies: Optional[List[Dict[str, Any]]] = None
 ) -> Dict[str, Any]:
-    """What the channel would answer and hand to Rasa for ``request``.
+    """What the channel would hand to Rasa and answer for ``request``.
 
-    ``replies`` are the bot messages Rasa is assumed to produce (without ``recipient_id``).
+    ``replies`` are the bot messages Rasa is assumed to produce for each user message
+    (without ``recipient_id``).
     """
     try:
-        body = decode_body(request)
-        extracted = config.request.extract(body)
+        received = receive(config, request)
+        if received.answer is not None:
+            return {"status": received.answer.status, "handshake": True, **_answer(received.answer)}
+        bot = [
+            {"recipient_id": message.sender_id, **reply}
+            for message in received.messages
+            for reply in replies or []
+        ]
+        rendered = respond(config, received, bot)
     except HTTPError as error:
         return {"status": error.status, "error": error.body(), "messages": []}
-    message = {
+    return {
+        "status": rendered.status,
+        "messages": [_message(m) for m in received.messages],
+        "ignored": [rule for _, rule in received.ignored],
+        **_answer(rendered),
+    }
+
+
+def _message(extracted: Extracted) -> Dict[str, Any]:
+    return {
         "sender": extracted.sender_id,
         "text": extracted.text,
         "input_channel": extracted.input_channel,
         "metadata": extracted.metadata,
         "message_id": extracted.message_id,
     }
-    bot = [{"recipient_id": extracted.sender_id, **reply} for reply in replies or []]
-    rendered = config.response.render(bot, body, extracted.sender_id)
+
+
+def _answer(rendered: Rendered) -> Dict[str, Any]:
     text = rendered.body.decode("utf-8")
+    is_json = "json" in rendered.content_type
     return {
-        "status": rendered.status,
-        "messages": [message],
         "response": {
             "content_type": rendered.content_type,
-            "body": json.loads(text) if config.response.is_json else text,
-        },
+            "headers": dict(rendered.headers),
+            "body": json.loads(text) if is_json and text else text,
+        }
     }
 
 
@@ -54,54 +77,82 @@ class CaseError(ValueError):
 def case_request(case: Dict[str, Any], base_dir: Path) -> IncomingRequest:
     """The request a test case describes; ``body_file`` is relative to ``base_dir``."""
     if "body_file" in case:
-        path = base_dir / case["body_file"]
         try:
-            raw = path.read_bytes()
+            raw = (base_dir / case["body_file"]).read_bytes()
         except OSError:
             raise CaseError(f"body file {case['body_file']!r} not found") from None
-    elif isinstance(case["body"], str):
+    elif isinstance(case.get("body"), str):
         raw = case["body"].encode("utf-8")
-    else:
+    elif "body" in case:
         raw = json.dumps(case["body"]).encode("utf-8")
-    return IncomingRequest(raw, case.get("headers", {}), case.get("query", {}))
+    else:
+        raw = b""
+    headers = dict(case.get("headers", {}))
+    if raw and "body" in case and not isinstance(case["body"], str):
+        headers.setdefault("Content-Type", "application/json")
+    return IncomingRequest.from_parts(
+        raw, headers, case.get("query"), case.get("method", "POST"), case.get("path", "/webhook")
+    )
+
+
+@contextmanager
+def _environment(variables: Dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def run_case(config: ChannelConfig, case: Dict[str, Any], base_dir: Path) -> List[str]:
     """Run one test case; return what differs from its expectations (empty when it passes)."""
-    result = simulate(config, case_request(case, base_dir), case.get("replies"))
+    with _environment(case.get("env", {})):
+        result = simulate(config, case_request(case, base_dir), case.get("replies"))
     expect = case["expect"]
+    messages = result.get("messages", [])
     failures = []
     if "status" in expect and expect["status"] != result["status"]:
-        failures.append(_differs("status", expect["status"], result["status"], result))
+        failures.append(_differs("status", expect["status"], result["status"]) + _why(result))
     if "error" in expect:
         actual = result.get("error", {}).get("error", "")
         if expect["error"] not in actual:
             failures.append(
                 f"error: expected a message containing {expect['error']!r}, got {actual!r}"
             )
-    message_keys = [key for key in MESSAGE_FIELDS if key in expect]
-    if message_keys and not result["messages"]:
-        failures.append(
-            f"expected a message for Rasa, but the request was rejected: {_why(result)}"
-        )
-    for key in message_keys if result["messages"] else ():
-        actual = result["messages"][0][key]
-        if actual != expect[key]:
-            failures.append(_differs(key, expect[key], actual, result))
+    expected_messages = expect.get("messages", [])
+    single = {key: expect[key] for key in MESSAGE_FIELDS if key in expect}
+    if single:
+        expected_messages = [single]
+    if expected_messages and "error" in result:
+        failures.append("expected messages for Rasa, but the request was refused" + _why(result))
+    elif "messages" in expect and len(expect["messages"]) != len(messages):
+        failures.append(f"messages: expected {len(expect['messages'])}, got {len(messages)}")
+    else:
+        for index, wanted in enumerate(expected_messages):
+            got = messages[index] if index < len(messages) else {}
+            for key, value in wanted.items():
+                if got.get(key) != value:
+                    label = key if single else f"messages[{index}].{key}"
+                    failures.append(_differs(label, value, got.get(key)))
+    if "ignored" in expect and expect["ignored"] != result.get("ignored", []):
+        failures.append(_differs("ignored", expect["ignored"], result.get("ignored", [])))
     if "response" in expect:
-        actual = result.get("response", {}).get("body")
         if "response" not in result:
-            failures.append(f"expected a response, but the request was rejected: {_why(result)}")
-        elif actual != expect["response"]:
-            failures.append(_differs("response", expect["response"], actual, result))
+            failures.append("expected a response, but the request was refused" + _why(result))
+        elif result["response"]["body"] != expect["response"]:
+            failures.append(_differs("response", expect["response"], result["response"]["body"]))
     return failures
 
 
 def _why(result: Dict[str, Any]) -> str:
-    return f"{result['status']} {result['error']['error']}" if "error" in result else ""
+    error = result.get("error")
+    return f" ({result['status']}: {error['error']})" if error else ""
 
 
-def _differs(key: str, expected: Any, actual: Any, result: Dict[str, Any]) -> str:
-    text = f"{key}: expected {json.dumps(expected)}, got {json.dumps(actual)}"
-    why = _why(result)
-    return f"{text} ({why})" if why and key == "status" else text
+def _differs(key: str, expected: Any, actual: Any) -> str:
+    return f"{key}: expected {json.dumps(expected)}, got {json.dumps(actual)}"

@@ -1,43 +1,54 @@
 """The mapping engine: JMESPath expressions compiled once, evaluated per request.
 
-Knows nothing about Rasa or Sanic: it turns a decoded request body into the fields of a
-user message, and the bot's messages into the body of the HTTP answer.
+Knows nothing about Rasa or Sanic: it turns a decoded request into the fields of user
+messages, recognises events to ignore and handshakes to answer directly, and turns the bot's
+messages into the body of the HTTP answer (JSON, text or XML).
 """
 
 import json
+import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Set
+from xml.sax.saxutils import escape, quoteattr
 
 import jmespath
 from jmespath import exceptions as jmespath_errors
 from jmespath.parser import ParsedResult
 
 from generic_connector.errors import HTTPError
+from generic_connector.functions import FUNCTIONS, SIGNATURES
 
-_OPTIONS = jmespath.Options()
-_KNOWN_FUNCTIONS = set(jmespath.functions.Functions().FUNCTION_TABLE)
+_OPTIONS = jmespath.Options(custom_functions=FUNCTIONS)
+_LITERALS = {"literal", "raw_string"}
+_JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "array"}
 
 
 class ExpressionError(ValueError):
-    """An expression that does not compile, with the parser's message."""
+    """An expression that does not compile or calls a function wrongly."""
 
 
 class Expression:
     """A compiled JMESPath expression that remembers its source text."""
 
-    __slots__ = ("source", "_parsed")
+    __slots__ = ("source", "_parsed", "env_names")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self._parsed = compile_expression(source)
+        self.env_names = env_names(self._parsed.parsed)
 
     def search(self, data: Any) -> Any:
-        """Evaluate the expression over ``data``."""
-        return self._parsed.search(data, options=_OPTIONS)
+        """Evaluate over ``data``; a runtime type error is the request's fault (422)."""
+        try:
+            return self._parsed.search(data, options=_OPTIONS)
+        except jmespath_errors.JMESPathError as error:
+            raise HTTPError(
+                422, f"`{self.source}` failed on this request: {error}", expression=self.source
+            ) from None
 
 
 def compile_expression(source: str) -> ParsedResult:
-    """Parse ``source``; raise ExpressionError naming the problem and its column."""
+    """Parse ``source`` and check its function calls; raise ExpressionError saying what is wrong."""
     try:
         parsed = jmespath.compile(source)
     except jmespath_errors.IncompleteExpressionError:
@@ -46,29 +57,51 @@ def compile_expression(source: str) -> ParsedResult:
         raise ExpressionError(f"{error.message} at column {error.lexer_position + 1}") from None
     except jmespath_errors.ParseError as error:
         raise ExpressionError(f"{error.msg} at column {error.lex_position + 1}") from None
-    unknown = sorted(_function_names(parsed.parsed) - _KNOWN_FUNCTIONS)
-    if unknown:
-        raise ExpressionError(f"unknown function {unknown[0]}()")
+    _check_calls(parsed.parsed)
     return parsed
 
 
-def _function_names(node: Dict[str, Any]) -> set:
-    names = {node["value"]} if node.get("type") == "function_expression" else set()
+def _check_calls(node: Dict[str, Any]) -> None:
+    """Unknown functions, wrong argument counts and literal arguments of the wrong type."""
+    if node.get("type") == "function_expression":
+        name, args = node["value"], node["children"]
+        if name not in SIGNATURES:
+            raise ExpressionError(f"unknown function {name}()")
+        signature = SIGNATURES[name]
+        variadic = bool(signature) and signature[-1].get("variadic")
+        if len(args) != len(signature) and not (variadic and len(args) >= len(signature)):
+            expected = f"{len(signature)}{' or more' if variadic else ''}"
+            raise ExpressionError(f"{name}() takes {expected} arguments, got {len(args)}")
+        for position, (arg, spec) in enumerate(zip(args, signature), start=1):
+            allowed = [t.split("-")[0] for t in spec.get("types", [])]
+            if arg["type"] in _LITERALS and allowed:
+                actual = _JSON_TYPES.get(type(arg["value"]), "object")
+                if arg["value"] is None:
+                    actual = "null"
+                if actual not in allowed:
+                    raise ExpressionError(
+                        f"{name}() argument {position} must be {' or '.join(allowed)}, got {actual}"
+                    )
+        if name == "env" and args[0]["type"] not in _LITERALS:
+            raise ExpressionError("env() takes the variable's name as a literal: env('NAME')")
     for child in node.get("children", ()):
         if isinstance(child, dict):
-            names |= _function_names(child)
+            _check_calls(child)
+
+
+def env_names(node: Dict[str, Any]) -> Set[str]:
+    """The environment variables an expression reads with env('NAME')."""
+    names: Set[str] = set()
+    if node.get("type") == "function_expression" and node["value"] == "env":
+        names.add(node["children"][0]["value"])
+    for child in node.get("children", ()):
+        if isinstance(child, dict):
+            names |= env_names(child)
     return names
 
 
-@dataclass(frozen=True)
-class Extracted:
-    """What a request maps to: the fields of one Rasa ``UserMessage``."""
-
-    sender_id: str
-    text: str
-    input_channel: str
-    metadata: Optional[Dict[str, Any]]
-    message_id: Optional[str]
+def _optional(source: Optional[str]) -> Optional[Expression]:
+    return Expression(source) if source else None
 
 
 def json_type(value: Any) -> str:
@@ -79,6 +112,17 @@ def json_type(value: Any) -> str:
         return "a number"
     names = {str: "a string", dict: "an object", list: "a list", type(None): "null"}
     return names.get(type(value), type(value).__name__)
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """What one event maps to: the fields of one Rasa ``UserMessage``."""
+
+    sender_id: str
+    text: str
+    input_channel: str
+    metadata: Optional[Dict[str, Any]]
+    message_id: Optional[str]
 
 
 def _scalar(value: Any, field: str, expression: Expression) -> Optional[str]:
@@ -109,8 +153,16 @@ def _required(value: Any, field: str, expression: Expression) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class IgnoreRule:
+    """Events for which ``when`` is true are acknowledged but not sent to Rasa."""
+
+    name: str
+    when: Expression
+
+
 class RequestMapping:
-    """Maps a request body to a user message: the ``request`` section of a channel."""
+    """Maps a decoded request to user messages: the ``request`` section of a channel."""
 
     def __init__(
         self,
@@ -120,26 +172,60 @@ class RequestMapping:
         input_channel: Optional[str] = None,
         metadata: Optional[str] = None,
         message_id: Optional[str] = None,
+        events: Optional[str] = None,
+        ignore: Optional[List[Dict[str, str]]] = None,
+        format: str = "json",
     ) -> None:
+        self.format = format
+        self.events = _optional(events)
+        self.ignore = [IgnoreRule(rule["name"], Expression(rule["when"])) for rule in ignore or []]
         self.sender = Expression(sender)
         self.text = Expression(text)
         self.default_input_channel = default_input_channel
-        self.input_channel = Expression(input_channel) if input_channel else None
-        self.metadata = Expression(metadata) if metadata else None
-        self.message_id = Expression(message_id) if message_id else None
+        self.input_channel = _optional(input_channel)
+        self.metadata = _optional(metadata)
+        self.message_id = _optional(message_id)
 
-    def extract(self, body: Any) -> Extracted:
-        """Map one decoded body; raise HTTPError(422) when a required field is missing."""
-        sender_id = _required(self.sender.search(body), "sender", self.sender)
-        text = _required(self.text.search(body), "text", self.text)
+    def select_events(self, body: Any) -> List[Any]:
+        """The events in a request: the body itself, or what ``events`` selects.
+
+        A list gives one event per item, an object is one event, null or nothing none;
+        anything else is refused.
+        """
+        if self.events is None:
+            return [body]
+        selected = self.events.search(body)
+        if selected is None:
+            return []
+        if isinstance(selected, dict):
+            return [selected]
+        if not isinstance(selected, list):
+            raise HTTPError(
+                422,
+                f"`{self.events.source}` must select a list of events, got {json_type(selected)}",
+                field="events",
+                expression=self.events.source,
+            )
+        return selected
+
+    def ignored_by(self, event: Any) -> Optional[str]:
+        """The name of the first ignore rule that matches ``event``, if any."""
+        for rule in self.ignore:
+            if _truthy(rule.when.search(event)):
+                return rule.name
+        return None
+
+    def extract(self, event: Any) -> Extracted:
+        """Map one event; raise HTTPError(422) when a required field is missing."""
+        sender_id = _required(self.sender.search(event), "sender", self.sender)
+        text = _required(self.text.search(event), "text", self.text)
         input_channel = None
         if self.input_channel:
-            input_channel = _scalar(
-                self.input_channel.search(body), "input_channel", self.input_channel
-            )
+            found = self.input_channel.search(event)
+            input_channel = _scalar(found, "input_channel", self.input_channel)
         metadata = None
         if self.metadata:
-            metadata = self.metadata.search(body)
+            metadata = self.metadata.search(event)
             if metadata is not None and not isinstance(metadata, dict):
                 raise HTTPError(
                     422,
@@ -150,7 +236,8 @@ class RequestMapping:
                 )
         message_id = None
         if self.message_id:
-            message_id = _scalar(self.message_id.search(body), "message_id", self.message_id)
+            found = self.message_id.search(event)
+            message_id = _scalar(found, "message_id", self.message_id)
         return Extracted(
             sender_id=sender_id,
             text=text,
@@ -158,6 +245,16 @@ class RequestMapping:
             metadata=metadata,
             message_id=message_id,
         )
+
+    def expressions(self) -> List[Expression]:
+        found = [self.sender, self.text, self.input_channel, self.metadata, self.message_id]
+        found += [self.events] + [rule.when for rule in self.ignore]
+        return [e for e in found if e is not None]
+
+
+def _truthy(value: Any) -> bool:
+    """JMESPath truth: false, null, empty strings, lists and objects are false."""
+    return value not in (None, False, "", [], {})
 
 
 @dataclass(frozen=True)
@@ -167,28 +264,106 @@ class Rendered:
     body: bytes
     content_type: str
     status: int
+    headers: Mapping[str, str]
 
 
 class ResponseTemplate:
-    """Shapes the bot's messages into the HTTP answer: the ``response`` section."""
+    """Shapes an HTTP answer: the ``response`` section, or a handshake's answer."""
 
     def __init__(
         self,
         body: str = "messages",
         content_type: str = "application/json",
         status: int = 200,
+        headers: Optional[Dict[str, str]] = None,
     ) -> None:
         self.body = Expression(body)
         self.content_type = content_type
         self.status = status
+        self.headers = headers or {}
         media_type = content_type.split(";")[0].strip().lower()
         self.is_json = media_type == "application/json" or media_type.endswith("+json")
+        self.is_xml = media_type in ("application/xml", "text/xml") or media_type.endswith("+xml")
 
-    def render(self, messages: List[Dict[str, Any]], request: Any, sender_id: str) -> Rendered:
+    def render(self, messages: List[Dict[str, Any]], request: Any, sender_id: Any) -> Rendered:
         """Evaluate the body expression over ``{messages, request, sender}``."""
         result = self.body.search({"messages": messages, "request": request, "sender": sender_id})
-        if self.is_json or not isinstance(result, str):
+        if self.is_json:
             payload = json.dumps(result, ensure_ascii=False)
+        elif self.is_xml and not isinstance(result, str):
+            payload = to_xml(result)
+        elif result is None:
+            payload = ""
         else:
-            payload = result
-        return Rendered(payload.encode("utf-8"), self.content_type, self.status)
+            payload = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
+        return Rendered(payload.encode("utf-8"), self.content_type, self.status, self.headers)
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """A request answered from a template without Rasa (verification challenges)."""
+
+    name: str
+    method: str
+    path: str
+    when: Optional[Expression]
+    verify: Optional[Expression]
+    response: ResponseTemplate
+
+    def matches(self, method: str, path: str, body: Any) -> bool:
+        if (method, path) != (self.method, self.path):
+            return False
+        return self.when is None or _truthy(self.when.search(body))
+
+    def answer(self, body: Any) -> Rendered:
+        """The handshake's answer; 403 with nothing echoed when ``verify`` is false."""
+        if self.verify is not None and not _truthy(self.verify.search(body)):
+            raise HTTPError(403, "verification failed")
+        return self.response.render([], body, None)
+
+    def expressions(self) -> List[Expression]:
+        found = [self.when, self.verify, self.response.body]
+        return [e for e in found if e is not None]
+
+
+_XML_NAME = re.compile(r"^[A-Za-z_][\w.-]*$")
+
+
+def to_xml(value: Any) -> str:
+    """Serialise ``{Root: {Child: "text", "@attr": "v", Repeated: [...]}}`` as XML.
+
+    Text and attribute values are escaped; null values and empty lists leave nothing.
+    """
+    if not isinstance(value, dict) or len(value) != 1:
+        raise HTTPError(500, "the XML response template must give an object with one root key")
+    return '<?xml version="1.0" encoding="UTF-8"?>' + "".join(
+        _xml_element(name, content) for name, content in value.items()
+    )
+
+
+def _xml_element(name: str, content: Any) -> str:
+    if not _XML_NAME.match(name):
+        raise HTTPError(500, f"{name!r} is not a valid XML element name")
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        return "".join(_xml_element(name, item) for item in content)
+    if not isinstance(content, dict):
+        return f"<{name}>{escape(_xml_text(content))}</{name}>"
+    attributes = "".join(
+        f" {key[1:]}={quoteattr(_xml_text(v))}"
+        for key, v in content.items()
+        if key.startswith("@") and v is not None
+    )
+    children = "".join(
+        escape(_xml_text(v)) if key == "#text" else _xml_element(key, v)
+        for key, v in content.items()
+        if not key.startswith("@") and v is not None
+    )
+    return f"<{name}{attributes}>{children}</{name}>"
+
+
+def _xml_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

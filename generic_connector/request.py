@@ -1,27 +1,85 @@
 """An incoming webhook request, independent of the web framework, and its decoding."""
 
 import json
-from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any, Dict, Mapping, Optional
+from urllib.parse import parse_qs
 
 from generic_connector.errors import HTTPError
 
+FORM = "application/x-www-form-urlencoded"
 
-@dataclass(frozen=True)
+
 class IncomingRequest:
-    """What the channel needs of an HTTP request; built from Sanic's or from a test case."""
+    """What the channel needs of an HTTP request; built from Sanic's or from a test case.
 
-    body: bytes
-    headers: Dict[str, str] = field(default_factory=dict)
-    query: Dict[str, str] = field(default_factory=dict)
+    ``headers`` must answer ``get()`` case-insensitively (Sanic's do; ``from_parts`` makes a
+    plain dict that does), ``query.get()`` gives the first value of a parameter.
+    """
+
+    __slots__ = ("body", "headers", "query", "method", "path")
+
+    def __init__(
+        self,
+        body: bytes,
+        headers: Optional[Mapping[str, str]] = None,
+        query: Optional[Mapping[str, Any]] = None,
+        method: str = "POST",
+        path: str = "/webhook",
+    ) -> None:
+        self.body = body
+        self.headers = headers if headers is not None else {}
+        self.query = query if query is not None else {}
+        self.method = method
+        self.path = path
+
+    @classmethod
+    def from_parts(
+        cls,
+        body: bytes,
+        headers: Optional[Dict[str, str]] = None,
+        query: Optional[Dict[str, str]] = None,
+        method: str = "POST",
+        path: str = "/webhook",
+    ) -> "IncomingRequest":
+        """A request from plain dicts, as test cases and the dry run give them."""
+        lowered = {name.lower(): value for name, value in (headers or {}).items()}
+        return cls(body, lowered, dict(query or {}), method.upper(), path)
+
+    def header(self, name: str) -> Optional[str]:
+        return self.headers.get(name.lower())
+
+    def query_param(self, name: str) -> Optional[str]:
+        return self.query.get(name)
+
+    @property
+    def media_type(self) -> str:
+        return (self.header("content-type") or "").split(";")[0].strip().lower()
 
 
-def decode_body(request: IncomingRequest) -> Dict[str, Any]:
-    """The body as a JSON object; HTTPError(400) saying what is wrong otherwise."""
+def decode_body(request: IncomingRequest, body_format: str = "json", events: bool = False) -> Any:
+    """The body as the mapping sees it; HTTPError (400, 415) saying what is wrong otherwise.
+
+    ``json`` bodies must be objects (or lists when the mapping selects ``events``); ``form``
+    bodies become an object of strings (a list where a field repeats).
+    """
+    if body_format == "form":
+        return _decode_form(request)
     try:
         body = json.loads(request.body)
     except ValueError as error:
-        raise HTTPError(400, f"request body is not valid JSON: {error}") from None
-    if not isinstance(body, dict):
+        hint = f" (Content-Type: {request.media_type})" if request.media_type == FORM else ""
+        raise HTTPError(400, f"request body is not valid JSON{hint}: {error}") from None
+    if not isinstance(body, dict) and not (events and isinstance(body, list)):
         raise HTTPError(400, "request body must be a JSON object")
     return body
+
+
+def _decode_form(request: IncomingRequest) -> Dict[str, Any]:
+    if request.media_type == "application/json" or request.media_type.endswith("+json"):
+        raise HTTPError(415, f"this channel expects a form body ({FORM}), got JSON")
+    try:
+        text = request.body.decode("utf-8")
+        fields = parse_qs(text, keep_blank_values=True, strict_parsing=bool(text))
+    except (UnicodeDecodeError, ValueError):
+        raise HTTPError(400, f"request body is not a valid form ({FORM})") from None
+    return {name: values[0] if len(values) == 1 else values for name, values in fields.items()}

@@ -206,8 +206,10 @@ def test_dry_run_prints_extraction_and_response(tmp_path: Path) -> None:
                 "message_id": None,
             }
         ],
+        "ignored": [],
         "response": {
             "content_type": "application/json",
+            "headers": {},
             "body": [{"recipient_id": "u1", "text": "Hi!"}],
         },
     }

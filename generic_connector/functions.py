@@ -1,0 +1,87 @@
+"""JMESPath functions beyond the standard ones, for what real webhook payloads need.
+
+``header()``, ``query()`` and ``body()`` read the request being mapped; the engine binds it
+with ``bound_to()`` around each evaluation, which is synchronous, so no other request can
+interleave. ``env()`` reads the environment; the names it is called with are known when the
+mapping is compiled, so a missing variable stops start-up instead of failing a request.
+"""
+
+import contextvars
+import json
+import os
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, Optional
+
+from jmespath import functions
+
+from generic_connector.request import IncomingRequest
+
+_request: "contextvars.ContextVar[Optional[IncomingRequest]]" = contextvars.ContextVar(
+    "generic_connector_request", default=None
+)
+_body: "contextvars.ContextVar[Any]" = contextvars.ContextVar("generic_connector_body")
+
+
+@contextmanager
+def bound_to(request: Optional[IncomingRequest], body: Any) -> Iterator[None]:
+    """Make ``request`` and its decoded ``body`` what header(), query() and body() read."""
+    request_token = _request.set(request)
+    body_token = _body.set(body)
+    try:
+        yield
+    finally:
+        _request.reset(request_token)
+        _body.reset(body_token)
+
+
+class ConnectorFunctions(functions.Functions):
+    """The standard functions plus the connector's own (documented in the README)."""
+
+    @functions.signature({"types": ["string"]})
+    def _func_header(self, name: str) -> Optional[str]:
+        request = _request.get()
+        return request.header(name) if request else None
+
+    @functions.signature({"types": ["string"]})
+    def _func_query(self, name: str) -> Optional[str]:
+        request = _request.get()
+        return request.query_param(name) if request else None
+
+    @functions.signature()
+    def _func_body(self) -> Any:
+        return _body.get(None)
+
+    @functions.signature({"types": ["string"]})
+    def _func_env(self, name: str) -> Optional[str]:
+        return os.environ.get(name)
+
+    @functions.signature({"types": ["string", "null"]})
+    def _func_parse_json(self, text: Optional[str]) -> Any:
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+
+    @functions.signature({"types": ["string"]})
+    def _func_lower(self, text: str) -> str:
+        return text.lower()
+
+    @functions.signature({"types": ["string"]})
+    def _func_upper(self, text: str) -> str:
+        return text.upper()
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]})
+    def _func_split(self, text: str, separator: str) -> list:
+        return text.split(separator)
+
+    @functions.signature({"types": ["string"]})
+    def _func_trim(self, text: str) -> str:
+        return text.strip()
+
+
+FUNCTIONS = ConnectorFunctions()
+SIGNATURES: Dict[str, Any] = {
+    name: spec["signature"] for name, spec in FUNCTIONS.FUNCTION_TABLE.items()
+}

@@ -1,0 +1,69 @@
+"""What a webhook request becomes, before and after Rasa, free of Sanic and Rasa.
+
+``receive`` decodes a request and either answers it directly (a handshake) or lists the
+user messages for Rasa and the events it ignores; ``respond`` renders the answer from the
+bot's messages. The channel runs Rasa between the two; the dry run puts sample replies there.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from generic_connector.config import ChannelConfig
+from generic_connector.errors import HTTPError
+from generic_connector.functions import bound_to
+from generic_connector.mapping import Extracted, Rendered
+from generic_connector.request import IncomingRequest, decode_body
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Received:
+    """A request taken apart: a direct answer, or messages for Rasa."""
+
+    request: IncomingRequest
+    body: Any
+    answer: Optional[Rendered] = None
+    messages: List[Extracted] = field(default_factory=list)
+    ignored: List[Tuple[int, str]] = field(default_factory=list)
+
+
+def receive(config: ChannelConfig, request: IncomingRequest) -> Received:
+    """Decode, answer a handshake, or select events, drop ignored ones and map the rest.
+
+    Every event is mapped before any reaches Rasa, so a request that is refused (4xx) has
+    delivered nothing.
+    """
+    mapping = config.request
+    if request.method == "POST":
+        body = decode_body(request, mapping.format, events=mapping.events is not None)
+    else:
+        body = {}
+    with bound_to(request, body):
+        for handshake in config.handshakes:
+            if handshake.matches(request.method, request.path, body):
+                logger.debug("Channel %s: handshake %r", config.name, handshake.name)
+                return Received(request, body, answer=handshake.answer(body))
+        if (request.method, request.path) != ("POST", "/webhook"):
+            raise HTTPError(
+                400, f"no handshake of this channel matches {request.method} {request.path}"
+            )
+        received = Received(request, body)
+        for index, event in enumerate(mapping.select_events(body)):
+            rule = mapping.ignored_by(event)
+            if rule is not None:
+                logger.info("Channel %s: event %d ignored by rule %r", config.name, index, rule)
+                received.ignored.append((index, rule))
+            else:
+                received.messages.append(mapping.extract(event))
+    return received
+
+
+def respond(
+    config: ChannelConfig, received: Received, bot_messages: List[Dict[str, Any]]
+) -> Rendered:
+    """The answer for a handled request, from the bot's messages (in delivery order)."""
+    sender = received.messages[0].sender_id if received.messages else None
+    with bound_to(received.request, received.body):
+        return config.response.render(bot_messages, received.body, sender)

@@ -7,8 +7,10 @@ mapping is compiled, so a missing variable stops start-up instead of failing a r
 """
 
 import contextvars
+import functools
 import json
 import os
+import re
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, Optional
 
@@ -79,6 +81,15 @@ class ConnectorFunctions(functions.Functions):
     @functions.signature({"types": ["string"]})
     def _func_trim(self, text: str) -> str:
         return text.strip()
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]}, {"types": ["string"]})
+    def _func_regex_replace(self, text: str, pattern: str, replacement: str) -> str:
+        return _regex(pattern).sub(replacement, text)
+
+
+@functools.lru_cache(maxsize=256)
+def _regex(pattern: str) -> "re.Pattern[str]":
+    return re.compile(pattern)
 
 
 FUNCTIONS = ConnectorFunctions()

@@ -71,7 +71,8 @@ def _check_calls(node: Dict[str, Any]) -> None:
         variadic = bool(signature) and signature[-1].get("variadic")
         if len(args) != len(signature) and not (variadic and len(args) >= len(signature)):
             expected = f"{len(signature)}{' or more' if variadic else ''}"
-            raise ExpressionError(f"{name}() takes {expected} arguments, got {len(args)}")
+            noun = "argument" if expected == "1" else "arguments"
+            raise ExpressionError(f"{name}() takes {expected} {noun}, got {len(args)}")
         for position, (arg, spec) in enumerate(zip(args, signature), start=1):
             allowed = [t.split("-")[0] for t in spec.get("types", [])]
             if arg["type"] in _LITERALS and allowed:
@@ -84,9 +85,20 @@ def _check_calls(node: Dict[str, Any]) -> None:
                     )
         if name == "env" and args[0]["type"] not in _LITERALS:
             raise ExpressionError("env() takes the variable's name as a literal: env('NAME')")
+        if name == "regex_replace":
+            _check_pattern(args[1])
     for child in node.get("children", ()):
         if isinstance(child, dict):
             _check_calls(child)
+
+
+def _check_pattern(node: Dict[str, Any]) -> None:
+    if node["type"] not in _LITERALS:
+        raise ExpressionError("regex_replace() takes its pattern as a literal: 'pattern'")
+    try:
+        re.compile(node["value"])
+    except re.error as error:
+        raise ExpressionError(f"regex_replace() pattern is not a valid regex: {error}") from None
 
 
 def env_names(node: Dict[str, Any]) -> Set[str]:

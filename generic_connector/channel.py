@@ -45,6 +45,10 @@ class GenericChannel(InputChannel):
 
     @classmethod
     def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> "GenericChannel":
+        # Rasa sets the level chosen with --debug, --verbose or LOG_LEVEL on its own loggers only.
+        logging.getLogger("generic_connector").setLevel(
+            logging.getLogger("rasa").getEffectiveLevel()
+        )
         try:
             return cls(load_channel(credentials, label="generic channel"))
         except ConfigError as error:

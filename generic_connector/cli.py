@@ -91,7 +91,8 @@ def _validate(args: argparse.Namespace) -> int:
             if report.valid:
                 tests = f", {report.tests_passed} test cases passed" if report.tests_passed else ""
                 channels = ", ".join(report.channels) or "no generic channels"
-                print(f"{report.file}: ok ({channels}{tests})")
+                env = f"; reads {', '.join(report.env_names)}" if report.env_names else ""
+                print(f"{report.file}: ok ({channels}{tests}{env})")
         print(f"{len(reports)} files: {valid} valid, {invalid} invalid, {findings} findings")
     return 1 if invalid else 0
 

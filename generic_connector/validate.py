@@ -30,6 +30,7 @@ class FileReport:
     file: str
     kind: str = "mapping"
     channels: List[str] = field(default_factory=list)
+    env_names: List[str] = field(default_factory=list)
     findings: List[Finding] = field(default_factory=list)
     tests_passed: int = 0
     tests_failed: int = 0
@@ -44,6 +45,7 @@ class FileReport:
             "kind": self.kind,
             "valid": self.valid,
             "channels": self.channels,
+            "env": self.env_names,
             "tests": {"passed": self.tests_passed, "failed": self.tests_failed},
             "findings": [f.as_dict() for f in self.findings],
         }
@@ -104,6 +106,7 @@ def _check(report: FileReport, entry: Any, label: str, origin: Position, base: P
     if config is None:
         return
     report.channels.append(config.name)
+    report.env_names += config.env_names()
     for finding in _run_cases(config, document, base):
         if finding is None:
             report.tests_passed += 1

@@ -33,6 +33,13 @@ generic_connector.channels.shop:
     body: "{replies: messages[].text, customer: request.data.customer.name}"
 """
 
+# Every shipped platform mapping, as a user would configure them.
+PLATFORMS = ["telegram", "slack", "twilio", "whatsapp", "messenger", "mattermost", "rocketchat"]
+PLATFORM_CREDENTIALS = "".join(
+    f"generic_connector.channels.{name}:\n  mapping: mappings/{name}.yml\n" for name in PLATFORMS
+)
+VERIFY_TOKENS = {"WHATSAPP_VERIFY_TOKEN": "meatyhamhock", "MESSENGER_VERIFY_TOKEN": "meatyhamhock"}
+
 # A lock store that cannot be reached: every message makes Rasa raise. (Rasa falls back
 # to memory when a tracker store fails, but not when the lock store does.)
 BROKEN_ENDPOINTS = """
@@ -58,10 +65,14 @@ def servers(
     folder = tmp_path_factory.mktemp("servers")
     (folder / "credentials.yml").write_text(MAIN_CREDENTIALS)
     (folder / "endpoints.yml").write_text(BROKEN_ENDPOINTS.format(port=free_port()))
+    (folder / "platforms.yml").write_text(PLATFORM_CREDENTIALS)
     started = {
         "main": RasaServer(model, folder / "credentials.yml", folder / "main.log"),
         "failing": RasaServer(
             model, folder / "credentials.yml", folder / "failing.log", folder / "endpoints.yml"
+        ),
+        "platforms": RasaServer(
+            model, folder / "platforms.yml", folder / "platforms.log", env=VERIFY_TOKENS
         ),
     }
     yield started
@@ -79,3 +90,9 @@ def rasa(servers: Dict[str, RasaServer]) -> RasaServer:
 def failing_rasa(servers: Dict[str, RasaServer]) -> RasaServer:
     """The same channels over a lock store that is down."""
     return servers["failing"].wait_ready()
+
+
+@pytest.fixture(scope="session")
+def platforms_rasa(servers: Dict[str, RasaServer]) -> RasaServer:
+    """The demo assistant serving every shipped platform mapping."""
+    return servers["platforms"].wait_ready()

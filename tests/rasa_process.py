@@ -52,14 +52,19 @@ class RasaServer:
     """A ``rasa run --credentials ...`` process, started at once and waited for on first use."""
 
     def __init__(
-        self, model: Path, credentials: Path, log: Path, endpoints: Optional[Path] = None
+        self,
+        model: Path,
+        credentials: Path,
+        log: Path,
+        endpoints: Optional[Path] = None,
+        env: Optional[Dict[str, str]] = None,
     ) -> None:
         self.port = free_port()
         self.log = log
         self._log_file = log.open("wb")
         self.process = subprocess.Popen(
             run_args(model, credentials, self.port, endpoints),
-            cwd=ROOT, env=ENV, stdout=self._log_file, stderr=subprocess.STDOUT,
+            cwd=ROOT, env={**ENV, **(env or {})}, stdout=self._log_file, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self._ready = False
 
@@ -88,6 +93,15 @@ class RasaServer:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         return request(self.url + path, data, {"Content-Type": content_type})
 
+    def send(
+        self,
+        path: str,
+        body: Optional[bytes],
+        headers: Dict[str, str],
+        method: str = "POST",
+    ) -> Tuple[int, Dict[str, str], bytes]:
+        return request(self.url + path, body, headers, method)
+
     def get_json(self, path: str) -> Any:
         status, _, body = request(self.url + path)
         assert status == 200, body
@@ -107,10 +121,13 @@ class RasaServer:
 
 
 def request(
-    url: str, data: Optional[bytes] = None, headers: Optional[Dict[str, str]] = None
+    url: str,
+    data: Optional[bytes] = None,
+    headers: Optional[Dict[str, str]] = None,
+    method: Optional[str] = None,
 ) -> Tuple[int, Dict[str, str], bytes]:
     """One real HTTP request; returns status, headers and body, also for 4xx/5xx."""
-    req = urllib.request.Request(url, data=data, headers=headers or {})
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(req, timeout=60) as answer:
             return answer.status, dict(answer.headers), answer.read()

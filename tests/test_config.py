@@ -17,7 +17,9 @@ def findings_of(entry: object, base_dir: Path = ROOT) -> List[str]:
     return [str(f) for f in findings]
 
 
-def test_shipped_mappings_load() -> None:
+def test_shipped_mappings_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WHATSAPP_VERIFY_TOKEN", "t")
+    monkeypatch.setenv("MESSENGER_VERIFY_TOKEN", "t")
     for path in sorted((ROOT / "mappings").glob("*.yml")):
         config = load_channel({"mapping": str(path)})
         assert config.name == path.stem
@@ -103,3 +105,13 @@ def test_unreadable_yaml_is_one_finding(tmp_path: Path, content: bytes, message:
     [finding] = raised.value.findings
     assert finding.file == str(path)
     assert message in finding.message
+
+
+def test_start_up_names_a_missing_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WHATSAPP_VERIFY_TOKEN", raising=False)
+    with pytest.raises(ConfigError) as raised:
+        load_channel({"mapping": str(ROOT / "mappings/whatsapp.yml")}, "generic channel")
+    assert str(raised.value) == (
+        "<credentials>: whatsapp: environment variable WHATSAPP_VERIFY_TOKEN is not set "
+        "(the mapping reads it with env(); set it before rasa run starts)"
+    )

@@ -1,11 +1,20 @@
 """The mapping engine on its own: no Rasa, no server."""
 
 import json
+import urllib.parse
 
 import pytest
 
 from generic_connector.errors import HTTPError
-from generic_connector.mapping import ExpressionError, RequestMapping, ResponseTemplate
+from generic_connector.functions import bound_to
+from generic_connector.mapping import (
+    Expression,
+    ExpressionError,
+    RequestMapping,
+    ResponseTemplate,
+    to_xml,
+)
+from generic_connector.request import IncomingRequest, decode_body
 
 NESTED = {
     "update": {
@@ -117,3 +126,95 @@ def test_response_template_sees_messages_request_and_sender() -> None:
 def test_text_response_sends_the_string_itself() -> None:
     template = ResponseTemplate(body='join(`"\\n"`, messages[].text)', content_type="text/plain")
     assert template.render(MESSAGES, {}, "42").body == b"Hi"
+
+
+def test_form_field_holding_json_is_decoded_inside_a_mapping() -> None:
+    # Slack interactivity posts payload=<json> as a form.
+    payload = {"user": {"id": "U1"}, "actions": [{"value": "/greet"}]}
+    raw = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+    request = IncomingRequest.from_parts(raw, {"Content-Type": "application/x-www-form-urlencoded"})
+    body = decode_body(request, "form")
+    mapping = RequestMapping(
+        sender="parse_json(payload).user.id",
+        text="parse_json(payload).actions[0].value",
+        default_input_channel="slack",
+    )
+    extracted = mapping.extract(body)
+    assert (extracted.sender_id, extracted.text) == ("U1", "/greet")
+
+
+def test_headers_query_and_body_are_reachable_from_an_event() -> None:
+    request = IncomingRequest.from_parts(b"{}", {"X-Tenant": "acme"}, {"retry": "2"}, method="POST")
+    expression = Expression("{tenant: header('x-tenant'), retry: query('retry'), all: body().a}")
+    with bound_to(request, {"a": 1}):
+        assert expression.search({}) == {"tenant": "acme", "retry": "2", "all": 1}
+    assert expression.search({}) == {"tenant": None, "retry": None, "all": None}
+
+
+@pytest.mark.parametrize(
+    "selected, events",
+    [([{"a": 1}, {"a": 2}], [{"a": 1}, {"a": 2}]), ({"a": 1}, [{"a": 1}]), (None, [])],
+)
+def test_events_list_object_or_nothing(selected: object, events: list) -> None:
+    mapping = RequestMapping(sender="a", text="a", default_input_channel="x", events="e")
+    assert mapping.select_events({"e": selected}) == events
+
+
+def test_events_that_are_not_a_list_or_object_are_422() -> None:
+    mapping = RequestMapping(sender="a", text="a", default_input_channel="x", events="e")
+    with pytest.raises(HTTPError) as raised:
+        mapping.select_events({"e": "text"})
+    assert raised.value.status == 422
+    assert raised.value.message == "`e` must select a list of events, got a string"
+
+
+def test_ignore_rules_first_match_wins() -> None:
+    mapping = RequestMapping(
+        sender="a",
+        text="a",
+        default_input_channel="x",
+        ignore=[{"name": "echo", "when": "is_echo"}, {"name": "no text", "when": "!text"}],
+    )
+    assert mapping.ignored_by({"is_echo": True}) == "echo"
+    assert mapping.ignored_by({"text": ""}) == "no text"
+    assert mapping.ignored_by({"text": "hi"}) is None
+
+
+def test_xml_is_escaped_and_nulls_leave_nothing() -> None:
+    xml = to_xml({"Response": {"Message": [{"Body": 'a < b & "c"', "Media": None}], "@v": "1&2"}})
+    assert xml == (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<Response v="1&amp;2"><Message><Body>a &lt; b &amp; "c"</Body></Message></Response>'
+    )
+
+
+def test_xml_response_template() -> None:
+    template = ResponseTemplate(
+        body="{Response: {Message: messages[].{Body: text}}}", content_type="application/xml"
+    )
+    rendered = template.render([{"text": "<hi>"}], {}, "s")
+    assert rendered.body.endswith(
+        b"<Response><Message><Body>&lt;hi&gt;</Body></Message></Response>"
+    )
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("header('a', 'b')", "header() takes 1 argument, got 2"),
+        ("lower(`1`)", "lower() argument 1 must be string, got number"),
+        ("env(name)", "env() takes the variable's name as a literal: env('NAME')"),
+        ("regex_replace(a, '[', '')", "regex_replace() pattern is not a valid regex"),
+        ("nope(a)", "unknown function nope()"),
+    ],
+)
+def test_misused_functions_are_rejected_when_compiled(source: str, message: str) -> None:
+    with pytest.raises(ExpressionError) as raised:
+        Expression(source)
+    assert str(raised.value).startswith(message)
+
+
+def test_runtime_type_error_is_the_requests_fault() -> None:
+    with pytest.raises(HTTPError) as raised:
+        Expression("lower(a)").search({"a": 1})
+    assert raised.value.status == 422

@@ -11,6 +11,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from generic_connector.config import ChannelConfig, load_channel
+from generic_connector.delivery import Delivery
 from generic_connector.errors import ConfigError, HTTPError
 from generic_connector.mapping import Extracted
 from generic_connector.request import IncomingRequest
@@ -26,18 +27,47 @@ class GenericChannelConfigError(RasaException):
 
 
 class GenericOutputChannel(CollectingOutputChannel):
-    """Collects the bot's replies under the channel's own name.
+    """Collects the bot's replies under the channel's own name, and delivers them through the
+    platform's API when the mapping has an ``outbound`` section.
 
     Rasa picks ``channel:`` response variations by the output channel's name, so the
     collector must carry the configured name rather than Rasa's ``collector``.
     """
 
-    def __init__(self, channel_name: str) -> None:
+    def __init__(
+        self,
+        channel_name: str,
+        delivery: Optional[Delivery] = None,
+        inbound: Optional[Dict[str, Extracted]] = None,
+    ) -> None:
         super().__init__()
         self.channel_name = channel_name
+        self.delivery = delivery
+        self.inbound = inbound or {}
 
     def name(self) -> str:  # type: ignore[override]
         return self.channel_name
+
+    async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
+        await super().send_response(recipient_id, dict(message))  # Rasa pops keys off it
+        if self.delivery is None:
+            return
+        outbound = self.delivery.outbound
+        source = self.inbound.get(recipient_id)
+        requests, problems = outbound.render(
+            message,
+            recipient_id,
+            source.event if source else None,
+            source.metadata if source else None,
+        )
+        for problem in problems:
+            logger.error(
+                "Channel %s: a reply for conversation %s was not sent: %s",
+                self.channel_name, recipient_id, problem,
+            )  # fmt: skip
+        delivered = self.delivery.schedule(recipient_id, requests)
+        if outbound.wait:
+            await delivered
 
 
 class GenericChannel(InputChannel):
@@ -58,9 +88,16 @@ class GenericChannel(InputChannel):
 
     def __init__(self, config: ChannelConfig) -> None:
         self.config = config
+        self.delivery = Delivery(config.name, config.outbound) if config.outbound else None
 
     def name(self) -> str:  # type: ignore[override]
         return self.config.name
+
+    def get_output_channel(self) -> Optional[GenericOutputChannel]:
+        """For messages Rasa sends on its own (trigger_intent, reminders): the platform's API."""
+        if self.delivery is None:
+            return None
+        return GenericOutputChannel(self.config.name, self.delivery)
 
     def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
         """``GET /`` health, ``POST /webhook`` and the routes the handshakes declare."""
@@ -70,6 +107,11 @@ class GenericChannel(InputChannel):
         @webhook.route("/", methods=["GET"])
         async def health(request: Request) -> HTTPResponse:
             return response.json({"status": "ok"})
+
+        @webhook.listener("after_server_stop")
+        async def close_delivery(*_: Any) -> None:
+            if self.delivery is not None:
+                await self.delivery.close()
 
         def receiver(path: str) -> Callable[[Request], Awaitable[HTTPResponse]]:
             async def receive_request(request: Request) -> HTTPResponse:
@@ -98,7 +140,8 @@ class GenericChannel(InputChannel):
         if received.answer is None:
             if received.messages:
                 _ensure_agent_ready(request)
-            collector = GenericOutputChannel(self.config.name)
+            inbound = {message.sender_id: message for message in received.messages}
+            collector = GenericOutputChannel(self.config.name, self.delivery, inbound)
             for extracted in received.messages:
                 await self._deliver(extracted, collector, on_new_message)
             answer = respond(self.config, received, collector.messages)

@@ -25,6 +25,7 @@ from generic_connector.mapping import (
     compile_expression,
     json_type,
 )
+from generic_connector.outbound import KINDS, Outbound
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 SCHEMA: Dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
@@ -109,9 +110,11 @@ class ChannelConfig:
     request: RequestMapping
     response: ResponseTemplate
     handshakes: List[Handshake]
+    outbound: Optional[Outbound] = None
 
     def expressions(self) -> List[Expression]:
         found = self.request.expressions() + [self.response.body]
+        found += self.outbound.expressions() if self.outbound else []
         return found + [e for h in self.handshakes for e in h.expressions()]
 
     def env_names(self) -> List[str]:
@@ -255,6 +258,10 @@ def check_channel(
         path, message, hint = _describe(error)
         where = locate(merged, path) or origin
         findings.append(Finding(_dotted(prefix, path), message, hint, *where))
+    if not findings:
+        for path, message, hint in _outbound_problems(merged.get("outbound")):
+            where = locate(merged, path) or origin
+            findings.append(Finding(_dotted(prefix, path), message, hint, *where))
     if findings:
         findings.sort(key=lambda f: (f.file or "", f.line or 0, f.column or 0))
         return Checked(None, findings, merged)
@@ -262,10 +269,50 @@ def check_channel(
     if require_env:
         missing = [name for name in config.env_names() if name not in os.environ]
         if missing:
-            message = f"environment variable {', '.join(missing)} is not set"
+            message = (
+                f"environment variable {missing[0]} is not set"
+                if len(missing) == 1
+                else f"environment variables {', '.join(missing)} are not set"
+            )
             hint = "the mapping reads it with env(); set it before rasa run starts"
             return Checked(None, [Finding(f"{prefix}", message, hint, *origin)], merged)
     return Checked(config, [], merged)
+
+
+_REQUEST_DATA_FIELDS = {"event", "metadata"}
+_REQUEST_DATA_FUNCTIONS = {"header", "query", "body"}
+
+
+def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Tuple[List[Any], str, str]]:
+    """Templates that cannot give a request, and URLs from request data with no allow-list."""
+    problems: List[Tuple[List[Any], str, str]] = []
+    if not section:
+        return problems
+    defaults = section.get("defaults", {})
+    for kind in KINDS:
+        if kind not in section:
+            continue
+        template = {**defaults, **section[kind]}
+        if "url" not in template:
+            hint = "give it here or in outbound.defaults"
+            problems.append((["outbound", kind], "no url for this kind of message", hint))
+        elif "allow_hosts" not in section and _reads_request(template["url"]):
+            where = ["outbound", kind if "url" in section[kind] else "defaults", "url"]
+            hint = "list the hosts it may call in outbound.allow_hosts"
+            problems.append((where, "the URL is built from request data", hint))
+    return problems
+
+
+def _reads_request(expression: str) -> bool:
+    def walk(node: Dict[str, Any]) -> bool:
+        kind, value = node.get("type"), node.get("value")
+        if (kind == "field" and value in _REQUEST_DATA_FIELDS) or (
+            kind == "function_expression" and value in _REQUEST_DATA_FUNCTIONS
+        ):
+            return True
+        return any(walk(child) for child in node.get("children", ()) if isinstance(child, dict))
+
+    return walk(compile_expression(expression).parsed)
 
 
 def _build(document: Dict[str, Any]) -> ChannelConfig:
@@ -286,6 +333,7 @@ def _build(document: Dict[str, Any]) -> ChannelConfig:
         request=RequestMapping(default_input_channel=name, **document["request"]),
         response=ResponseTemplate(**document.get("response", {})),
         handshakes=handshakes,
+        outbound=Outbound.from_config(document["outbound"]) if "outbound" in document else None,
     )
 
 

@@ -57,6 +57,10 @@ class ConnectorFunctions(functions.Functions):
     def _func_env(self, name: str) -> Optional[str]:
         return os.environ.get(name)
 
+    @functions.signature({"types": ["string"]}, {"types": ["string"]})
+    def _func_env_or(self, name: str, default: str) -> str:
+        return os.environ.get(name) or default
+
     @functions.signature({"types": ["string", "null"]})
     def _func_parse_json(self, text: Optional[str]) -> Any:
         if text is None:

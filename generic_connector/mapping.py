@@ -7,7 +7,7 @@ messages into the body of the HTTP answer (JSON, text or XML).
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Set
 from xml.sax.saxutils import escape, quoteattr
 
@@ -135,6 +135,7 @@ class Extracted:
     input_channel: str
     metadata: Optional[Dict[str, Any]]
     message_id: Optional[str]
+    event: Any = field(default=None, compare=False, repr=False)
 
 
 def _scalar(value: Any, field: str, expression: Expression) -> Optional[str]:
@@ -256,6 +257,7 @@ class RequestMapping:
             input_channel=input_channel or self.default_input_channel,
             metadata=metadata,
             message_id=message_id,
+            event=event,
         )
 
     def expressions(self) -> List[Expression]:

@@ -9,7 +9,8 @@ from typing import Dict, Iterator
 
 import pytest
 
-from tests.rasa_process import RasaServer, train
+from tests.platform_api import PlatformAPI
+from tests.rasa_process import RasaServer, free_port, train
 
 # Channels served by the main test server, beside Rasa's own REST channel.
 MAIN_CREDENTIALS = """
@@ -35,10 +36,41 @@ generic_connector.channels.shop:
 
 # Every shipped platform mapping, as a user would configure them.
 PLATFORMS = ["telegram", "slack", "twilio", "whatsapp", "messenger", "mattermost", "rocketchat"]
-PLATFORM_CREDENTIALS = "".join(
-    f"generic_connector.channels.{name}:\n  mapping: mappings/{name}.yml\n" for name in PLATFORMS
+PLATFORM_CREDENTIALS = (
+    "".join(
+        f"generic_connector.channels.{name}:\n  mapping: mappings/{name}.yml\n"
+        for name in PLATFORMS
+    )
+    + """
+# Replies to a URL the request names (like Slack's response_url), only on allowed hosts.
+generic_connector.channels.hook:
+  name: hook
+  request: {sender: user, text: text}
+  outbound:
+    allow_hosts: [127.0.0.1]
+    wait: true
+    text: {url: event.response_url, body: "{text: message.text}"}
+"""
 )
 VERIFY_TOKENS = {"WHATSAPP_VERIFY_TOKEN": "meatyhamhock", "MESSENGER_VERIFY_TOKEN": "meatyhamhock"}
+API_TOKENS = {
+    "TELEGRAM_BOT_TOKEN": "123456:telegram-test-token",
+    "SLACK_BOT_TOKEN": "xoxb-slack-test-token",
+    "WHATSAPP_ACCESS_TOKEN": "whatsapp-test-token",
+    "WHATSAPP_PHONE_NUMBER_ID": "106540352242922",
+    "MESSENGER_PAGE_ACCESS_TOKEN": "messenger-test-token",
+}
+
+
+def api_urls(api: PlatformAPI) -> Dict[str, str]:
+    """Every platform's API base pointed at the local stand-in."""
+    return {
+        "TELEGRAM_API_URL": f"{api.url}/telegram",
+        "SLACK_API_URL": f"{api.url}/slack",
+        "WHATSAPP_API_URL": f"{api.url}/whatsapp",
+        "MESSENGER_API_URL": f"{api.url}/messenger",
+    }
+
 
 # A lock store that cannot be reached: every message makes Rasa raise. (Rasa falls back
 # to memory when a tracker store fails, but not when the lock store does.)
@@ -57,11 +89,17 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def servers(
-    model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Dict[str, RasaServer]]:
-    from tests.rasa_process import free_port
+def platform_api() -> Iterator[PlatformAPI]:
+    """A real local HTTP server playing the platforms' APIs."""
+    api = PlatformAPI()
+    yield api
+    api.close()
 
+
+@pytest.fixture(scope="session")
+def servers(
+    model: Path, tmp_path_factory: pytest.TempPathFactory, platform_api: PlatformAPI
+) -> Iterator[Dict[str, RasaServer]]:
     folder = tmp_path_factory.mktemp("servers")
     (folder / "credentials.yml").write_text(MAIN_CREDENTIALS)
     (folder / "endpoints.yml").write_text(BROKEN_ENDPOINTS.format(port=free_port()))
@@ -72,7 +110,10 @@ def servers(
             model, folder / "credentials.yml", folder / "failing.log", folder / "endpoints.yml"
         ),
         "platforms": RasaServer(
-            model, folder / "platforms.yml", folder / "platforms.log", env=VERIFY_TOKENS
+            model,
+            folder / "platforms.yml",
+            folder / "platforms.log",
+            env={**VERIFY_TOKENS, **API_TOKENS, **api_urls(platform_api)},
         ),
     }
     yield started

@@ -7,6 +7,7 @@ import pytest
 
 from generic_connector.config import check_channel, load_channel, load_yaml
 from generic_connector.errors import ConfigError
+from tests.conftest import API_TOKENS, VERIFY_TOKENS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,8 +19,8 @@ def findings_of(entry: object, base_dir: Path = ROOT) -> List[str]:
 
 
 def test_shipped_mappings_load(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WHATSAPP_VERIFY_TOKEN", "t")
-    monkeypatch.setenv("MESSENGER_VERIFY_TOKEN", "t")
+    for name in {**VERIFY_TOKENS, **API_TOKENS}:
+        monkeypatch.setenv(name, "t")
     for path in sorted((ROOT / "mappings").glob("*.yml")):
         config = load_channel({"mapping": str(path)})
         assert config.name == path.stem
@@ -108,10 +109,16 @@ def test_unreadable_yaml_is_one_finding(tmp_path: Path, content: bytes, message:
 
 
 def test_start_up_names_a_missing_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("WHATSAPP_VERIFY_TOKEN", raising=False)
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "t")
+    load_channel({"mapping": str(ROOT / "mappings/telegram.yml")}, "generic channel")
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN")
     with pytest.raises(ConfigError) as raised:
-        load_channel({"mapping": str(ROOT / "mappings/whatsapp.yml")}, "generic channel")
+        load_channel({"mapping": str(ROOT / "mappings/telegram.yml")}, "generic channel")
     assert str(raised.value) == (
-        "<credentials>: whatsapp: environment variable WHATSAPP_VERIFY_TOKEN is not set "
+        "<credentials>: telegram: environment variable TELEGRAM_BOT_TOKEN is not set "
         "(the mapping reads it with env(); set it before rasa run starts)"
     )
+    for name in ("WHATSAPP_ACCESS_TOKEN", "WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_VERIFY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError, match="environment variables WHATSAPP_ACCESS_TOKEN, "):
+        load_channel({"mapping": str(ROOT / "mappings/whatsapp.yml")}, "generic channel")

@@ -17,7 +17,7 @@ import pytest
 from generic_connector.config import load_channel, load_yaml
 from generic_connector.dryrun import case_request, simulate
 from generic_connector.errors import HTTPError
-from tests.conftest import PLATFORMS, VERIFY_TOKENS
+from tests.conftest import API_TOKENS, PLATFORMS, VERIFY_TOKENS
 from tests.rasa_process import ROOT, RasaServer, user_events
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +37,7 @@ def cases() -> List[Any]:
 
 @pytest.fixture(autouse=True)
 def verify_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in VERIFY_TOKENS.items():
+    for name, value in {**VERIFY_TOKENS, **API_TOKENS}.items():
         monkeypatch.setenv(name, value)
 
 

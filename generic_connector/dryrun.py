@@ -40,12 +40,53 @@ def simulate(
         rendered = respond(config, received, bot)
     except HTTPError as error:
         return {"status": error.status, "error": error.body(), "messages": []}
-    return {
+    result = {
         "status": rendered.status,
         "messages": [_message(m) for m in received.messages],
         "ignored": [rule for _, rule in received.ignored],
         **_answer(rendered),
     }
+    if config.outbound is not None:
+        inbound = {m.sender_id: m for m in received.messages}
+        result["outbound"] = _outbound(config, bot, inbound)
+    return result
+
+
+def _outbound(
+    config: ChannelConfig, bot: List[Dict[str, Any]], inbound: Dict[str, Extracted]
+) -> List[Dict[str, Any]]:
+    """The API requests the replies would become, with secrets from env() masked."""
+    secrets = {os.environ[n]: f"${{{n}}}" for n in config.env_names() if os.environ.get(n)}
+    requests: List[Dict[str, Any]] = []
+    for reply in bot:
+        message = {k: v for k, v in reply.items() if k != "recipient_id"}
+        source = inbound.get(reply["recipient_id"])
+        event, metadata = (source.event, source.metadata) if source else (None, None)
+        rendered, problems = config.outbound.render(message, reply["recipient_id"], event, metadata)
+        requests += [{"problem": problem} for problem in problems]
+        for request in rendered:
+            body = json.loads(request.body) if request.body and "json" in _type(request) else None
+            requests.append(
+                {
+                    "kind": request.kind,
+                    "method": request.method,
+                    "url": _mask(request.url, secrets),
+                    "headers": {k: _mask(v, secrets) for k, v in request.headers.items()},
+                    "body": body if body is not None else (request.body or b"").decode(),
+                    "allowed": config.outbound.allows(request),
+                }
+            )
+    return requests
+
+
+def _type(request: Any) -> str:
+    return request.headers.get("Content-Type", "")
+
+
+def _mask(text: str, secrets: Dict[str, str]) -> str:
+    for value, name in secrets.items():
+        text = text.replace(value, name)
+    return text
 
 
 def _message(extracted: Extracted) -> Dict[str, Any]:
@@ -141,6 +182,16 @@ def run_case(config: ChannelConfig, case: Dict[str, Any], base_dir: Path) -> Lis
                     failures.append(_differs(label, value, got.get(key)))
     if "ignored" in expect and expect["ignored"] != result.get("ignored", []):
         failures.append(_differs("ignored", expect["ignored"], result.get("ignored", [])))
+    if "outbound" in expect:
+        actual_requests = result.get("outbound", [])
+        if len(actual_requests) != len(expect["outbound"]):
+            failures.append(
+                f"outbound: expected {len(expect['outbound'])} requests, got {len(actual_requests)}"
+            )
+        for index, (wanted, got) in enumerate(zip(expect["outbound"], actual_requests)):
+            for key, value in wanted.items():
+                if got.get(key) != value:
+                    failures.append(_differs(f"outbound[{index}].{key}", value, got.get(key)))
     if "response" in expect:
         if "response" not in result:
             failures.append("expected a response, but the request was refused" + _why(result))

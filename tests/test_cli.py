@@ -61,8 +61,25 @@ def test_shipped_mappings_and_credentials_are_valid_and_their_cases_pass(
             GOOD_MAPPING + "response:\n  status: ok\n",
             ":6:3: m.response.status: must be an integer, got a string",
         ),
+        (
+            GOOD_MAPPING + "outbound:\n  text:\n    body: '{text: message.text}'\n",
+            ":6:3: m.outbound.text: no url for this kind of message "
+            "(give it here or in outbound.defaults)",
+        ),
+        (
+            GOOD_MAPPING + "outbound:\n  text:\n    url: event.reply_to\n",
+            ":7:5: m.outbound.text.url: the URL is built from request data "
+            "(list the hosts it may call in outbound.allow_hosts)",
+        ),
     ],
-    ids=["bad expression", "unknown key", "missing key", "wrong type"],
+    ids=[
+        "bad expression",
+        "unknown key",
+        "missing key",
+        "wrong type",
+        "outbound without url",
+        "url from request data",
+    ],
 )
 def test_finding_is_located_and_explained(
     capsys: pytest.CaptureFixture, tmp_path: Path, mapping: str, finding: str

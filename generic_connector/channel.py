@@ -1,10 +1,12 @@
 """The Rasa channel: request in, mapping, Rasa, response out."""
 
+import json
 import logging
 import re
 from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
+from rasa.core.lock_store import LockError
 from rasa.shared.exceptions import RasaException
 from sanic import Blueprint, response
 from sanic.request import Request
@@ -13,7 +15,8 @@ from sanic.response import HTTPResponse
 from generic_connector.config import ChannelConfig, load_channel
 from generic_connector.delivery import Delivery
 from generic_connector.errors import ConfigError, HTTPError
-from generic_connector.mapping import Extracted
+from generic_connector.idempotency import MemoryStore, message_key
+from generic_connector.mapping import Extracted, Rendered
 from generic_connector.request import IncomingRequest
 from generic_connector.webhook import receive, respond
 
@@ -89,6 +92,12 @@ class GenericChannel(InputChannel):
     def __init__(self, config: ChannelConfig) -> None:
         self.config = config
         self.delivery = Delivery(config.name, config.outbound) if config.outbound else None
+        remember = config.request.message_id is not None and config.idempotency_window > 0
+        self.handled = (
+            MemoryStore(config.idempotency_window, config.idempotency_max_keys)
+            if remember
+            else None
+        )
 
     def name(self) -> str:  # type: ignore[override]
         return self.config.name
@@ -116,12 +125,16 @@ class GenericChannel(InputChannel):
         def receiver(path: str) -> Callable[[Request], Awaitable[HTTPResponse]]:
             async def receive_request(request: Request) -> HTTPResponse:
                 incoming = IncomingRequest(
-                    request.body, request.headers, request.args, request.method, path
+                    request.body, request.headers, request.args, request.method, path, request.url
                 )
-                try:
-                    return await self.handle(incoming, request, on_new_message)
-                except HTTPError as error:
-                    return response.json(error.body(), status=error.status, headers=error.headers)
+                agent = getattr(request.app.ctx, "agent", None)
+                answer = await self.process(incoming, on_new_message, agent)
+                return HTTPResponse(
+                    answer.body,
+                    status=answer.status,
+                    headers=answer.headers,
+                    content_type=answer.content_type,
+                )
 
             return receive_request
 
@@ -132,27 +145,56 @@ class GenericChannel(InputChannel):
             webhook.add_route(receiver(path), path, methods=methods, name=f"receive_{index}")
         return webhook
 
-    async def handle(
-        self, incoming: IncomingRequest, request: Request, on_new_message: OnNewMessage
-    ) -> HTTPResponse:
-        """Map the request, hand each message to Rasa in order, render the reply."""
-        received = receive(self.config, incoming)
-        if received.answer is None:
-            if received.messages:
-                _ensure_agent_ready(request)
+    async def process(
+        self, incoming: IncomingRequest, on_new_message: OnNewMessage, agent: Any = None
+    ) -> Rendered:
+        """Map the request, hand each message to Rasa in order, render the answer.
+
+        Every refusal and failure becomes a JSON error answer here, in one place.
+        """
+        try:
+            received = receive(self.config, incoming)
+            if received.answer is not None:
+                return received.answer
+            if received.messages and agent is not None and not agent.is_ready():
+                # Rasa would drop the message and answer nothing.
+                raise HTTPError(
+                    503, "the assistant is not ready yet; retry later", {"Retry-After": "5"}
+                )
             inbound = {message.sender_id: message for message in received.messages}
             collector = GenericOutputChannel(self.config.name, self.delivery, inbound)
             for extracted in received.messages:
-                await self._deliver(extracted, collector, on_new_message)
-            answer = respond(self.config, received, collector.messages)
-        else:
-            answer = received.answer
-        return HTTPResponse(
-            answer.body,
-            status=answer.status,
-            headers=answer.headers,
-            content_type=answer.content_type,
+                await self._handle_once(extracted, collector, on_new_message)
+            return respond(self.config, received, collector.messages)
+        except HTTPError as error:
+            body = json.dumps(error.body(), ensure_ascii=False).encode("utf-8")
+            return Rendered(body, "application/json", error.status, error.headers)
+
+    async def _handle_once(
+        self, extracted: Extracted, collector: GenericOutputChannel, on_new_message: OnNewMessage
+    ) -> None:
+        """Hand a message to Rasa unless the same delivery was already handled."""
+        if self.handled is None or extracted.message_id is None:
+            await self._deliver(extracted, collector, on_new_message)
+            return
+        key = message_key(
+            self.config.name, extracted.sender_id, extracted.message_id, extracted.text
         )
+        earlier = await self.handled.begin(key)
+        if earlier is not None:
+            logger.info(
+                "Channel %s: message %s from sender %s was already handled; not handled again",
+                self.config.name, extracted.message_id, extracted.sender_id,
+            )  # fmt: skip
+            collector.messages.extend(earlier)
+            return
+        first = len(collector.messages)
+        try:
+            await self._deliver(extracted, collector, on_new_message)
+        except BaseException:
+            self.handled.finish(key, None)
+            raise
+        self.handled.finish(key, collector.messages[first:])
 
     async def _deliver(
         self, extracted: Extracted, collector: GenericOutputChannel, on_new_message: OnNewMessage
@@ -167,6 +209,15 @@ class GenericChannel(InputChannel):
         )
         try:
             await on_new_message(message)
+        except LockError:
+            logger.exception(
+                "Channel %s: could not lock the conversation of sender %s "
+                "(busy, or lock store down)",
+                self.config.name, extracted.sender_id,
+            )  # fmt: skip
+            raise HTTPError(
+                503, "the conversation is busy; retry later", {"Retry-After": "2"}
+            ) from None
         except Exception:
             logger.exception(
                 "Channel %s: Rasa failed to handle the message from sender %s",
@@ -176,12 +227,3 @@ class GenericChannel(InputChannel):
             raise HTTPError(
                 500, "the assistant could not handle the message; retry later"
             ) from None
-
-
-def _ensure_agent_ready(request: Request) -> None:
-    """Refuse while no model is loaded: Rasa would drop the message and answer nothing."""
-    agent = getattr(request.app.ctx, "agent", None)
-    if agent is not None and not agent.is_ready():
-        raise HTTPError(
-            503, "the assistant is not ready yet; retry later", headers={"Retry-After": "5"}
-        )

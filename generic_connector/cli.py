@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -17,6 +18,8 @@ SAMPLE_REPLY = "This is a sample bot reply."
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``generic-connector`` console script."""
+    # What the channel would log, the commands print as findings or in the dry run's result.
+    logging.getLogger("generic_connector").addHandler(logging.NullHandler())
     parser = _parser()
     args = parser.parse_args(argv)
     try:

@@ -15,6 +15,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 import jsonschema
 import yaml
 
+from generic_connector.auth import Auth
 from generic_connector.errors import ConfigError, Finding
 from generic_connector.mapping import (
     Expression,
@@ -111,6 +112,10 @@ class ChannelConfig:
     response: ResponseTemplate
     handshakes: List[Handshake]
     outbound: Optional[Outbound] = None
+    auth: Optional[Auth] = None
+    max_body: int = 1_048_576
+    idempotency_window: float = 3600
+    idempotency_max_keys: int = 100_000
 
     def expressions(self) -> List[Expression]:
         found = self.request.expressions() + [self.response.body]
@@ -118,8 +123,9 @@ class ChannelConfig:
         return found + [e for h in self.handshakes for e in h.expressions()]
 
     def env_names(self) -> List[str]:
-        """Environment variables the channel reads with env('NAME')."""
-        return sorted({name for e in self.expressions() for name in e.env_names})
+        """Environment variables the channel needs: env('NAME') and the auth secrets."""
+        names = {name for e in self.expressions() for name in e.env_names}
+        return sorted(names | set(self.auth.env_names() if self.auth else []))
 
     def routes(self) -> List[Tuple[str, str]]:
         """(method, path) pairs the channel serves: POST /webhook and its handshakes'."""
@@ -274,7 +280,7 @@ def check_channel(
                 if len(missing) == 1
                 else f"environment variables {', '.join(missing)} are not set"
             )
-            hint = "the mapping reads it with env(); set it before rasa run starts"
+            hint = "the mapping reads it; set it before rasa run starts"
             return Checked(None, [Finding(f"{prefix}", message, hint, *origin)], merged)
     return Checked(config, [], merged)
 
@@ -334,6 +340,10 @@ def _build(document: Dict[str, Any]) -> ChannelConfig:
         response=ResponseTemplate(**document.get("response", {})),
         handshakes=handshakes,
         outbound=Outbound.from_config(document["outbound"]) if "outbound" in document else None,
+        auth=Auth(**document["auth"]) if "auth" in document else None,
+        max_body=document.get("limits", {}).get("max_body", 1_048_576),
+        idempotency_window=document.get("idempotency", {}).get("window", 3600),
+        idempotency_max_keys=document.get("idempotency", {}).get("max_keys", 100_000),
     )
 
 

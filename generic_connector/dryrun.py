@@ -21,15 +21,18 @@ MESSAGE_FIELDS = ("sender", "text", "input_channel", "metadata", "message_id")
 
 
 def simulate(
-    config: ChannelConfig, request: IncomingRequest, replies: Optional[List[Dict[str, Any]]] = None
+    config: ChannelConfig,
+    request: IncomingRequest,
+    replies: Optional[List[Dict[str, Any]]] = None,
+    now: Optional[float] = None,
 ) -> Dict[str, Any]:
     """What the channel would hand to Rasa and answer for ``request``.
 
     ``replies`` are the bot messages Rasa is assumed to produce for each user message
-    (without ``recipient_id``).
+    (without ``recipient_id``); ``now`` is the time signatures are checked at.
     """
     try:
-        received = receive(config, request)
+        received = receive(config, request, now)
         if received.answer is not None:
             return {"status": received.answer.status, "handshake": True, **_answer(received.answer)}
         bot = [
@@ -153,7 +156,8 @@ def _environment(variables: Dict[str, str]) -> Iterator[None]:
 def run_case(config: ChannelConfig, case: Dict[str, Any], base_dir: Path) -> List[str]:
     """Run one test case; return what differs from its expectations (empty when it passes)."""
     with _environment(case.get("env", {})):
-        result = simulate(config, case_request(case, base_dir), case.get("replies"))
+        request = case_request(case, base_dir)
+        result = simulate(config, request, case.get("replies"), case.get("time"))
     expect = case["expect"]
     messages = result.get("messages", [])
     failures = []

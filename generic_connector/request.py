@@ -16,7 +16,7 @@ class IncomingRequest:
     plain dict that does), ``query.get()`` gives the first value of a parameter.
     """
 
-    __slots__ = ("body", "headers", "query", "method", "path")
+    __slots__ = ("body", "headers", "query", "method", "path", "url")
 
     def __init__(
         self,
@@ -25,12 +25,14 @@ class IncomingRequest:
         query: Optional[Mapping[str, Any]] = None,
         method: str = "POST",
         path: str = "/webhook",
+        url: str = "",
     ) -> None:
         self.body = body
         self.headers = headers if headers is not None else {}
         self.query = query if query is not None else {}
         self.method = method
         self.path = path
+        self.url = url
 
     @classmethod
     def from_parts(
@@ -40,10 +42,11 @@ class IncomingRequest:
         query: Optional[Dict[str, str]] = None,
         method: str = "POST",
         path: str = "/webhook",
+        url: str = "",
     ) -> "IncomingRequest":
         """A request from plain dicts, as test cases and the dry run give them."""
         lowered = {name.lower(): value for name, value in (headers or {}).items()}
-        return cls(body, lowered, dict(query or {}), method.upper(), path)
+        return cls(body, lowered, dict(query or {}), method.upper(), path, url)
 
     def header(self, name: str) -> Optional[str]:
         return self.headers.get(name.lower())
@@ -56,16 +59,32 @@ class IncomingRequest:
         return (self.header("content-type") or "").split(";")[0].strip().lower()
 
 
-def decode_body(request: IncomingRequest, body_format: str = "json", events: bool = False) -> Any:
-    """The body as the mapping sees it; HTTPError (400, 415) saying what is wrong otherwise.
+# Content types a JSON mapping accepts: JSON, none, and what `curl -d` sends by default.
+_JSON_TYPES = {"", "application/json", "text/plain", FORM}
+
+
+def decode_body(
+    request: IncomingRequest,
+    body_format: str = "json",
+    events: bool = False,
+    max_body: int = 1_048_576,
+) -> Any:
+    """The body as the mapping sees it; HTTPError (400, 413, 415) saying what is wrong otherwise.
 
     ``json`` bodies must be objects (or lists when the mapping selects ``events``); ``form``
     bodies become an object of strings (a list where a field repeats).
     """
+    if len(request.body) > max_body:
+        raise HTTPError(413, f"request body is larger than {max_body} bytes")
     if body_format == "form":
         return _decode_form(request)
+    media_type = request.media_type
+    if media_type not in _JSON_TYPES and not media_type.endswith("+json"):
+        raise HTTPError(415, f"this channel expects a JSON body, got Content-Type {media_type}")
     try:
         body = json.loads(request.body)
+    except RecursionError:
+        raise HTTPError(400, "request body is nested too deeply") from None
     except ValueError as error:
         hint = f" (Content-Type: {request.media_type})" if request.media_type == FORM else ""
         raise HTTPError(400, f"request body is not valid JSON{hint}: {error}") from None
@@ -77,6 +96,10 @@ def decode_body(request: IncomingRequest, body_format: str = "json", events: boo
 def _decode_form(request: IncomingRequest) -> Dict[str, Any]:
     if request.media_type == "application/json" or request.media_type.endswith("+json"):
         raise HTTPError(415, f"this channel expects a form body ({FORM}), got JSON")
+    if request.media_type not in ("", FORM):
+        raise HTTPError(
+            415, f"this channel expects a form body ({FORM}), got Content-Type {request.media_type}"
+        )
     try:
         text = request.body.decode("utf-8")
         fields = parse_qs(text, keep_blank_values=True, strict_parsing=bool(text))

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from generic_connector.auth import AuthFailed
 from generic_connector.config import ChannelConfig
 from generic_connector.errors import HTTPError
 from generic_connector.functions import bound_to
@@ -29,17 +30,25 @@ class Received:
     ignored: List[Tuple[int, str]] = field(default_factory=list)
 
 
-def receive(config: ChannelConfig, request: IncomingRequest) -> Received:
+def receive(
+    config: ChannelConfig, request: IncomingRequest, now: Optional[float] = None
+) -> Received:
     """Decode, answer a handshake, or select events, drop ignored ones and map the rest.
 
     Every event is mapped before any reaches Rasa, so a request that is refused (4xx) has
-    delivered nothing.
+    delivered nothing. ``now`` replaces the clock for signature time windows (test cases).
     """
     mapping = config.request
+    authenticate = config.auth is not None and request.method == "POST"
+    if authenticate and not config.auth.needs_body:
+        _authenticate(config, request, None, now)
     if request.method == "POST":
-        body = decode_body(request, mapping.format, events=mapping.events is not None)
+        events = mapping.events is not None
+        body = decode_body(request, mapping.format, events, config.max_body)
     else:
         body = {}
+    if authenticate and config.auth.needs_body:
+        _authenticate(config, request, body, now)
     with bound_to(request, body):
         for handshake in config.handshakes:
             if handshake.matches(request.method, request.path, body):
@@ -58,6 +67,17 @@ def receive(config: ChannelConfig, request: IncomingRequest) -> Received:
             else:
                 received.messages.append(mapping.extract(event))
     return received
+
+
+def _authenticate(
+    config: ChannelConfig, request: IncomingRequest, body: Any, now: Optional[float]
+) -> None:
+    try:
+        config.auth.check(request, body, now)
+    except AuthFailed as reason:
+        logger.warning("Channel %s: request refused: %s", config.name, reason)
+        headers = {"WWW-Authenticate": "Basic"} if config.auth.type == "basic" else None
+        raise HTTPError(401, "unauthorized", headers=headers) from None
 
 
 def respond(

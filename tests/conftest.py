@@ -11,6 +11,7 @@ import pytest
 
 from tests.platform_api import PlatformAPI
 from tests.rasa_process import RasaServer, free_port, train
+from tests.signing import WEBHOOK_SECRETS
 
 # Channels served by the main test server, beside Rasa's own REST channel.
 MAIN_CREDENTIALS = """
@@ -113,7 +114,7 @@ def servers(
             model,
             folder / "platforms.yml",
             folder / "platforms.log",
-            env={**VERIFY_TOKENS, **API_TOKENS, **api_urls(platform_api)},
+            env={**VERIFY_TOKENS, **API_TOKENS, **WEBHOOK_SECRETS, **api_urls(platform_api)},
         ),
     }
     yield started

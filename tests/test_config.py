@@ -8,6 +8,7 @@ import pytest
 from generic_connector.config import check_channel, load_channel, load_yaml
 from generic_connector.errors import ConfigError
 from tests.conftest import API_TOKENS, VERIFY_TOKENS
+from tests.signing import WEBHOOK_SECRETS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +20,7 @@ def findings_of(entry: object, base_dir: Path = ROOT) -> List[str]:
 
 
 def test_shipped_mappings_load(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in {**VERIFY_TOKENS, **API_TOKENS}:
+    for name in {**VERIFY_TOKENS, **API_TOKENS, **WEBHOOK_SECRETS}:
         monkeypatch.setenv(name, "t")
     for path in sorted((ROOT / "mappings").glob("*.yml")):
         config = load_channel({"mapping": str(path)})
@@ -110,13 +111,14 @@ def test_unreadable_yaml_is_one_finding(tmp_path: Path, content: bytes, message:
 
 def test_start_up_names_a_missing_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "t")
+    monkeypatch.setenv("TELEGRAM_SECRET_TOKEN", "t")
     load_channel({"mapping": str(ROOT / "mappings/telegram.yml")}, "generic channel")
     monkeypatch.delenv("TELEGRAM_BOT_TOKEN")
     with pytest.raises(ConfigError) as raised:
         load_channel({"mapping": str(ROOT / "mappings/telegram.yml")}, "generic channel")
     assert str(raised.value) == (
         "<credentials>: telegram: environment variable TELEGRAM_BOT_TOKEN is not set "
-        "(the mapping reads it with env(); set it before rasa run starts)"
+        "(the mapping reads it; set it before rasa run starts)"
     )
     for name in ("WHATSAPP_ACCESS_TOKEN", "WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_VERIFY_TOKEN"):
         monkeypatch.delenv(name, raising=False)

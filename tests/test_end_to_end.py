@@ -141,16 +141,16 @@ def test_missing_sender_or_text_is_rejected_and_never_reaches_rasa(
         assert user_events(rasa.tracker(body["sender"])) == []
 
 
-def test_rasa_failure_answers_500_and_is_logged_with_the_sender(failing_rasa: RasaServer) -> None:
+def test_lock_store_failure_answers_503_retry_after_and_is_logged_with_the_sender(
+    failing_rasa: RasaServer,
+) -> None:
     sender = new_sender()
-    status, _, answer = failing_rasa.post(
+    status, headers, answer = failing_rasa.post(
         "/webhooks/myio/webhook", {"sender": sender, "text": "hi"}
     )
-    assert status == 500
-    assert json.loads(answer) == {
-        "error": "the assistant could not handle the message; retry later"
-    }
-    assert f"Rasa failed to handle the message from sender {sender}" in failing_rasa.log_text()
+    assert (status, headers["Retry-After"]) == (503, "2")
+    assert json.loads(answer) == {"error": "the conversation is busy; retry later"}
+    assert f"could not lock the conversation of sender {sender}" in failing_rasa.log_text()
     # Rasa's own REST channel hides the same failure behind 200 and an empty list.
     status, _, answer = failing_rasa.post(
         "/webhooks/rest/webhook", {"sender": sender, "message": "hi"}

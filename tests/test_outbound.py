@@ -10,6 +10,14 @@ import pytest
 from tests.conftest import API_TOKENS
 from tests.platform_api import PlatformAPI, json_field
 from tests.rasa_process import ROOT, RasaServer
+from tests.signing import signature_headers
+
+
+def post_signed(rasa: RasaServer, platform: str, body: Dict[str, Any]) -> tuple:
+    raw = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **signature_headers(platform, raw)}
+    return rasa.send(f"/webhooks/{platform}/webhook", raw, headers)
+
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +50,7 @@ def delivered(requests: list) -> list:
 def test_telegram_update_is_answered_through_send_message(
     platforms_rasa: RasaServer, platform_api: PlatformAPI
 ) -> None:
-    status, _, body = platforms_rasa.post("/webhooks/telegram/webhook", telegram_update(501, "hi"))
+    status, _, body = post_signed(platforms_rasa, "telegram", telegram_update(501, "hi"))
     assert (status, json.loads(body)) == (200, {})
     [call] = platform_api.received(to_chat(501), 1)
     assert call.method == "POST"
@@ -53,7 +61,7 @@ def test_telegram_update_is_answered_through_send_message(
 def test_telegram_buttons_become_an_inline_keyboard_in_order(
     platforms_rasa: RasaServer, platform_api: PlatformAPI
 ) -> None:
-    platforms_rasa.post("/webhooks/telegram/webhook", telegram_update(502, "menu"))
+    post_signed(platforms_rasa, "telegram", telegram_update(502, "menu"))
     calls = platform_api.received(to_chat(502), 3)
     assert delivered(calls) == MENU
     assert calls[1].json["reply_markup"] == {
@@ -74,7 +82,7 @@ def test_slack_event_is_answered_with_chat_post_message(
     event = copy.deepcopy(payload("slack", "message.json"))
     event["event"].update({"user": "U0OUTBOUND", "text": "menu", "channel": "C0OUTBOUND"})
     event["event_id"] = "Ev0OUTBOUND"
-    status, _, _ = platforms_rasa.post("/webhooks/slack/webhook", event)
+    status, _, _ = post_signed(platforms_rasa, "slack", event)
     assert status == 200
     calls = platform_api.received(json_field("channel", "C0OUTBOUND"), 3)
     assert [c.path for c in calls] == ["/slack/chat.postMessage"] * 3
@@ -100,7 +108,7 @@ def test_whatsapp_and_messenger_reply_through_their_send_apis(
     whatsapp["entry"][0]["changes"][0]["value"]["messages"][0].update(
         {"from": "16505559999", "id": "wamid.outbound", "text": {"body": "hello"}}
     )
-    platforms_rasa.post("/webhooks/whatsapp/webhook", whatsapp)
+    post_signed(platforms_rasa, "whatsapp", whatsapp)
     [call] = platform_api.received(json_field("to", "16505559999"), 1)
     assert call.path == "/whatsapp/106540352242922/messages"
     assert call.headers["Authorization"] == "Bearer whatsapp-test-token"
@@ -118,7 +126,7 @@ def test_whatsapp_and_messenger_reply_through_their_send_apis(
             {"sender": {"id": "PSID-OUT"}, "recipient": {"id": "<PAGE_ID>"},
              "timestamp": 1458692752478, "message": {"mid": "mid.out", "text": "menu"}}]}],
     }  # fmt: skip
-    platforms_rasa.post("/webhooks/messenger/webhook", messenger)
+    post_signed(platforms_rasa, "messenger", messenger)
     calls = platform_api.received(lambda r: r.json["recipient"]["id"] == "PSID-OUT", 3)
     assert [c.path for c in calls] == [
         "/messenger/me/messages?access_token=messenger-test-token"
@@ -134,7 +142,7 @@ def test_429_with_retry_after_then_200_delivers_once(
     platforms_rasa: RasaServer, platform_api: PlatformAPI
 ) -> None:
     platform_api.plan(to_chat(503), [(429, {"Retry-After": "1"}, {"ok": False})])
-    platforms_rasa.post("/webhooks/telegram/webhook", telegram_update(503, "hi"))
+    post_signed(platforms_rasa, "telegram", telegram_update(503, "hi"))
     calls = platform_api.received(lambda r: to_chat(503)(r) and r.status == 200, 1)
     calls = platform_api.received(to_chat(503), 2)
     assert [c.status for c in calls] == [429, 200]
@@ -146,7 +154,7 @@ def test_persistent_500_gives_up_after_the_retries_with_a_log_line(
     platforms_rasa: RasaServer, platform_api: PlatformAPI
 ) -> None:
     platform_api.plan(to_chat(504), [(500, {}, {"ok": False, "description": "boom"})] * 10)
-    status, _, _ = platforms_rasa.post("/webhooks/telegram/webhook", telegram_update(504, "hi"))
+    status, _, _ = post_signed(platforms_rasa, "telegram", telegram_update(504, "hi"))
     assert status == 200  # the webhook does not wait for delivery (outbound.wait is false)
     line = (
         "Channel telegram: could not deliver a text message for conversation 504 after "
@@ -166,7 +174,7 @@ def test_order_of_a_three_message_reply_survives_retries(
     platform_api.plan(
         to_chat(505), [(429, {"Retry-After": "1"}, {"ok": False}), (503, {}, {"ok": False})]
     )
-    platforms_rasa.post("/webhooks/telegram/webhook", telegram_update(505, "menu"))
+    post_signed(platforms_rasa, "telegram", telegram_update(505, "menu"))
     calls = platform_api.received(lambda r: to_chat(505)(r) and r.status == 200, 3)
     assert delivered(calls) == MENU
     assert [c.status for c in platform_api.requests if to_chat(505)(c)][:3] == [429, 503, 200]
@@ -176,9 +184,9 @@ def test_a_slow_conversation_does_not_hold_up_another(
     platforms_rasa: RasaServer, platform_api: PlatformAPI
 ) -> None:
     platform_api.plan(to_chat(506), [(500, {}, {})] * 3)  # ~3.5 s of backoff for chat 506
-    platforms_rasa.post("/webhooks/telegram/webhook", telegram_update(506, "hi"))
+    post_signed(platforms_rasa, "telegram", telegram_update(506, "hi"))
     started = time.monotonic()
-    platforms_rasa.post("/webhooks/telegram/webhook", telegram_update(507, "hi"))
+    post_signed(platforms_rasa, "telegram", telegram_update(507, "hi"))
     [other] = platform_api.received(to_chat(507), 1)
     assert other.at - started < 2.0
     assert delivered(platform_api.received(lambda r: to_chat(506)(r) and r.status == 200, 1))

@@ -19,6 +19,9 @@ from generic_connector.dryrun import case_request, simulate
 from generic_connector.errors import HTTPError
 from tests.conftest import API_TOKENS, PLATFORMS, VERIFY_TOKENS
 from tests.rasa_process import ROOT, RasaServer, user_events
+from tests.signing import WEBHOOK_SECRETS, signature_headers
+
+SERVER_ENV = {**VERIFY_TOKENS, **API_TOKENS, **WEBHOOK_SECRETS}
 
 pytestmark = pytest.mark.e2e
 
@@ -30,14 +33,14 @@ def cases() -> List[Any]:
     for name in PLATFORMS:
         document = load_yaml(ROOT / "mappings" / f"{name}.yml")
         for case in document["tests"]:
-            if case.get("env", VERIFY_TOKENS).items() <= VERIFY_TOKENS.items():
+            if case.get("env", {}).items() <= SERVER_ENV.items():
                 found.append(pytest.param(name, case, id=f"{name}: {case['name']}"))
     return found
 
 
 @pytest.fixture(autouse=True)
 def verify_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {**VERIFY_TOKENS, **API_TOKENS}.items():
+    for name, value in SERVER_ENV.items():
         monkeypatch.setenv(name, value)
 
 
@@ -47,7 +50,10 @@ def send_case(rasa: RasaServer, name: str, case: Dict[str, Any]) -> Any:
     if request.query:
         path += "?" + urllib.parse.urlencode(request.query)
     body = request.body if request.method == "POST" else None
-    return rasa.send(path, body, dict(request.headers), request.method)
+    headers = dict(request.headers)
+    if "time" in case and case["expect"].get("status") != 401:  # signed for then: sign for now
+        headers.update({k.lower(): v for k, v in signature_headers(name, request.body).items()})
+    return rasa.send(path, body, headers, request.method)
 
 
 def bot_replies_after(tracker: Dict[str, Any], message_id: Any, text: str) -> List[Dict[str, Any]]:
@@ -72,8 +78,11 @@ def test_documented_payload_through_rasa(
     platforms_rasa: RasaServer, name: str, case: Dict[str, Any]
 ) -> None:
     config = load_channel({"mapping": f"mappings/{name}.yml"})
-    expected = simulate(config, case_request(case, ROOT / "mappings"), case.get("replies"))
-    status, headers, body = send_case(platforms_rasa, name, case)
+    request = case_request(case, ROOT / "mappings")
+    expected = simulate(config, request, case.get("replies"), case.get("time"))
+    # The dry run agrees with the case (a refusal only where the case expects one)...
+    assert ("error" in expected) == (case["expect"].get("status", 200) >= 400), expected
+    status, headers, body = send_case(platforms_rasa, name, case)  # ...and so does Rasa.
     assert status == case["expect"].get("status", 200), body
 
     if expected.get("handshake") or "error" in expected:
@@ -116,7 +125,7 @@ def test_documented_payload_through_rasa(
         tracker = platforms_rasa.tracker(message["sender"])
         replies = bot_replies_after(tracker, message["message_id"], message["text"])
         assert replies, "the assistant answered nothing"
-        rendered = simulate(config, case_request(case, ROOT / "mappings"), replies)
+        rendered = simulate(config, request, replies, case.get("time"))
         assert headers["content-type"] == rendered["response"]["content_type"]
         if name == "twilio":
             assert body.decode() == rendered["response"]["body"]
@@ -140,7 +149,9 @@ def test_whatsapp_batch_from_two_senders_keeps_conversations_and_order(
         messages.append(message)
     document["entry"][0]["changes"][0]["value"]["messages"] = messages
 
-    status, _, _ = platforms_rasa.post("/webhooks/whatsapp/webhook", document)
+    raw = json.dumps(document).encode()
+    headers = {"Content-Type": "application/json", **signature_headers("whatsapp", raw)}
+    status, _, _ = platforms_rasa.send("/webhooks/whatsapp/webhook", raw, headers)
     assert status == 200
     first = user_events(platforms_rasa.tracker("16505550001"))
     second = user_events(platforms_rasa.tracker("16505550002"))
@@ -165,7 +176,9 @@ def test_whatsapp_batch_from_two_senders_keeps_conversations_and_order(
 def test_form_where_json_is_expected_and_the_reverse(
     platforms_rasa: RasaServer, path: str, body: bytes, content_type: str, status: int, error: str
 ) -> None:
-    answer = platforms_rasa.post(path, body, content_type)
+    platform = path.split("/")[2]
+    headers = {"Content-Type": content_type, **signature_headers(platform, body)}
+    answer = platforms_rasa.send(path, body, headers)
     assert answer[0] == status
     assert json.loads(answer[2])["error"].startswith(error)
 

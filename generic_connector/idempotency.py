@@ -1,0 +1,62 @@
+"""Idempotency: a delivery the channel already handled is acknowledged, not handled again.
+
+A message counts as already handled when a message with the same id, sender and text was
+handled within the window. A message whose handling failed is forgotten, so that the
+platform's retry is processed. The store sits behind a small interface (``begin``/``finish``)
+so that a shared store can serve several replicas; the one here keeps keys in memory.
+"""
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Tuple
+
+
+class MemoryStore:
+    """Keys in memory, each for ``window`` seconds, at most ``max_keys`` of them."""
+
+    def __init__(self, window: float = 3600, max_keys: int = 100_000) -> None:
+        self.window = window
+        self.max_keys = max_keys
+        self._done: OrderedDict[str, Tuple[float, List[Dict[str, Any]]]] = OrderedDict()
+        self._running: Dict[str, asyncio.Future[bool]] = {}
+
+    async def begin(self, key: str) -> Optional[List[Dict[str, Any]]]:
+        """None when the caller must handle the message (and then call ``finish``);
+        otherwise the bot messages it got when it was handled before.
+
+        A duplicate that arrives while the first delivery is still being handled waits for
+        it: if that one fails, the duplicate handles the message itself.
+        """
+        while True:
+            self._expire()
+            if key in self._done:
+                return self._done[key][1]
+            running = self._running.get(key)
+            if running is None:
+                self._running[key] = asyncio.get_running_loop().create_future()
+                return None
+            await asyncio.shield(running)
+
+    def finish(self, key: str, replies: Optional[List[Dict[str, Any]]]) -> None:
+        """Record the outcome: ``replies`` when handled, None when handling failed."""
+        if replies is not None:
+            self._done[key] = (time.monotonic() + self.window, replies)
+            self._done.move_to_end(key)
+            while len(self._done) > self.max_keys:
+                self._done.popitem(last=False)
+        running = self._running.pop(key, None)
+        if running is not None and not running.done():
+            running.set_result(replies is not None)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self._done:
+            key, (expires, _) = next(iter(self._done.items()))
+            if expires > now:
+                break
+            del self._done[key]
+
+
+def message_key(channel: str, sender_id: str, message_id: str, text: str) -> str:
+    return "\x1f".join((channel, sender_id, message_id, text))

@@ -73,6 +73,14 @@ def api_urls(api: PlatformAPI) -> Dict[str, str]:
     }
 
 
+# A tracker store on disk, for a server that is killed and restarted.
+SQLITE_ENDPOINTS = """
+tracker_store:
+  type: SQL
+  dialect: sqlite
+  db: {db}
+"""
+
 # A lock store that cannot be reached: every message makes Rasa raise. (Rasa falls back
 # to memory when a tracker store fails, but not when the lock store does.)
 BROKEN_ENDPOINTS = """
@@ -105,6 +113,7 @@ def servers(
     (folder / "credentials.yml").write_text(MAIN_CREDENTIALS)
     (folder / "endpoints.yml").write_text(BROKEN_ENDPOINTS.format(port=free_port()))
     (folder / "platforms.yml").write_text(PLATFORM_CREDENTIALS)
+    (folder / "sqlite.yml").write_text(SQLITE_ENDPOINTS.format(db=folder / "trackers.db"))
     started = {
         "main": RasaServer(model, folder / "credentials.yml", folder / "main.log"),
         "failing": RasaServer(
@@ -117,6 +126,9 @@ def servers(
             env={**VERIFY_TOKENS, **API_TOKENS, **WEBHOOK_SECRETS, **api_urls(platform_api)},
         ),
     }
+    started["durable"] = RasaServer(
+        model, folder / "credentials.yml", folder / "durable.log", folder / "sqlite.yml"
+    )
     yield started
     for server in started.values():
         server.stop()
@@ -138,3 +150,9 @@ def failing_rasa(servers: Dict[str, RasaServer]) -> RasaServer:
 def platforms_rasa(servers: Dict[str, RasaServer]) -> RasaServer:
     """The demo assistant serving every shipped platform mapping."""
     return servers["platforms"].wait_ready()
+
+
+@pytest.fixture(scope="session")
+def durable_rasa(servers: Dict[str, RasaServer]) -> RasaServer:
+    """The main channels over a SQLite tracker store, for kill-and-restart tests."""
+    return servers["durable"].wait_ready()

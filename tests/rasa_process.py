@@ -61,12 +61,24 @@ class RasaServer:
     ) -> None:
         self.port = free_port()
         self.log = log
-        self._log_file = log.open("wb")
+        self._args = run_args(model, credentials, self.port, endpoints)
+        self._env = {**ENV, **(env or {})}
+        self._start()
+
+    def _start(self) -> None:
+        self._log_file = self.log.open("ab")
         self.process = subprocess.Popen(
-            run_args(model, credentials, self.port, endpoints),
-            cwd=ROOT, env={**ENV, **(env or {})}, stdout=self._log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            self._args, cwd=ROOT, env=self._env, stdout=self._log_file, stderr=subprocess.STDOUT
+        )
         self._ready = False
+
+    def kill_and_restart(self) -> "RasaServer":
+        """SIGKILL, as a crash would, then start the same command again."""
+        self.process.kill()
+        self.process.wait()
+        self._log_file.close()
+        self._start()
+        return self.wait_ready()
 
     @property
     def url(self) -> str:

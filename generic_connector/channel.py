@@ -1,6 +1,5 @@
 """The Rasa channel: request in, mapping, Rasa, response out."""
 
-import json
 import logging
 import re
 from typing import Any, Awaitable, Callable, Dict, List, Optional
@@ -17,7 +16,7 @@ from generic_connector.delivery import Delivery
 from generic_connector.errors import ConfigError, HTTPError
 from generic_connector.idempotency import MemoryStore, message_key
 from generic_connector.mapping import Extracted, Rendered
-from generic_connector.request import IncomingRequest
+from generic_connector.request import IncomingRequest, dumps
 from generic_connector.webhook import receive, respond
 
 logger = logging.getLogger(__name__)
@@ -30,31 +29,35 @@ class GenericChannelConfigError(RasaException):
 
 
 class GenericOutputChannel(CollectingOutputChannel):
-    """Collects the bot's replies under the channel's own name, and delivers them through the
-    platform's API when the mapping has an ``outbound`` section.
+    """Collects the bot's replies under the channel's own name.
 
     Rasa picks ``channel:`` response variations by the output channel's name, so the
     collector must carry the configured name rather than Rasa's ``collector``.
     """
 
-    def __init__(
-        self,
-        channel_name: str,
-        delivery: Optional[Delivery] = None,
-        inbound: Optional[Dict[str, Extracted]] = None,
-    ) -> None:
+    def __init__(self, channel_name: str) -> None:
         super().__init__()
         self.channel_name = channel_name
-        self.delivery = delivery
-        self.inbound = inbound or {}
 
     def name(self) -> str:  # type: ignore[override]
         return self.channel_name
 
+
+class DeliveringOutputChannel(GenericOutputChannel):
+    """Also delivers each reply through the platform's API (the mapping's ``outbound``)."""
+
+    def __init__(
+        self,
+        channel_name: str,
+        delivery: Delivery,
+        inbound: Optional[Dict[str, Extracted]] = None,
+    ) -> None:
+        super().__init__(channel_name)
+        self.delivery = delivery
+        self.inbound = inbound or {}
+
     async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
         await super().send_response(recipient_id, dict(message))  # Rasa pops keys off it
-        if self.delivery is None:
-            return
         outbound = self.delivery.outbound
         source = self.inbound.get(recipient_id)
         requests, problems = outbound.render(
@@ -106,7 +109,7 @@ class GenericChannel(InputChannel):
         """For messages Rasa sends on its own (trigger_intent, reminders): the platform's API."""
         if self.delivery is None:
             return None
-        return GenericOutputChannel(self.config.name, self.delivery)
+        return DeliveringOutputChannel(self.config.name, self.delivery)
 
     def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
         """``GET /`` health, ``POST /webhook`` and the routes the handshakes declare."""
@@ -124,9 +127,7 @@ class GenericChannel(InputChannel):
 
         def receiver(path: str) -> Callable[[Request], Awaitable[HTTPResponse]]:
             async def receive_request(request: Request) -> HTTPResponse:
-                incoming = IncomingRequest(
-                    request.body, request.headers, request.args, request.method, path, request.url
-                )
+                incoming = IncomingRequest.from_sanic(request, path)
                 agent = getattr(request.app.ctx, "agent", None)
                 answer = await self.process(incoming, on_new_message, agent)
                 return HTTPResponse(
@@ -161,22 +162,25 @@ class GenericChannel(InputChannel):
                 raise HTTPError(
                     503, "the assistant is not ready yet; retry later", {"Retry-After": "5"}
                 )
-            inbound = {message.sender_id: message for message in received.messages}
-            collector = GenericOutputChannel(self.config.name, self.delivery, inbound)
+            if self.delivery is None:
+                collector = GenericOutputChannel(self.config.name)
+            else:
+                inbound = {message.sender_id: message for message in received.messages}
+                collector = DeliveringOutputChannel(self.config.name, self.delivery, inbound)
             for extracted in received.messages:
-                await self._handle_once(extracted, collector, on_new_message)
+                if self.handled is None or extracted.message_id is None:
+                    await self._deliver(extracted, collector, on_new_message)
+                else:
+                    await self._handle_once(extracted, collector, on_new_message)
             return respond(self.config, received, collector.messages)
         except HTTPError as error:
-            body = json.dumps(error.body(), ensure_ascii=False).encode("utf-8")
+            body = dumps(error.body()).encode("utf-8")
             return Rendered(body, "application/json", error.status, error.headers)
 
     async def _handle_once(
         self, extracted: Extracted, collector: GenericOutputChannel, on_new_message: OnNewMessage
     ) -> None:
         """Hand a message to Rasa unless the same delivery was already handled."""
-        if self.handled is None or extracted.message_id is None:
-            await self._deliver(extracted, collector, on_new_message)
-            return
         key = message_key(
             self.config.name, extracted.sender_id, extracted.message_id, extracted.text
         )

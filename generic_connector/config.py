@@ -9,6 +9,7 @@ import difflib
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
@@ -121,6 +122,11 @@ class ChannelConfig:
         found = self.request.expressions() + [self.response.body]
         found += self.outbound.expressions() if self.outbound else []
         return found + [e for h in self.handshakes for e in h.expressions()]
+
+    @cached_property
+    def binds_request(self) -> bool:
+        """Whether any expression calls header(), query() or body()."""
+        return any(expression.reads_request for expression in self.expressions())
 
     def env_names(self) -> List[str]:
         """Environment variables the channel needs: env('NAME') and the auth secrets."""

@@ -100,3 +100,6 @@ FUNCTIONS = ConnectorFunctions()
 SIGNATURES: Dict[str, Any] = {
     name: spec["signature"] for name, spec in FUNCTIONS.FUNCTION_TABLE.items()
 }
+
+# Functions that read the request being mapped: only mappings using them pay for binding it.
+REQUEST_FUNCTIONS = {"header", "query", "body"}

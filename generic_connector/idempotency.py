@@ -11,6 +11,8 @@ import time
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 
+import ujson
+
 
 class MemoryStore:
     """Keys in memory, each for ``window`` seconds, at most ``max_keys`` of them."""
@@ -18,8 +20,9 @@ class MemoryStore:
     def __init__(self, window: float = 3600, max_keys: int = 100_000) -> None:
         self.window = window
         self.max_keys = max_keys
-        self._done: OrderedDict[str, Tuple[float, List[Dict[str, Any]]]] = OrderedDict()
-        self._running: Dict[str, asyncio.Future[bool]] = {}
+        # Replies are kept as JSON text: many stored dicts would slow every garbage collection.
+        self._done: OrderedDict[str, Tuple[float, str]] = OrderedDict()
+        self._running: Dict[str, Optional[asyncio.Future[bool]]] = {}
 
     async def begin(self, key: str) -> Optional[List[Dict[str, Any]]]:
         """None when the caller must handle the message (and then call ``finish``);
@@ -31,17 +34,19 @@ class MemoryStore:
         while True:
             self._expire()
             if key in self._done:
-                return self._done[key][1]
-            running = self._running.get(key)
-            if running is None:
-                self._running[key] = asyncio.get_running_loop().create_future()
+                return ujson.loads(self._done[key][1])
+            if key not in self._running:
+                self._running[key] = None  # a future only once a duplicate has to wait
                 return None
-            await asyncio.shield(running)
+            waiting = self._running[key]
+            if waiting is None:
+                waiting = self._running[key] = asyncio.get_running_loop().create_future()
+            await asyncio.shield(waiting)
 
     def finish(self, key: str, replies: Optional[List[Dict[str, Any]]]) -> None:
         """Record the outcome: ``replies`` when handled, None when handling failed."""
         if replies is not None:
-            self._done[key] = (time.monotonic() + self.window, replies)
+            self._done[key] = (time.monotonic() + self.window, ujson.dumps(replies))
             self._done.move_to_end(key)
             while len(self._done) > self.max_keys:
                 self._done.popitem(last=False)

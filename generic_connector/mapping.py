@@ -7,18 +7,19 @@ messages into the body of the HTTP answer (JSON, text or XML).
 
 import json
 import re
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Set
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Set
 from xml.sax.saxutils import escape, quoteattr
 
 import jmespath
 from jmespath import exceptions as jmespath_errors
 from jmespath.parser import ParsedResult
 
+from generic_connector.compiler import compile_node, is_false
 from generic_connector.errors import HTTPError
-from generic_connector.functions import FUNCTIONS, SIGNATURES
+from generic_connector.functions import FUNCTIONS, REQUEST_FUNCTIONS, SIGNATURES
+from generic_connector.request import dumps
 
-_OPTIONS = jmespath.Options(custom_functions=FUNCTIONS)
 _LITERALS = {"literal", "raw_string"}
 _JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "array"}
 
@@ -28,19 +29,21 @@ class ExpressionError(ValueError):
 
 
 class Expression:
-    """A compiled JMESPath expression that remembers its source text."""
+    """A JMESPath expression, parsed and compiled to a Python function once."""
 
-    __slots__ = ("source", "_parsed", "env_names")
+    __slots__ = ("source", "_evaluate", "env_names", "reads_request")
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._parsed = compile_expression(source)
-        self.env_names = env_names(self._parsed.parsed)
+        tree = compile_expression(source).parsed
+        self._evaluate = compile_node(tree, FUNCTIONS)
+        self.env_names = env_names(tree)
+        self.reads_request = bool(_function_names(tree) & REQUEST_FUNCTIONS)
 
     def search(self, data: Any) -> Any:
         """Evaluate over ``data``; a runtime type error is the request's fault (422)."""
         try:
-            return self._parsed.search(data, options=_OPTIONS)
+            return self._evaluate(data)
         except jmespath_errors.JMESPathError as error:
             raise HTTPError(
                 422, f"`{self.source}` failed on this request: {error}", expression=self.source
@@ -101,6 +104,14 @@ def _check_pattern(node: Dict[str, Any]) -> None:
         raise ExpressionError(f"regex_replace() pattern is not a valid regex: {error}") from None
 
 
+def _function_names(node: Dict[str, Any]) -> Set[str]:
+    names = {node["value"]} if node.get("type") == "function_expression" else set()
+    for child in node.get("children", ()):
+        if isinstance(child, dict):
+            names |= _function_names(child)
+    return names
+
+
 def env_names(node: Dict[str, Any]) -> Set[str]:
     """The environment variables an expression reads with env('NAME')."""
     names: Set[str] = set()
@@ -126,16 +137,15 @@ def json_type(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-@dataclass(frozen=True)
-class Extracted:
-    """What one event maps to: the fields of one Rasa ``UserMessage``."""
+class Extracted(NamedTuple):
+    """What one event maps to: the fields of one Rasa ``UserMessage``, and the event."""
 
     sender_id: str
     text: str
     input_channel: str
     metadata: Optional[Dict[str, Any]]
     message_id: Optional[str]
-    event: Any = field(default=None, compare=False, repr=False)
+    event: Any = None
 
 
 def _scalar(value: Any, field: str, expression: Expression) -> Optional[str]:
@@ -230,16 +240,21 @@ class RequestMapping:
 
     def extract(self, event: Any) -> Extracted:
         """Map one event; raise HTTPError(422) when a required field is missing."""
-        sender_id = _required(self.sender.search(event), "sender", self.sender)
-        text = _required(self.text.search(event), "text", self.text)
+        # Strings are the common case: take them as they are, check everything else.
+        sender_id = self.sender.search(event)
+        if type(sender_id) is not str or not sender_id:
+            sender_id = _required(sender_id, "sender", self.sender)
+        text = self.text.search(event)
+        if type(text) is not str or not text:
+            text = _required(text, "text", self.text)
         input_channel = None
-        if self.input_channel:
+        if self.input_channel is not None:
             found = self.input_channel.search(event)
             input_channel = _scalar(found, "input_channel", self.input_channel)
         metadata = None
-        if self.metadata:
+        if self.metadata is not None:
             metadata = self.metadata.search(event)
-            if metadata is not None and not isinstance(metadata, dict):
+            if metadata is not None and type(metadata) is not dict:
                 raise HTTPError(
                     422,
                     f"metadata must be an object, but `{self.metadata.source}` "
@@ -248,17 +263,11 @@ class RequestMapping:
                     expression=self.metadata.source,
                 )
         message_id = None
-        if self.message_id:
+        if self.message_id is not None:
             found = self.message_id.search(event)
             message_id = _scalar(found, "message_id", self.message_id)
-        return Extracted(
-            sender_id=sender_id,
-            text=text,
-            input_channel=input_channel or self.default_input_channel,
-            metadata=metadata,
-            message_id=message_id,
-            event=event,
-        )
+        channel = input_channel or self.default_input_channel
+        return Extracted(sender_id, text, channel, metadata, message_id, event)
 
     def expressions(self) -> List[Expression]:
         found = [self.sender, self.text, self.input_channel, self.metadata, self.message_id]
@@ -267,12 +276,10 @@ class RequestMapping:
 
 
 def _truthy(value: Any) -> bool:
-    """JMESPath truth: false, null, empty strings, lists and objects are false."""
-    return value not in (None, False, "", [], {})
+    return not is_false(value)
 
 
-@dataclass(frozen=True)
-class Rendered:
+class Rendered(NamedTuple):
     """A response ready to send."""
 
     body: bytes
@@ -303,13 +310,13 @@ class ResponseTemplate:
         """Evaluate the body expression over ``{messages, request, sender}``."""
         result = self.body.search({"messages": messages, "request": request, "sender": sender_id})
         if self.is_json:
-            payload = json.dumps(result, ensure_ascii=False)
+            payload = dumps(result)
         elif self.is_xml and not isinstance(result, str):
             payload = to_xml(result)
         elif result is None:
             payload = ""
         else:
-            payload = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
+            payload = result if isinstance(result, str) else dumps(result)
         return Rendered(payload.encode("utf-8"), self.content_type, self.status, self.headers)
 
 

@@ -6,7 +6,6 @@ bot's messages. The channel runs Rasa between the two; the dry run puts sample r
 """
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from generic_connector.auth import AuthFailed
@@ -19,15 +18,17 @@ from generic_connector.request import IncomingRequest, decode_body
 logger = logging.getLogger(__name__)
 
 
-@dataclass
 class Received:
     """A request taken apart: a direct answer, or messages for Rasa."""
 
-    request: IncomingRequest
-    body: Any
-    answer: Optional[Rendered] = None
-    messages: List[Extracted] = field(default_factory=list)
-    ignored: List[Tuple[int, str]] = field(default_factory=list)
+    __slots__ = ("request", "body", "answer", "messages", "ignored")
+
+    def __init__(self, request: IncomingRequest, body: Any, answer: Optional[Rendered] = None):
+        self.request = request
+        self.body = body
+        self.answer = answer
+        self.messages: List[Extracted] = []
+        self.ignored: List[Tuple[int, str]] = []
 
 
 def receive(
@@ -49,23 +50,31 @@ def receive(
         body = {}
     if authenticate and config.auth.needs_body:
         _authenticate(config, request, body, now)
-    with bound_to(request, body):
-        for handshake in config.handshakes:
-            if handshake.matches(request.method, request.path, body):
-                logger.debug("Channel %s: handshake %r", config.name, handshake.name)
-                return Received(request, body, answer=handshake.answer(body))
-        if (request.method, request.path) != ("POST", "/webhook"):
-            raise HTTPError(
-                400, f"no handshake of this channel matches {request.method} {request.path}"
-            )
-        received = Received(request, body)
-        for index, event in enumerate(mapping.select_events(body)):
-            rule = mapping.ignored_by(event)
-            if rule is not None:
-                logger.info("Channel %s: event %d ignored by rule %r", config.name, index, rule)
-                received.ignored.append((index, rule))
-            else:
-                received.messages.append(mapping.extract(event))
+    if config.binds_request:
+        with bound_to(request, body):
+            return _received(config, request, body)
+    return _received(config, request, body)
+
+
+def _received(config: ChannelConfig, request: IncomingRequest, body: Any) -> Received:
+    """Handshakes, then events: ignored or mapped."""
+    for handshake in config.handshakes:
+        if handshake.matches(request.method, request.path, body):
+            logger.debug("Channel %s: handshake %r", config.name, handshake.name)
+            return Received(request, body, answer=handshake.answer(body))
+    if request.path != "/webhook" or request.method != "POST":
+        raise HTTPError(
+            400, f"no handshake of this channel matches {request.method} {request.path}"
+        )
+    mapping = config.request
+    received = Received(request, body)
+    for index, event in enumerate(mapping.select_events(body)):
+        rule = mapping.ignored_by(event)
+        if rule is not None:
+            logger.info("Channel %s: event %d ignored by rule %r", config.name, index, rule)
+            received.ignored.append((index, rule))
+        else:
+            received.messages.append(mapping.extract(event))
     return received
 
 
@@ -85,5 +94,7 @@ def respond(
 ) -> Rendered:
     """The answer for a handled request, from the bot's messages (in delivery order)."""
     sender = received.messages[0].sender_id if received.messages else None
-    with bound_to(received.request, received.body):
-        return config.response.render(bot_messages, received.body, sender)
+    if config.binds_request:
+        with bound_to(received.request, received.body):
+            return config.response.render(bot_messages, received.body, sender)
+    return config.response.render(bot_messages, received.body, sender)

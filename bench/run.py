@@ -1,0 +1,197 @@
+"""Side-by-side HTTP benchmark: a bare Sanic route, Rasa's RestInput and generic channels.
+
+Starts ``bench/server.py`` (one Sanic worker) pinned to one core and drives each route in
+turn with wrk pinned to the other, then prints requests/s, p50 and p99 latency per route and
+the ratios generic/RestInput and generic/bare. ``--rasa`` does the same through a real
+``rasa run`` serving the demo assistant (NLU and policies included).
+
+    .venv/bin/python bench/run.py [--seconds 10] [--connections 32] [--rasa]
+"""
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+TELEGRAM_SECRET = "bench-secret-token"
+
+REST_BODY = '{"sender": "user-%d", "message": "hello %d"}'
+# Telegram's documented text update; the chat id is the sender, update_id the counter.
+TELEGRAM_BODY = (
+    '{"message":{"date":1441645532,"chat":{"last_name":"Test Lastname",'
+    '"id":%d,"type":"private","first_name":"Test Firstname","username":"Testusername"},'
+    '"message_id":1365,"from":{"last_name":"Test Lastname","id":1111111,'
+    '"first_name":"Test Firstname","username":"Testusername"},"text":"/start"},"update_id":%d}'
+)
+# (label, path, body template with two %d: a counter and a sender number, extra headers)
+ROUTES = [
+    ("bare Sanic route", "/bare", REST_BODY, {}),
+    ("Rasa RestInput", "/webhooks/rest/webhook", REST_BODY, {}),
+    ("generic, rest.yml", "/webhooks/restlike/webhook", REST_BODY, {}),
+    ("generic, telegram.yml", "/webhooks/telegram/webhook", TELEGRAM_BODY,
+     {"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET}),
+]  # fmt: skip
+RASA_ROUTES = [ROUTES[1], ("generic, rest.yml", "/webhooks/restlike/webhook", REST_BODY, {})]
+
+LUA = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = string.format('%s', counter %% 1000, counter)
+  return wrk.format("POST", nil, {%s}, body)
+end
+"""
+
+
+def lua(template: str, headers: Dict[str, str]) -> str:
+    """A wrk script posting ``template`` with a sender (counter % 1000) and a new counter."""
+    all_headers = {"Content-Type": "application/json", **headers}
+    lines = ", ".join(f'["{k}"] = "{v}"' for k, v in all_headers.items())
+    return LUA % (template.replace("'", "\\'"), lines)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pinned(core: int, args: List[str]) -> List[str]:
+    return ["taskset", "-c", str(core), *args] if shutil.which("taskset") else args
+
+
+def wait_for(url: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"server at {url} did not come up")
+
+
+def to_ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, script: str, seconds: int, connections: int) -> Tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) of one wrk run; non-2xx answers abort the benchmark."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
+        file.write(script)
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", file.name, url]
+    output = subprocess.run(pinned(1, args), capture_output=True, text=True, check=True).stdout
+    os.unlink(file.name)
+    if "Non-2xx" in output:
+        raise SystemExit(f"non-2xx answers from {url}:\n{output}")
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    p50 = to_ms(re.search(r"\s50%\s+(\S+)", output).group(1))
+    p99 = to_ms(re.search(r"\s99%\s+(\S+)", output).group(1))
+    return rate, p50, p99
+
+
+def measure(base: str, routes: list, seconds: int, connections: int) -> Dict[str, tuple]:
+    results = {}
+    for label, path, template, headers in routes:
+        script = lua(template, headers)
+        wrk(base + path, script, 2, connections)  # warm-up
+        results[label] = wrk(base + path, script, seconds, connections)
+    return results
+
+
+def report(title: str, results: Dict[str, tuple]) -> None:
+    print(f"\n{title}")
+    print(f"{'route':<24}{'requests/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
+    for label, (rate, p50, p99) in results.items():
+        print(f"{label:<24}{rate:>12.0f}{p50:>10.2f}{p99:>10.2f}")
+    rest = results["Rasa RestInput"]
+    bare = results.get("bare Sanic route")
+    for label, (rate, _, p99) in results.items():
+        if label.startswith("generic"):
+            line = f"{label}: {rate / rest[0]:.2f}x RestInput throughput"
+            line += f", p99 {p99 / rest[2]:.2f}x RestInput's"
+            if bare:
+                line += f", {rate / bare[0]:.2f}x bare"
+            print(line)
+
+
+def stub_mode(seconds: int, connections: int) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        pinned(0, [PYTHON, str(ROOT / "bench" / "server.py"), str(port)]),
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(f"http://127.0.0.1:{port}/webhooks/rest/")
+        results = measure(f"http://127.0.0.1:{port}", ROUTES, seconds, connections)
+    finally:
+        server.terminate()
+        server.wait()
+    report(f"Stand-in agent, one Sanic worker, wrk -t1 -c{connections} -d{seconds}s", results)
+
+
+def rasa_mode(seconds: int, connections: int) -> None:
+    port = free_port()
+    folder = Path(tempfile.mkdtemp())
+    model = ROOT / "demo" / "models" / "demo.tar.gz"
+    if not model.exists():
+        subprocess.run(
+            [str(Path(PYTHON).with_name("rasa")), "train", "--config", "demo/config.yml",
+             "--domain", "demo/domain.yml", "--data", "demo/data", "--out", "demo/models",
+             "--fixed-model-name", "demo"],
+            cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    credentials = folder / "credentials.yml"
+    credentials.write_text(
+        "rest:\ngeneric_connector.channels.restlike:\n"
+        "  mapping: mappings/rest.yml\n  name: restlike\n"
+    )
+    rasa = [str(Path(PYTHON).with_name("rasa")), "run", "--model", str(model)]
+    rasa += ["--credentials", str(credentials), "--port", str(port), "--enable-api"]
+    server = subprocess.Popen(
+        pinned(0, rasa), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/status")
+        results = measure(f"http://127.0.0.1:{port}", RASA_ROUTES, seconds, connections)
+    finally:
+        server.terminate()
+        server.wait()
+    report(f"Real rasa run, demo assistant, wrk -t1 -c{connections} -d{seconds}s", results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rasa", action="store_true", help="also through a real rasa run")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: apt-get install wrk (make bench does it)")
+    print(f"machine: {os.cpu_count()} cores, {platform_line()}")
+    stub_mode(args.seconds, args.connections)
+    if args.rasa:
+        rasa_mode(args.seconds, args.connections)
+
+
+def platform_line() -> str:
+    import platform
+
+    return f"{platform.platform()}, Python {platform.python_version()}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""One Sanic server with a stand-in agent, serving side by side:
+
+- ``POST /bare``: a bare Sanic route answering what the assistant would;
+- ``POST /webhooks/rest/webhook``: Rasa's hand-written ``RestInput``;
+- ``POST /webhooks/restlike/webhook``: the generic channel with ``mappings/rest.yml``;
+- ``POST /webhooks/telegram/webhook``: the generic channel with ``mappings/telegram.yml``
+  (secret-token check on, replies through a stand-in Bot API that the stand-in agent skips).
+
+The agent answers every message with one text, as a trained bot would, without NLU cost.
+Usage: ``python bench/server.py PORT [CHANNELS]`` (CHANNELS: how many generic REST channels).
+"""
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TELEGRAM_BOT_TOKEN", "123456:bench")
+os.environ.setdefault("TELEGRAM_SECRET_TOKEN", "bench-secret-token")
+
+from rasa.core.channels.channel import UserMessage, register  # noqa: E402
+from rasa.core.channels.rest import RestInput  # noqa: E402
+from sanic import Sanic, response  # noqa: E402
+from sanic.request import Request  # noqa: E402
+
+from generic_connector.channel import GenericChannel  # noqa: E402
+from generic_connector.config import load_channel, load_yaml  # noqa: E402
+
+REPLY = "Hello! I am the generic connector demo."
+
+
+class StandInAgent:
+    """What ``app.ctx.agent`` offers the channels, answering one text per message."""
+
+    def is_ready(self) -> bool:
+        return True
+
+    async def handle_message(self, message: UserMessage) -> List[Dict[str, Any]]:
+        await message.output_channel.send_response(message.sender_id, {"text": REPLY})
+        return []
+
+
+def telegram_channel() -> GenericChannel:
+    # Synchronous answer only: the benchmark measures the webhook, not the Bot API.
+    document = dict(load_yaml(ROOT / "mappings" / "telegram.yml"))
+    document.pop("outbound")
+    return GenericChannel(load_channel(document))
+
+
+def app(channels: int = 1) -> Sanic:
+    server = Sanic("generic_connector_bench", configure_logging=False)
+    server.ctx.agent = StandInAgent()
+
+    @server.post("/bare")
+    async def bare(request: Request) -> response.HTTPResponse:
+        body = request.json
+        return response.json([{"recipient_id": body["sender"], "text": REPLY}])
+
+    inputs = [RestInput(), telegram_channel()]
+    for index in range(channels):
+        name = "restlike" if index == 0 else f"restlike{index}"
+        inputs.append(GenericChannel(load_channel({"mapping": "mappings/rest.yml", "name": name})))
+    register(inputs, server, route="/webhooks/")
+    return server
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    port = int(sys.argv[1])
+    channels = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    app(channels).run(host="127.0.0.1", port=port, access_log=False, workers=1)

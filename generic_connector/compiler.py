@@ -1,0 +1,306 @@
+"""JMESPath expressions turned into plain Python functions, once, at start-up.
+
+``jmespath`` interprets a parsed expression by walking its tree on every search; for the small
+expressions mappings use, that walk costs more than the work. ``compile_node`` turns the tree
+into nested closures with the interpreter's semantics (checked against the official JMESPath
+compliance suite in ``tests/test_compiler.py``); node kinds it does not cover are handed to the
+interpreter, so every expression ``jmespath`` accepts still works.
+"""
+
+from typing import Any, Callable, Dict, List
+
+from jmespath import functions as jmespath_functions
+from jmespath.visitor import Options, TreeInterpreter, _equals, _is_actual_number, _is_comparable
+
+Compiled = Callable[[Any], Any]
+
+
+def is_false(value: Any) -> bool:
+    """JMESPath falsiness: false, null, empty strings, lists and objects (not 0)."""
+    return value is None or value is False or value == "" or value == [] or value == {}
+
+
+def compile_node(node: Dict[str, Any], functions: jmespath_functions.Functions) -> Compiled:
+    """A function of the current value that evaluates ``node``."""
+    compile_kind = _KINDS.get(node["type"])
+    if compile_kind is None:
+        return _interpreted(node, functions)
+    return compile_kind(node, functions)
+
+
+def _interpreted(node: Dict[str, Any], functions: jmespath_functions.Functions) -> Compiled:
+    interpreter = TreeInterpreter(Options(custom_functions=functions))
+    return lambda value: interpreter.visit(node, value)
+
+
+def _children(node: Dict[str, Any], functions: Any) -> List[Compiled]:
+    return [compile_node(child, functions) for child in node["children"]]
+
+
+def _field(node: Dict[str, Any], functions: Any) -> Compiled:
+    name = node["value"]
+
+    def field(value: Any) -> Any:
+        if type(value) is dict:
+            return value.get(name)
+        try:
+            return value.get(name)
+        except AttributeError:
+            return None
+
+    return field
+
+
+def _chain(node: Dict[str, Any], functions: Any) -> Compiled:
+    """subexpression, index_expression and pipe: each child applied to the last result."""
+    if all(child["type"] == "field" for child in node["children"]):
+        names = tuple(child["value"] for child in node["children"])
+
+        def path(value: Any) -> Any:
+            for name in names:
+                if type(value) is dict:
+                    value = value.get(name)
+                else:
+                    try:
+                        value = value.get(name)
+                    except AttributeError:
+                        return None
+            return value
+
+        return path
+    steps = _children(node, functions)
+    if len(steps) == 2:
+        first, second = steps
+        return lambda value: second(first(value))
+
+    def chain(value: Any) -> Any:
+        for step in steps:
+            value = step(value)
+        return value
+
+    return chain
+
+
+def _current(node: Dict[str, Any], functions: Any) -> Compiled:
+    return lambda value: value
+
+
+def _literal(node: Dict[str, Any], functions: Any) -> Compiled:
+    constant = node["value"]
+    return lambda value: constant
+
+
+def _index(node: Dict[str, Any], functions: Any) -> Compiled:
+    position = node["value"]
+
+    def index(value: Any) -> Any:
+        if not isinstance(value, list):
+            return None
+        try:
+            return value[position]
+        except IndexError:
+            return None
+
+    return index
+
+
+def _slice(node: Dict[str, Any], functions: Any) -> Compiled:
+    bounds = slice(*node["children"])
+    return lambda value: value[bounds] if isinstance(value, list) else None
+
+
+_ORDER = {
+    "lt": lambda x, y: x < y,
+    "gt": lambda x, y: x > y,
+    "lte": lambda x, y: x <= y,
+    "gte": lambda x, y: x >= y,
+}
+
+
+def _comparator(node: Dict[str, Any], functions: Any) -> Compiled:
+    left, right = _children(node, functions)
+    operator = node["value"]
+    if operator == "eq":
+        return lambda value: _equals(left(value), right(value))
+    if operator == "ne":
+        return lambda value: not _equals(left(value), right(value))
+    order = _ORDER[operator]
+
+    def compare(value: Any) -> Any:
+        x, y = left(value), right(value)
+        if not (_is_comparable(x) and _is_comparable(y)):
+            return None
+        return order(x, y)
+
+    return compare
+
+
+def _or(node: Dict[str, Any], functions: Any) -> Compiled:
+    left, right = _children(node, functions)
+
+    def either(value: Any) -> Any:
+        matched = left(value)
+        return right(value) if is_false(matched) else matched
+
+    return either
+
+
+def _and(node: Dict[str, Any], functions: Any) -> Compiled:
+    left, right = _children(node, functions)
+
+    def both(value: Any) -> Any:
+        matched = left(value)
+        return matched if is_false(matched) else right(value)
+
+    return both
+
+
+def _not(node: Dict[str, Any], functions: Any) -> Compiled:
+    (operand,) = _children(node, functions)
+
+    def negate(value: Any) -> Any:
+        result = operand(value)
+        if _is_actual_number(result) and result == 0:
+            return False
+        return not result
+
+    return negate
+
+
+def _multi_select_dict(node: Dict[str, Any], functions: Any) -> Compiled:
+    pairs = [
+        (pair["value"], compile_node(pair["children"][0], functions)) for pair in node["children"]
+    ]
+
+    def select(value: Any) -> Any:
+        if value is None:
+            return None
+        return {key: get(value) for key, get in pairs}
+
+    return select
+
+
+def _multi_select_list(node: Dict[str, Any], functions: Any) -> Compiled:
+    items = _children(node, functions)
+    return lambda value: None if value is None else [item(value) for item in items]
+
+
+def _projection(node: Dict[str, Any], functions: Any) -> Compiled:
+    base, each = _children(node, functions)
+
+    def project(value: Any) -> Any:
+        items = base(value)
+        if not isinstance(items, list):
+            return None
+        collected = []
+        for item in items:
+            current = each(item)
+            if current is not None:
+                collected.append(current)
+        return collected
+
+    return project
+
+
+def _value_projection(node: Dict[str, Any], functions: Any) -> Compiled:
+    base, each = _children(node, functions)
+
+    def project(value: Any) -> Any:
+        try:
+            items = base(value).values()
+        except AttributeError:
+            return None
+        collected = []
+        for item in items:
+            current = each(item)
+            if current is not None:
+                collected.append(current)
+        return collected
+
+    return project
+
+
+def _filter_projection(node: Dict[str, Any], functions: Any) -> Compiled:
+    base, each, condition = _children(node, functions)
+
+    def project(value: Any) -> Any:
+        items = base(value)
+        if not isinstance(items, list):
+            return None
+        collected = []
+        for item in items:
+            if not is_false(condition(item)):
+                current = each(item)
+                if current is not None:
+                    collected.append(current)
+        return collected
+
+    return project
+
+
+def _flatten(node: Dict[str, Any], functions: Any) -> Compiled:
+    (base,) = _children(node, functions)
+
+    def flatten(value: Any) -> Any:
+        items = base(value)
+        if not isinstance(items, list):
+            return None
+        merged = []
+        for item in items:
+            if isinstance(item, list):
+                merged.extend(item)
+            else:
+                merged.append(item)
+        return merged
+
+    return flatten
+
+
+class _Expref:
+    """What functions such as sort_by() expect of &expression: ``visit(node, value)``."""
+
+    __slots__ = ("expression", "_compiled")
+
+    def __init__(self, node: Dict[str, Any], compiled: Compiled) -> None:
+        self.expression = node
+        self._compiled = compiled
+
+    def visit(self, node: Dict[str, Any], value: Any) -> Any:
+        return self._compiled(value)
+
+
+def _function(node: Dict[str, Any], functions: Any) -> Compiled:
+    name = node["value"]
+    arguments: List[Compiled] = []
+    for child in node["children"]:
+        if child["type"] == "expref":
+            reference = _Expref(child["children"][0], compile_node(child["children"][0], functions))
+            arguments.append(lambda value, reference=reference: reference)
+        else:
+            arguments.append(compile_node(child, functions))
+    call = functions.call_function
+    return lambda value: call(name, [argument(value) for argument in arguments])
+
+
+_KINDS: Dict[str, Callable[[Dict[str, Any], Any], Compiled]] = {
+    "field": _field,
+    "subexpression": _chain,
+    "index_expression": _chain,
+    "pipe": _chain,
+    "current": _current,
+    "identity": _current,
+    "literal": _literal,
+    "index": _index,
+    "slice": _slice,
+    "comparator": _comparator,
+    "or_expression": _or,
+    "and_expression": _and,
+    "not_expression": _not,
+    "multi_select_dict": _multi_select_dict,
+    "multi_select_list": _multi_select_list,
+    "projection": _projection,
+    "value_projection": _value_projection,
+    "filter_projection": _filter_projection,
+    "flatten": _flatten,
+    "function_expression": _function,
+}

@@ -1,10 +1,11 @@
 """JMESPath expressions turned into plain Python functions, once, at start-up.
 
 ``jmespath`` interprets a parsed expression by walking its tree on every search; for the small
-expressions mappings use, that walk costs more than the work. ``compile_node`` turns the tree
-into nested closures with the interpreter's semantics (checked against the official JMESPath
-compliance suite in ``tests/test_compiler.py``); node kinds it does not cover are handed to the
-interpreter, so every expression ``jmespath`` accepts still works.
+expressions mappings use, that walk costs more than the work. ``compile_expression_tree``
+writes the common node kinds as straight-line Python and ``compile_node`` turns the rest into
+closures, with the interpreter's semantics (checked against the official JMESPath compliance
+suite in ``tests/test_compiler.py``); node kinds neither covers go to the interpreter, so
+every expression ``jmespath`` accepts still works.
 """
 
 from typing import Any, Callable, Dict, List
@@ -20,8 +21,115 @@ def is_false(value: Any) -> bool:
     return value is None or value is False or value == "" or value == [] or value == {}
 
 
+def compile_expression_tree(
+    node: Dict[str, Any], functions: jmespath_functions.Functions
+) -> Compiled:
+    """One Python function for a whole expression.
+
+    Field access, ``||``, ``&&``, ``!``, comparisons and ``{...}`` objects become straight-line
+    Python source; other node kinds become closures (``compile_node``) that it calls.
+    """
+    source = _Source(functions)
+    result = source.emit(node, "value")
+    body = "\n".join(source.lines + [f"    return {result}"])
+    namespace = dict(source.constants)
+    exec(f"def evaluate(value):\n{body}", namespace)  # noqa: S102 - source built from the tree
+    return namespace["evaluate"]
+
+
+def _get(value: Any, name: str) -> Any:
+    try:
+        return value.get(name)
+    except AttributeError:
+        return None
+
+
+def _falsy(name: str) -> str:
+    return f'({name} is None or {name} is False or {name} == "" or {name} == [] or {name} == {{}})'
+
+
+class _Source:
+    """Python source for an expression tree: one statement per node, into temporaries."""
+
+    def __init__(self, functions: jmespath_functions.Functions) -> None:
+        self.functions = functions
+        self.lines: List[str] = []
+        self.constants: Dict[str, Any] = {"_get": _get, "_equals": _equals}
+        self.depth = 1
+        self.count = 0
+
+    def temporary(self) -> str:
+        self.count += 1
+        return f"t{self.count}"
+
+    def constant(self, value: Any) -> str:
+        name = f"c{len(self.constants)}"
+        self.constants[name] = value
+        return name
+
+    def line(self, text: str) -> None:
+        self.lines.append("    " * self.depth + text)
+
+    def emit(self, node: Dict[str, Any], value: str) -> str:
+        """Statements that evaluate ``node`` over the variable ``value``; the result's name."""
+        kind = node["type"]
+        if kind == "field":
+            name, result = repr(node["value"]), self.temporary()
+            self.line(
+                f"{result} = {value}.get({name}) if type({value}) is dict "
+                f"else _get({value}, {name})"
+            )
+            return result
+        if kind in ("subexpression", "index_expression", "pipe"):
+            for child in node["children"]:
+                value = self.emit(child, value)
+            return value
+        if kind in ("current", "identity"):
+            return value
+        if kind == "literal":
+            return self.constant(node["value"])
+        if kind in ("or_expression", "and_expression"):
+            left, right = node["children"]
+            result = self.temporary()
+            self.line(f"{result} = {self.emit(left, value)}")
+            test = _falsy(result) if kind == "or_expression" else f"not {_falsy(result)}"
+            self.line(f"if {test}:")
+            self.depth += 1
+            self.line(f"{result} = {self.emit(right, value)}")
+            self.depth -= 1
+            return result
+        if kind == "not_expression":
+            operand, result = self.emit(node["children"][0], value), self.temporary()
+            number = f"(type({operand}) is int or type({operand}) is float)"
+            self.line(f"{result} = False if {number} and {operand} == 0 else not {operand}")
+            return result
+        if kind == "comparator" and node["value"] in ("eq", "ne"):
+            left = self.emit(node["children"][0], value)
+            right = self.emit(node["children"][1], value)
+            result = self.temporary()
+            negate = "not " if node["value"] == "ne" else ""
+            self.line(f"{result} = {negate}_equals({left}, {right})")
+            return result
+        if kind == "multi_select_dict":
+            result = self.temporary()
+            self.line(f"if {value} is None:")
+            self.line(f"    {result} = None")
+            self.line("else:")
+            self.depth += 1
+            members = [
+                f"{pair['value']!r}: {self.emit(pair['children'][0], value)}"
+                for pair in node["children"]
+            ]
+            self.line(f"{result} = {{{', '.join(members)}}}")
+            self.depth -= 1
+            return result
+        function, result = self.constant(compile_node(node, self.functions)), self.temporary()
+        self.line(f"{result} = {function}({value})")
+        return result
+
+
 def compile_node(node: Dict[str, Any], functions: jmespath_functions.Functions) -> Compiled:
-    """A function of the current value that evaluates ``node``."""
+    """A function of the current value that evaluates ``node``, as nested closures."""
     compile_kind = _KINDS.get(node["type"])
     if compile_kind is None:
         return _interpreted(node, functions)
@@ -135,12 +243,30 @@ def _comparator(node: Dict[str, Any], functions: Any) -> Compiled:
     return compare
 
 
+def _alternatives(node: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """``a || b || c`` as [a, b, c]: one loop instead of nested calls."""
+    if node["type"] != "or_expression":
+        return [node]
+    left, right = node["children"]
+    return _alternatives(left) + _alternatives(right)
+
+
 def _or(node: Dict[str, Any], functions: Any) -> Compiled:
-    left, right = _children(node, functions)
+    options = [compile_node(option, functions) for option in _alternatives(node)]
+    *first, last = options
 
     def either(value: Any) -> Any:
-        matched = left(value)
-        return right(value) if is_false(matched) else matched
+        for option in first:
+            matched = option(value)
+            if not (
+                matched is None
+                or matched is False
+                or matched == ""
+                or matched == []
+                or matched == {}
+            ):
+                return matched
+        return last(value)
 
     return either
 
@@ -278,6 +404,16 @@ def _function(node: Dict[str, Any], functions: Any) -> Compiled:
             arguments.append(lambda value, reference=reference: reference)
         else:
             arguments.append(compile_node(child, functions))
+    spec = functions.FUNCTION_TABLE.get(name)
+    signature = spec["signature"] if spec else None
+    if (
+        signature is not None
+        and len(signature) == len(arguments)
+        and not any(argument.get("types") or argument.get("variadic") for argument in signature)
+    ):
+        # Any type is welcome and the count is right: nothing for call_function to check.
+        function = spec["function"]
+        return lambda value: function(functions, *[argument(value) for argument in arguments])
     call = functions.call_function
     return lambda value: call(name, [argument(value) for argument in arguments])
 

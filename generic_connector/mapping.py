@@ -15,7 +15,7 @@ import jmespath
 from jmespath import exceptions as jmespath_errors
 from jmespath.parser import ParsedResult
 
-from generic_connector.compiler import compile_node, is_false
+from generic_connector.compiler import compile_expression_tree, is_false
 from generic_connector.errors import HTTPError
 from generic_connector.functions import FUNCTIONS, REQUEST_FUNCTIONS, SIGNATURES
 from generic_connector.request import dumps
@@ -31,19 +31,20 @@ class ExpressionError(ValueError):
 class Expression:
     """A JMESPath expression, parsed and compiled to a Python function once."""
 
-    __slots__ = ("source", "_evaluate", "env_names", "reads_request")
+    __slots__ = ("source", "evaluate", "env_names", "reads_request")
 
     def __init__(self, source: str) -> None:
         self.source = source
         tree = compile_expression(source).parsed
-        self._evaluate = compile_node(tree, FUNCTIONS)
+        # The compiled function itself, for hot paths that handle JMESPath errors themselves.
+        self.evaluate = compile_expression_tree(tree, FUNCTIONS)
         self.env_names = env_names(tree)
         self.reads_request = bool(_function_names(tree) & REQUEST_FUNCTIONS)
 
     def search(self, data: Any) -> Any:
         """Evaluate over ``data``; a runtime type error is the request's fault (422)."""
         try:
-            return self._evaluate(data)
+            return self.evaluate(data)
         except jmespath_errors.JMESPathError as error:
             raise HTTPError(
                 422, f"`{self.source}` failed on this request: {error}", expression=self.source
@@ -240,20 +241,28 @@ class RequestMapping:
 
     def extract(self, event: Any) -> Extracted:
         """Map one event; raise HTTPError(422) when a required field is missing."""
+        try:
+            return self._extract(event)
+        except jmespath_errors.JMESPathError:
+            for expression in self.expressions():
+                expression.search(event)  # raises the 422 that names the expression
+            raise
+
+    def _extract(self, event: Any) -> Extracted:
         # Strings are the common case: take them as they are, check everything else.
-        sender_id = self.sender.search(event)
+        sender_id = self.sender.evaluate(event)
         if type(sender_id) is not str or not sender_id:
             sender_id = _required(sender_id, "sender", self.sender)
-        text = self.text.search(event)
+        text = self.text.evaluate(event)
         if type(text) is not str or not text:
             text = _required(text, "text", self.text)
         input_channel = None
         if self.input_channel is not None:
-            found = self.input_channel.search(event)
+            found = self.input_channel.evaluate(event)
             input_channel = _scalar(found, "input_channel", self.input_channel)
         metadata = None
         if self.metadata is not None:
-            metadata = self.metadata.search(event)
+            metadata = self.metadata.evaluate(event)
             if metadata is not None and type(metadata) is not dict:
                 raise HTTPError(
                     422,
@@ -264,7 +273,7 @@ class RequestMapping:
                 )
         message_id = None
         if self.message_id is not None:
-            found = self.message_id.search(event)
+            found = self.message_id.evaluate(event)
             message_id = _scalar(found, "message_id", self.message_id)
         channel = input_channel or self.default_input_channel
         return Extracted(sender_id, text, channel, metadata, message_id, event)
@@ -305,9 +314,12 @@ class ResponseTemplate:
         media_type = content_type.split(";")[0].strip().lower()
         self.is_json = media_type == "application/json" or media_type.endswith("+json")
         self.is_xml = media_type in ("application/xml", "text/xml") or media_type.endswith("+xml")
+        self._messages_as_json = body == "messages" and self.is_json and not self.headers
 
     def render(self, messages: List[Dict[str, Any]], request: Any, sender_id: Any) -> Rendered:
         """Evaluate the body expression over ``{messages, request, sender}``."""
+        if self._messages_as_json:  # the default, Rasa's REST answer: nothing to evaluate
+            return Rendered(dumps(messages).encode("utf-8"), self.content_type, self.status, {})
         result = self.body.search({"messages": messages, "request": request, "sender": sender_id})
         if self.is_json:
             payload = dumps(result)

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5005
 
-.PHONY: setup demo test lint format
+.PHONY: setup demo test bench lint format
 
 setup:
 	@./scripts/setup.sh
@@ -15,6 +15,14 @@ demo: setup
 test: setup
 	$(BIN)/generic-connector validate mappings/ credentials.yml
 	$(BIN)/python -m pytest
+
+# Side-by-side HTTP benchmark (stand-in agent, then a real rasa run), mapping micro-benchmark,
+# memory with one and ten channels. Needs wrk (installed from Debian's packages if missing).
+bench: setup
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	$(BIN)/python bench/run.py --rasa
+	$(BIN)/python bench/mappings.py
+	$(BIN)/python bench/memory.py
 
 lint: setup
 	$(BIN)/ruff check .

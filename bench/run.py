@@ -105,8 +105,9 @@ def wrk(url: str, script: str, seconds: int, connections: int) -> Tuple[float, f
 
 def measure(base: str, routes: list, seconds: int, connections: int) -> Dict[str, tuple]:
     results = {}
-    for label, path, template, headers in routes:
-        script = lua(template, headers)
+    for number, (label, path, template, headers) in enumerate(routes):
+        # Senders of their own per route: a real assistant's trackers grow with every run.
+        script = lua(template.replace("user-%d", f"route{number}-user-%d"), headers)
         wrk(base + path, script, 2, connections)  # warm-up
         results[label] = wrk(base + path, script, seconds, connections)
     return results

@@ -382,7 +382,7 @@ def _flatten(node: Dict[str, Any], functions: Any) -> Compiled:
     return flatten
 
 
-class _Expref:
+class _Expression:  # the name jmespath's type checks know as 'expref'
     """What functions such as sort_by() expect of &expression: ``visit(node, value)``."""
 
     __slots__ = ("expression", "_compiled")
@@ -400,7 +400,9 @@ def _function(node: Dict[str, Any], functions: Any) -> Compiled:
     arguments: List[Compiled] = []
     for child in node["children"]:
         if child["type"] == "expref":
-            reference = _Expref(child["children"][0], compile_node(child["children"][0], functions))
+            reference = _Expression(
+                child["children"][0], compile_node(child["children"][0], functions)
+            )
             arguments.append(lambda value, reference=reference: reference)
         else:
             arguments.append(compile_node(child, functions))

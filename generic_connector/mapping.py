@@ -67,6 +67,8 @@ def compile_expression(source: str) -> ParsedResult:
 
 def _check_calls(node: Dict[str, Any]) -> None:
     """Unknown functions, wrong argument counts and literal arguments of the wrong type."""
+    if node.get("type") == "slice" and node["children"][2] == 0:
+        raise ExpressionError("a slice step cannot be 0")
     if node.get("type") == "function_expression":
         name, args = node["value"], node["children"]
         if name not in SIGNATURES:

@@ -69,7 +69,7 @@ def _received(config: ChannelConfig, request: IncomingRequest, body: Any) -> Rec
     mapping = config.request
     received = Received(request, body)
     for index, event in enumerate(mapping.select_events(body)):
-        rule = mapping.ignored_by(event)
+        rule = mapping.ignored_by(event) if mapping.ignore else None
         if rule is not None:
             logger.info("Channel %s: event %d ignored by rule %r", config.name, index, rule)
             received.ignored.append((index, rule))

@@ -311,19 +311,22 @@ def _multi_select_list(node: Dict[str, Any], functions: Any) -> Compiled:
     return lambda value: None if value is None else [item(value) for item in items]
 
 
+def _collect(items: Any, each: Compiled) -> List[Any]:
+    """``each`` over the items, leaving out what gives null (every projection's rule)."""
+    collected = []
+    for item in items:
+        current = each(item)
+        if current is not None:
+            collected.append(current)
+    return collected
+
+
 def _projection(node: Dict[str, Any], functions: Any) -> Compiled:
     base, each = _children(node, functions)
 
     def project(value: Any) -> Any:
         items = base(value)
-        if not isinstance(items, list):
-            return None
-        collected = []
-        for item in items:
-            current = each(item)
-            if current is not None:
-                collected.append(current)
-        return collected
+        return _collect(items, each) if isinstance(items, list) else None
 
     return project
 
@@ -336,12 +339,7 @@ def _value_projection(node: Dict[str, Any], functions: Any) -> Compiled:
             items = base(value).values()
         except AttributeError:
             return None
-        collected = []
-        for item in items:
-            current = each(item)
-            if current is not None:
-                collected.append(current)
-        return collected
+        return _collect(items, each)
 
     return project
 
@@ -353,13 +351,7 @@ def _filter_projection(node: Dict[str, Any], functions: Any) -> Compiled:
         items = base(value)
         if not isinstance(items, list):
             return None
-        collected = []
-        for item in items:
-            if not is_false(condition(item)):
-                current = each(item)
-                if current is not None:
-                    collected.append(current)
-        return collected
+        return _collect([item for item in items if not is_false(condition(item))], each)
 
     return project
 

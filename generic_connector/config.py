@@ -18,6 +18,7 @@ import yaml
 
 from generic_connector.auth import Auth
 from generic_connector.errors import ConfigError, Finding
+from generic_connector.functions import REQUEST_FUNCTIONS
 from generic_connector.mapping import (
     Expression,
     ExpressionError,
@@ -26,6 +27,7 @@ from generic_connector.mapping import (
     ResponseTemplate,
     compile_expression,
     json_type,
+    nodes,
 )
 from generic_connector.outbound import KINDS, Outbound
 
@@ -292,7 +294,6 @@ def check_channel(
 
 
 _REQUEST_DATA_FIELDS = {"event", "metadata"}
-_REQUEST_DATA_FUNCTIONS = {"header", "query", "body"}
 
 
 def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Tuple[List[Any], str, str]]:
@@ -316,15 +317,11 @@ def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Tuple[List[Any
 
 
 def _reads_request(expression: str) -> bool:
-    def walk(node: Dict[str, Any]) -> bool:
-        kind, value = node.get("type"), node.get("value")
-        if (kind == "field" and value in _REQUEST_DATA_FIELDS) or (
-            kind == "function_expression" and value in _REQUEST_DATA_FUNCTIONS
-        ):
-            return True
-        return any(walk(child) for child in node.get("children", ()) if isinstance(child, dict))
-
-    return walk(compile_expression(expression).parsed)
+    return any(
+        (node["type"] == "field" and node["value"] in _REQUEST_DATA_FIELDS)
+        or (node["type"] == "function_expression" and node["value"] in REQUEST_FUNCTIONS)
+        for node in nodes(compile_expression(expression).parsed)
+    )
 
 
 def _build(document: Dict[str, Any]) -> ChannelConfig:

@@ -8,7 +8,7 @@ messages into the body of the HTTP answer (JSON, text or XML).
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Set
+from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Set
 from xml.sax.saxutils import escape, quoteattr
 
 import jmespath
@@ -65,11 +65,16 @@ def compile_expression(source: str) -> ParsedResult:
     return parsed
 
 
-def _check_calls(node: Dict[str, Any]) -> None:
+def _check_calls(tree: Dict[str, Any]) -> None:
     """Unknown functions, wrong argument counts and literal arguments of the wrong type."""
-    if node.get("type") == "slice" and node["children"][2] == 0:
+    for node in nodes(tree):
+        _check_node(node)
+
+
+def _check_node(node: Dict[str, Any]) -> None:
+    if node["type"] == "slice" and node["children"][2] == 0:
         raise ExpressionError("a slice step cannot be 0")
-    if node.get("type") == "function_expression":
+    if node["type"] == "function_expression":
         name, args = node["value"], node["children"]
         if name not in SIGNATURES:
             raise ExpressionError(f"unknown function {name}()")
@@ -93,9 +98,6 @@ def _check_calls(node: Dict[str, Any]) -> None:
             raise ExpressionError("env() takes the variable's name as a literal: env('NAME')")
         if name == "regex_replace":
             _check_pattern(args[1])
-    for child in node.get("children", ()):
-        if isinstance(child, dict):
-            _check_calls(child)
 
 
 def _check_pattern(node: Dict[str, Any]) -> None:
@@ -107,23 +109,25 @@ def _check_pattern(node: Dict[str, Any]) -> None:
         raise ExpressionError(f"regex_replace() pattern is not a valid regex: {error}") from None
 
 
-def _function_names(node: Dict[str, Any]) -> Set[str]:
-    names = {node["value"]} if node.get("type") == "function_expression" else set()
-    for child in node.get("children", ()):
+def nodes(tree: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
+    """Every node of a parsed expression, the root first."""
+    yield tree
+    for child in tree.get("children", ()):
         if isinstance(child, dict):
-            names |= _function_names(child)
-    return names
+            yield from nodes(child)
 
 
-def env_names(node: Dict[str, Any]) -> Set[str]:
+def _function_names(tree: Dict[str, Any]) -> Set[str]:
+    return {node["value"] for node in nodes(tree) if node["type"] == "function_expression"}
+
+
+def env_names(tree: Dict[str, Any]) -> Set[str]:
     """The environment variables an expression reads with env('NAME')."""
-    names: Set[str] = set()
-    if node.get("type") == "function_expression" and node["value"] == "env":
-        names.add(node["children"][0]["value"])
-    for child in node.get("children", ()):
-        if isinstance(child, dict):
-            names |= env_names(child)
-    return names
+    return {
+        node["children"][0]["value"]
+        for node in nodes(tree)
+        if node["type"] == "function_expression" and node["value"] == "env"
+    }
 
 
 def _optional(source: Optional[str]) -> Optional[Expression]:

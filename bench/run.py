@@ -18,8 +18,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -129,48 +130,45 @@ def report(title: str, results: Dict[str, tuple]) -> None:
             print(line)
 
 
-def stub_mode(seconds: int, connections: int) -> None:
+@contextmanager
+def serving(command: List[str], ready_path: str) -> Iterator[str]:
+    """Run a server on a free port pinned to core 0; yields its base URL once it answers."""
     port = free_port()
     server = subprocess.Popen(
-        pinned(0, [PYTHON, str(ROOT / "bench" / "server.py"), str(port)]),
+        pinned(0, [*command, str(port)]),
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        wait_for(f"http://127.0.0.1:{port}/webhooks/rest/")
-        results = measure(f"http://127.0.0.1:{port}", ROUTES, seconds, connections)
+        wait_for(f"http://127.0.0.1:{port}{ready_path}")
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         server.wait()
+
+
+def stub_mode(seconds: int, connections: int) -> None:
+    with serving([PYTHON, str(ROOT / "bench" / "server.py")], "/webhooks/rest/") as base:
+        results = measure(base, ROUTES, seconds, connections)
     report(f"Stand-in agent, one Sanic worker, wrk -t1 -c{connections} -d{seconds}s", results)
 
 
 def rasa_mode(seconds: int, connections: int) -> None:
-    port = free_port()
-    folder = Path(tempfile.mkdtemp())
     model = ROOT / "demo" / "models" / "demo.tar.gz"
+    rasa = str(Path(PYTHON).with_name("rasa"))
     if not model.exists():
         subprocess.run(
-            [str(Path(PYTHON).with_name("rasa")), "train", "--config", "demo/config.yml",
-             "--domain", "demo/domain.yml", "--data", "demo/data", "--out", "demo/models",
-             "--fixed-model-name", "demo"],
+            [rasa, "train", "--config", "demo/config.yml", "--domain", "demo/domain.yml",
+             "--data", "demo/data", "--out", "demo/models", "--fixed-model-name", "demo"],
             cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
         )  # fmt: skip
-    credentials = folder / "credentials.yml"
+    credentials = Path(tempfile.mkdtemp()) / "credentials.yml"
     credentials.write_text(
         "rest:\ngeneric_connector.channels.restlike:\n"
         "  mapping: mappings/rest.yml\n  name: restlike\n"
     )
-    rasa = [str(Path(PYTHON).with_name("rasa")), "run", "--model", str(model)]
-    rasa += ["--credentials", str(credentials), "--port", str(port), "--enable-api"]
-    server = subprocess.Popen(
-        pinned(0, rasa), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/status")
-        results = measure(f"http://127.0.0.1:{port}", RASA_ROUTES, seconds, connections)
-    finally:
-        server.terminate()
-        server.wait()
+    command = [rasa, "run", "--model", str(model), "--credentials", str(credentials)]
+    with serving([*command, "--enable-api", "--port"], "/status") as base:
+        results = measure(base, RASA_ROUTES, seconds, connections)
     report(f"Real rasa run, demo assistant, wrk -t1 -c{connections} -d{seconds}s", results)
 
 

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, List, Optional
 
 from generic_connector.request import IncomingRequest
@@ -21,46 +22,27 @@ class AuthFailed(Exception):
     """Why a request was refused; for the log only."""
 
 
+@dataclass(frozen=True)
 class Auth:
-    """The ``auth`` section of a channel."""
+    """The ``auth`` section of a channel (keys as in the schema)."""
 
-    def __init__(
-        self,
-        type: str,
-        secret_env: Optional[str] = None,
-        header: Optional[str] = None,
-        query: Optional[str] = None,
-        field: Optional[str] = None,
-        prefix: str = "",
-        algorithm: str = "sha256",
-        encoding: str = "hex",
-        signed: str = "{body}",
-        separator: Optional[str] = None,
-        timestamp_header: Optional[str] = None,
-        id_header: Optional[str] = None,
-        max_age: float = 300,
-        secret_encoding: str = "text",
-        public_url_env: Optional[str] = None,
-        username_env: Optional[str] = None,
-        password_env: Optional[str] = None,
-    ) -> None:
-        self.type = type
-        self.secret_env = secret_env
-        self.header = header
-        self.query = query
-        self.field = field
-        self.prefix = prefix
-        self.digest = _DIGESTS[algorithm]
-        self.encoding = encoding
-        self.signed = signed
-        self.separator = separator
-        self.timestamp_header = timestamp_header
-        self.id_header = id_header
-        self.max_age = max_age
-        self.secret_encoding = secret_encoding
-        self.public_url_env = public_url_env
-        self.username_env = username_env
-        self.password_env = password_env
+    type: str
+    secret_env: Optional[str] = None
+    header: Optional[str] = None
+    query: Optional[str] = None
+    field: Optional[str] = None
+    prefix: str = ""
+    algorithm: str = "sha256"
+    encoding: str = "hex"
+    signed: str = "{body}"
+    separator: Optional[str] = None
+    timestamp_header: Optional[str] = None
+    id_header: Optional[str] = None
+    max_age: float = 300
+    secret_encoding: str = "text"
+    public_url_env: Optional[str] = None
+    username_env: Optional[str] = None
+    password_env: Optional[str] = None
 
     def env_names(self) -> List[str]:
         names = [self.secret_env, self.username_env, self.password_env]
@@ -111,7 +93,7 @@ class Auth:
         if "{form_params}" in self.signed:
             values["form_params"] = _sorted_params(request.body)
         message = self.signed.format(**values).encode("utf-8")
-        mac = hmac.new(self._secret(), message, self.digest).digest()
+        mac = hmac.new(self._secret(), message, _DIGESTS[self.algorithm]).digest()
         expected = mac.hex() if self.encoding == "hex" else base64.b64encode(mac).decode()
         candidates = sent.split(self.separator) if self.separator else [sent]
         if not any(_equal(candidate, self.prefix + expected) for candidate in candidates):

@@ -99,6 +99,7 @@ def check(name: str, body: bytes, content_type: str, extra: Dict[str, str], meth
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     database=None,
+    derandomize=True,  # the same 10,400 requests every run: CI stays reproducible
 )
 @given(body=bodies, content_type=content_types, extra=headers, method=methods)
 def test_any_request_gets_2xx_or_a_4xx_json_error(

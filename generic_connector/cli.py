@@ -92,7 +92,9 @@ def _validate(args: argparse.Namespace) -> int:
             for finding in report.findings:
                 print(finding)
             if report.valid:
-                tests = f", {report.tests_passed} test cases passed" if report.tests_passed else ""
+                passed = report.tests_passed
+                cases = "test case passed" if passed == 1 else "test cases passed"
+                tests = f", {passed} {cases}" if passed else ""
                 channels = ", ".join(report.channels) or "no generic channels"
                 env = f"; reads {', '.join(report.env_names)}" if report.env_names else ""
                 print(f"{report.file}: ok ({channels}{tests}{env})")

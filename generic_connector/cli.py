@@ -98,7 +98,8 @@ def _validate(args: argparse.Namespace) -> int:
                 channels = ", ".join(report.channels) or "no generic channels"
                 env = f"; reads {', '.join(report.env_names)}" if report.env_names else ""
                 print(f"{report.file}: ok ({channels}{tests}{env})")
-        print(f"{len(reports)} files: {valid} valid, {invalid} invalid, {findings} findings")
+        files = f"{len(reports)} file" + ("" if len(reports) == 1 else "s")
+        print(f"{files}: {valid} valid, {invalid} invalid, {findings} findings")
     return 1 if invalid else 0
 
 

@@ -140,7 +140,7 @@ def test_every_finding_is_reported_in_one_run(
         "m.request.sender",
         "m.request.txt",
     ]
-    assert out[-1] == "1 files: 0 valid, 1 invalid, 3 findings"
+    assert out[-1] == "1 file: 0 valid, 1 invalid, 3 findings"
 
 
 @pytest.mark.parametrize(

@@ -61,13 +61,7 @@ class DeliveringOutputChannel(GenericOutputChannel):
     async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
         await super().send_response(recipient_id, dict(message))  # Rasa pops keys off it
         outbound = self.delivery.outbound
-        source = self.inbound.get(recipient_id)
-        requests, problems = outbound.render(
-            message,
-            recipient_id,
-            source.event if source else None,
-            source.metadata if source else None,
-        )
+        requests, problems = outbound.render(message, recipient_id, self.inbound.get(recipient_id))
         for problem in problems:
             logger.error(
                 "Channel %s: a reply for conversation %s was not sent: %s",

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, List, Optional
 from generic_connector.config import ChannelConfig
 from generic_connector.errors import HTTPError
 from generic_connector.mapping import Extracted, Rendered
-from generic_connector.request import IncomingRequest
+from generic_connector.request import IncomingRequest, is_json, media_type_of
 from generic_connector.webhook import receive, respond
 
 MESSAGE_FIELDS = ("sender", "text", "input_channel", "metadata", "message_id")
@@ -63,12 +63,12 @@ def _outbound(
     requests: List[Dict[str, Any]] = []
     for reply in bot:
         message = {k: v for k, v in reply.items() if k != "recipient_id"}
-        source = inbound.get(reply["recipient_id"])
-        event, metadata = (source.event, source.metadata) if source else (None, None)
-        rendered, problems = config.outbound.render(message, reply["recipient_id"], event, metadata)
+        recipient = reply["recipient_id"]
+        rendered, problems = config.outbound.render(message, recipient, inbound.get(recipient))
         requests += [{"problem": problem} for problem in problems]
         for request in rendered:
-            body = json.loads(request.body) if request.body and "json" in _type(request) else None
+            sent_json = is_json(media_type_of(request.headers.get("Content-Type", "")))
+            body = json.loads(request.body) if request.body and sent_json else None
             requests.append(
                 {
                     "kind": request.kind,
@@ -80,10 +80,6 @@ def _outbound(
                 }
             )
     return requests
-
-
-def _type(request: Any) -> str:
-    return request.headers.get("Content-Type", "")
 
 
 def _mask(text: str, secrets: Dict[str, str]) -> str:
@@ -104,12 +100,12 @@ def _message(extracted: Extracted) -> Dict[str, Any]:
 
 def _answer(rendered: Rendered) -> Dict[str, Any]:
     text = rendered.body.decode("utf-8")
-    is_json = "json" in rendered.content_type
+    as_json = is_json(media_type_of(rendered.content_type))
     return {
         "response": {
             "content_type": rendered.content_type,
             "headers": dict(rendered.headers),
-            "body": json.loads(text) if is_json and text else text,
+            "body": json.loads(text) if as_json and text else text,
         }
     }
 

@@ -18,7 +18,7 @@ from jmespath.parser import ParsedResult
 from generic_connector.compiler import compile_expression_tree, is_false
 from generic_connector.errors import HTTPError
 from generic_connector.functions import FUNCTIONS, REQUEST_FUNCTIONS, SIGNATURES
-from generic_connector.request import dumps
+from generic_connector.request import dumps, is_json, media_type_of
 
 _LITERALS = {"literal", "raw_string"}
 _JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "array"}
@@ -317,8 +317,8 @@ class ResponseTemplate:
         self.content_type = content_type
         self.status = status
         self.headers = headers or {}
-        media_type = content_type.split(";")[0].strip().lower()
-        self.is_json = media_type == "application/json" or media_type.endswith("+json")
+        media_type = media_type_of(content_type)
+        self.is_json = is_json(media_type)
         self.is_xml = media_type in ("application/xml", "text/xml") or media_type.endswith("+xml")
         self._messages_as_json = body == "messages" and self.is_json and not self.headers
 

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlencode, urlsplit
 
 from generic_connector.errors import HTTPError
-from generic_connector.mapping import Expression
+from generic_connector.mapping import Expression, Extracted
 
 KINDS = ("text", "buttons", "image", "attachment", "custom")
 
@@ -138,12 +138,20 @@ class Outbound:
         self,
         message: Dict[str, Any],
         recipient: str,
-        event: Any = None,
-        metadata: Optional[Dict[str, Any]] = None,
+        source: Optional[Extracted] = None,
     ) -> Tuple[List[OutboundRequest], List[str]]:
         """The requests for one bot message, in the order Rasa's own channels send its parts,
-        and the problems of the parts that could not be rendered."""
-        context = {"message": message, "recipient": recipient, "event": event, "metadata": metadata}
+        and the problems of the parts that could not be rendered.
+
+        ``source`` is the user message the reply answers (none for messages Rasa sends on its
+        own): its event and metadata are what the templates see as ``event`` and ``metadata``.
+        """
+        context = {
+            "message": message,
+            "recipient": recipient,
+            "event": source.event if source else None,
+            "metadata": source.metadata if source else None,
+        }
         kinds = []
         if message.get("buttons") or message.get("quick_replies"):
             kinds.append("buttons" if "buttons" in self.templates else "text")

@@ -10,6 +10,15 @@ from generic_connector.errors import HTTPError
 FORM = "application/x-www-form-urlencoded"
 
 
+def media_type_of(content_type: str) -> str:
+    """``application/json`` of ``Application/JSON; charset=utf-8``."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_json(media_type: str) -> bool:
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
 class IncomingRequest:
     """What the channel needs of an HTTP request; built from Sanic's or from a test case.
 
@@ -79,8 +88,7 @@ class IncomingRequest:
     @property
     def media_type(self) -> str:
         if self._media_type is None:
-            value = self.headers.get("content-type") or ""
-            self._media_type = value.split(";", 1)[0].strip().lower()
+            self._media_type = media_type_of(self.headers.get("content-type") or "")
         return self._media_type
 
 
@@ -104,7 +112,7 @@ def decode_body(
     if body_format == "form":
         return _decode_form(request)
     media_type = request.media_type
-    if media_type not in _JSON_TYPES and not media_type.endswith("+json"):
+    if media_type not in _JSON_TYPES and not is_json(media_type):
         raise HTTPError(415, f"this channel expects a JSON body, got Content-Type {media_type}")
     try:
         body = ujson.loads(request.body)
@@ -117,7 +125,7 @@ def decode_body(
 
 
 def _decode_form(request: IncomingRequest) -> Dict[str, Any]:
-    if request.media_type == "application/json" or request.media_type.endswith("+json"):
+    if is_json(request.media_type):
         raise HTTPError(415, f"this channel expects a form body ({FORM}), got JSON")
     if request.media_type not in ("", FORM):
         raise HTTPError(

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from generic_connector.config import check_channel, load_yaml  # noqa: E402
+from generic_connector.mapping import IgnoreRule  # noqa: E402
 
 PAYLOADS = ROOT / "tests" / "payloads"
 
@@ -27,11 +28,8 @@ def mapped(name: str) -> Callable[[Any], Any]:
     mapping = config.request
 
     def run(body: Any) -> list:
-        return [
-            mapping.extract(event)
-            for event in mapping.select_events(body)
-            if mapping.ignored_by(event) is None
-        ]
+        mapped = [mapping.map(event) for event in mapping.select_events(body)]
+        return [extracted for extracted in mapped if type(extracted) is not IgnoreRule]
 
     return run
 

@@ -8,7 +8,8 @@ suite in ``tests/test_compiler.py``); node kinds neither covers go to the interp
 every expression ``jmespath`` accepts still works.
 """
 
-from typing import Any, Callable, Dict, List
+import json
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from jmespath import functions as jmespath_functions
 from jmespath.visitor import Options, TreeInterpreter, _equals, _is_actual_number, _is_comparable
@@ -30,11 +31,29 @@ def compile_expression_tree(
     Python source; other node kinds become closures (``compile_node``) that it calls.
     """
     source = _Source(functions)
-    result = source.emit(node, "value")
-    body = "\n".join(source.lines + [f"    return {result}"])
-    namespace = dict(source.constants)
-    exec(f"def evaluate(value):\n{body}", namespace)  # noqa: S102 - source built from the tree
-    return namespace["evaluate"]
+    source.line(f"return {source.emit(node, 'value')}")
+    return source.function()
+
+
+def compile_mapping(
+    rules: Sequence[Dict[str, Any]],
+    fields: Sequence[Optional[Dict[str, Any]]],
+    functions: jmespath_functions.Functions,
+) -> Compiled:
+    """One Python function for all of a mapping's expressions over an event.
+
+    It returns the index of the first rule that is true (the rest is not evaluated), or else
+    the tuple of the fields' values (None where a field has no expression). Paths the
+    expressions share, such as ``message.chat`` in ``message.chat.id`` and
+    ``message.chat.type``, are looked up once.
+    """
+    source = _Source(functions)
+    for index, rule in enumerate(rules):
+        source.line(f"if not {_falsy(source.emit(rule, 'value'))}:")
+        source.line(f"    return {index}")
+    values = [source.emit(field, "value") if field else "None" for field in fields]
+    source.line(f"return ({', '.join(values)},)")
+    return source.function()
 
 
 def _get(value: Any, name: str) -> Any:
@@ -57,6 +76,8 @@ class _Source:
         self.constants: Dict[str, Any] = {"_get": _get, "_equals": _equals}
         self.depth = 1
         self.count = 0
+        # (node, input) -> the name holding its value, for values computed unconditionally.
+        self.computed: Dict[Tuple[str, str], str] = {}
 
     def temporary(self) -> str:
         self.count += 1
@@ -70,8 +91,28 @@ class _Source:
     def line(self, text: str) -> None:
         self.lines.append("    " * self.depth + text)
 
+    def function(self) -> Compiled:
+        namespace = dict(self.constants)
+        source = "def evaluate(value):\n" + "\n".join(self.lines)
+        exec(source, namespace)  # noqa: S102 - source built from parsed expressions
+        return namespace["evaluate"]
+
     def emit(self, node: Dict[str, Any], value: str) -> str:
-        """Statements that evaluate ``node`` over the variable ``value``; the result's name."""
+        """Statements that evaluate ``node`` over the variable ``value``; the result's name.
+
+        Expressions are pure, so a node already computed over the same input at the top
+        level (not inside a branch) is not computed again.
+        """
+        key = (json.dumps(node, sort_keys=True, default=repr), value)
+        if key in self.computed:
+            return self.computed[key]
+        unconditional = self.depth == 1
+        result = self._emit(node, value)
+        if unconditional:
+            self.computed[key] = result
+        return result
+
+    def _emit(self, node: Dict[str, Any], value: str) -> str:
         kind = node["type"]
         if kind == "field":
             name, result = repr(node["value"]), self.temporary()

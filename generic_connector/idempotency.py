@@ -8,7 +8,6 @@ so that a shared store can serve several replicas; the one here keeps keys in me
 
 import asyncio
 import time
-from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 
 import ujson
@@ -20,8 +19,8 @@ class MemoryStore:
     def __init__(self, window: float = 3600, max_keys: int = 100_000) -> None:
         self.window = window
         self.max_keys = max_keys
-        # Replies are kept as JSON text: many stored dicts would slow every garbage collection.
-        self._done: OrderedDict[str, Tuple[float, str]] = OrderedDict()
+        # Insertion order is expiry order: every key gets the same window.
+        self._done: Dict[str, Tuple[float, str]] = {}
         self._running: Dict[str, Optional[asyncio.Future[bool]]] = {}
 
     async def begin(self, key: str) -> Optional[List[Dict[str, Any]]]:
@@ -32,9 +31,9 @@ class MemoryStore:
         it: if that one fails, the duplicate handles the message itself.
         """
         while True:
-            self._expire()
-            if key in self._done:
-                return ujson.loads(self._done[key][1])
+            done = self._done.get(key)
+            if done is not None and done[0] > time.monotonic():
+                return ujson.loads(done[1])
             if key not in self._running:
                 self._running[key] = None  # a future only once a duplicate has to wait
                 return None
@@ -46,21 +45,18 @@ class MemoryStore:
     def finish(self, key: str, replies: Optional[List[Dict[str, Any]]]) -> None:
         """Record the outcome: ``replies`` when handled, None when handling failed."""
         if replies is not None:
-            self._done[key] = (time.monotonic() + self.window, ujson.dumps(replies))
-            self._done.move_to_end(key)
-            while len(self._done) > self.max_keys:
-                self._done.popitem(last=False)
+            now = time.monotonic()
+            self._done.pop(key, None)  # an expired record goes; the new one joins at the end
+            self._done[key] = (now + self.window, ujson.dumps(replies))
+            self._expire(now)
         running = self._running.pop(key, None)
         if running is not None and not running.done():
             running.set_result(replies is not None)
 
-    def _expire(self) -> None:
-        now = time.monotonic()
-        while self._done:
-            key, (expires, _) = next(iter(self._done.items()))
-            if expires > now:
-                break
-            del self._done[key]
+    def _expire(self, now: float) -> None:
+        done = self._done
+        while done and (len(done) > self.max_keys or done[next(iter(done))][0] <= now):
+            del done[next(iter(done))]
 
 
 def message_key(channel: str, sender_id: str, message_id: str, text: str) -> str:

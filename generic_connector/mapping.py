@@ -5,17 +5,30 @@ messages, recognises events to ignore and handshakes to answer directly, and tur
 messages into the body of the HTTP answer (JSON, text or XML).
 """
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Set
+from typing import (
+    Any,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    NamedTuple,
+    NoReturn,
+    Optional,
+    Set,
+    Tuple,
+    Union,
+)
 from xml.sax.saxutils import escape, quoteattr
 
 import jmespath
 from jmespath import exceptions as jmespath_errors
 from jmespath.parser import ParsedResult
 
-from generic_connector.compiler import compile_expression_tree, is_false
+from generic_connector.compiler import compile_expression_tree, compile_mapping, is_false
 from generic_connector.errors import HTTPError
 from generic_connector.functions import FUNCTIONS, REQUEST_FUNCTIONS, SIGNATURES
 from generic_connector.request import dumps, is_json, media_type_of
@@ -31,11 +44,11 @@ class ExpressionError(ValueError):
 class Expression:
     """A JMESPath expression, parsed and compiled to a Python function once."""
 
-    __slots__ = ("source", "evaluate", "env_names", "reads_request")
+    __slots__ = ("source", "tree", "evaluate", "env_names", "reads_request")
 
     def __init__(self, source: str) -> None:
         self.source = source
-        tree = compile_expression(source).parsed
+        self.tree = tree = compile_expression(source).parsed
         # The compiled function itself, for hot paths that handle JMESPath errors themselves.
         self.evaluate = compile_expression_tree(tree, FUNCTIONS)
         self.env_names = env_names(tree)
@@ -215,6 +228,11 @@ class RequestMapping:
         self.input_channel = _optional(input_channel)
         self.metadata = _optional(metadata)
         self.message_id = _optional(message_id)
+        # One function per mapping: shared paths are looked up once per event.
+        trees = [field.tree if field else None for field in self._field_expressions()]
+        rules = [rule.when.tree for rule in self.ignore]
+        self._map = compile_mapping(rules, trees, FUNCTIONS)
+        self._fields = compile_mapping([], trees, FUNCTIONS)
 
     def select_events(self, body: Any) -> List[Any]:
         """The events in a request: the body itself, or what ``events`` selects.
@@ -238,55 +256,62 @@ class RequestMapping:
             )
         return selected
 
-    def ignored_by(self, event: Any) -> Optional[str]:
-        """The name of the first ignore rule that matches ``event``, if any."""
-        for rule in self.ignore:
-            if _truthy(rule.when.search(event)):
-                return rule.name
-        return None
+    def map(self, event: Any) -> Union[Extracted, IgnoreRule]:
+        """Map one event, or the first ignore rule that matches it.
+
+        Raise HTTPError(422) when a required field is missing or an expression fails.
+        """
+        try:
+            found = self._map(event)
+        except jmespath_errors.JMESPathError:
+            self._raise_for([rule.when for rule in self.ignore] + self._field_expressions(), event)
+        if type(found) is int:
+            return self.ignore[found]
+        return self._checked(found, event)
 
     def extract(self, event: Any) -> Extracted:
-        """Map one event; raise HTTPError(422) when a required field is missing."""
+        """Map one event as if no ignore rule matched it."""
         try:
-            return self._extract(event)
+            found = self._fields(event)
         except jmespath_errors.JMESPathError:
-            for expression in self.expressions():
-                expression.search(event)  # raises the 422 that names the expression
-            raise
+            self._raise_for(self._field_expressions(), event)
+        return self._checked(found, event)
 
-    def _extract(self, event: Any) -> Extracted:
+    @staticmethod
+    def _raise_for(expressions: List[Optional[Expression]], event: Any) -> NoReturn:
+        for expression in filter(None, expressions):
+            expression.search(event)  # raises the 422 that names the failing expression
+        raise AssertionError("an expression failed only when evaluated with the others")
+
+    def _checked(self, found: Tuple[Any, ...], event: Any) -> Extracted:
+        sender_id, text, input_channel, metadata, message_id = found
         # Strings are the common case: take them as they are, check everything else.
-        sender_id = self.sender.evaluate(event)
         if type(sender_id) is not str or not sender_id:
             sender_id = _required(sender_id, "sender", self.sender)
-        text = self.text.evaluate(event)
         if type(text) is not str or not text:
             text = _required(text, "text", self.text)
-        input_channel = None
-        if self.input_channel is not None:
-            found = self.input_channel.evaluate(event)
-            input_channel = _scalar(found, "input_channel", self.input_channel)
-        metadata = None
-        if self.metadata is not None:
-            metadata = self.metadata.evaluate(event)
-            if metadata is not None and type(metadata) is not dict:
-                raise HTTPError(
-                    422,
-                    f"metadata must be an object, but `{self.metadata.source}` "
-                    f"gave {json_type(metadata)}",
-                    field="metadata",
-                    expression=self.metadata.source,
-                )
-        message_id = None
-        if self.message_id is not None:
-            found = self.message_id.evaluate(event)
-            message_id = _scalar(found, "message_id", self.message_id)
+        if input_channel is not None:
+            input_channel = _scalar(input_channel, "input_channel", self.input_channel)
+        if metadata is not None and type(metadata) is not dict:
+            raise HTTPError(
+                422,
+                f"metadata must be an object, but `{self.metadata.source}` "
+                f"gave {json_type(metadata)}",
+                field="metadata",
+                expression=self.metadata.source,
+            )
+        if message_id is not None:
+            message_id = _scalar(message_id, "message_id", self.message_id)
         channel = input_channel or self.default_input_channel
         return Extracted(sender_id, text, channel, metadata, message_id, event)
 
+    def _field_expressions(self) -> List[Optional[Expression]]:
+        """The fields in the order the compiled functions return them."""
+        return [self.sender, self.text, self.input_channel, self.metadata, self.message_id]
+
     def expressions(self) -> List[Expression]:
-        found = [self.sender, self.text, self.input_channel, self.metadata, self.message_id]
-        found += [self.events] + [rule.when for rule in self.ignore]
+        """Every expression, in the order an event meets them: events, rules, fields."""
+        found = [self.events] + [rule.when for rule in self.ignore] + self._field_expressions()
         return [e for e in found if e is not None]
 
 
@@ -320,13 +345,25 @@ class ResponseTemplate:
         media_type = media_type_of(content_type)
         self.is_json = is_json(media_type)
         self.is_xml = media_type in ("application/xml", "text/xml") or media_type.endswith("+xml")
-        self._messages_as_json = body == "messages" and self.is_json and not self.headers
+        self._messages_as_json = body == "messages" and self.is_json
+        # A literal body (Telegram's `{}`) is the same answer every time: render it once.
+        self._constant: Optional[Rendered] = None
+        if self.body.tree["type"] in _LITERALS:
+            # Not valid XML: each answer reports it, as for computed bodies.
+            with contextlib.suppress(HTTPError):
+                self._constant = self._rendered(self.body.tree["value"])
 
     def render(self, messages: List[Dict[str, Any]], request: Any, sender_id: Any) -> Rendered:
         """Evaluate the body expression over ``{messages, request, sender}``."""
+        if self._constant is not None:
+            return self._constant
         if self._messages_as_json:  # the default, Rasa's REST answer: nothing to evaluate
-            return Rendered(dumps(messages).encode("utf-8"), self.content_type, self.status, {})
+            body = dumps(messages).encode("utf-8")
+            return Rendered(body, self.content_type, self.status, self.headers)
         result = self.body.search({"messages": messages, "request": request, "sender": sender_id})
+        return self._rendered(result)
+
+    def _rendered(self, result: Any) -> Rendered:
         if self.is_json:
             payload = dumps(result)
         elif self.is_xml and not isinstance(result, str):

@@ -111,9 +111,10 @@ def decode_body(
         raise HTTPError(413, f"request body is larger than {max_body} bytes")
     if body_format == "form":
         return _decode_form(request)
-    media_type = request.media_type
-    if media_type not in _JSON_TYPES and not is_json(media_type):
-        raise HTTPError(415, f"this channel expects a JSON body, got Content-Type {media_type}")
+    if request.headers.get("content-type") != "application/json":  # else nothing to parse
+        media_type = request.media_type
+        if media_type not in _JSON_TYPES and not is_json(media_type):
+            raise HTTPError(415, f"this channel expects a JSON body, got Content-Type {media_type}")
     try:
         body = ujson.loads(request.body)
     except ValueError as error:

@@ -12,7 +12,7 @@ from generic_connector.auth import AuthFailed
 from generic_connector.config import ChannelConfig
 from generic_connector.errors import HTTPError
 from generic_connector.functions import bound_to
-from generic_connector.mapping import Extracted, Rendered
+from generic_connector.mapping import Extracted, IgnoreRule, Rendered
 from generic_connector.request import IncomingRequest, decode_body
 
 logger = logging.getLogger(__name__)
@@ -69,12 +69,12 @@ def _received(config: ChannelConfig, request: IncomingRequest, body: Any) -> Rec
     mapping = config.request
     received = Received(request, body)
     for index, event in enumerate(mapping.select_events(body)):
-        rule = mapping.ignored_by(event) if mapping.ignore else None
-        if rule is not None:
-            logger.info("Channel %s: event %d ignored by rule %r", config.name, index, rule)
-            received.ignored.append((index, rule))
+        mapped = mapping.map(event)
+        if type(mapped) is IgnoreRule:
+            logger.info("Channel %s: event %d ignored by rule %r", config.name, index, mapped.name)
+            received.ignored.append((index, mapped.name))
         else:
-            received.messages.append(mapping.extract(event))
+            received.messages.append(mapped)
     return received
 
 

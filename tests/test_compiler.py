@@ -2,35 +2,58 @@
 
 The suite (``tests/jmespath_compliance/``, see its SOURCE.md) is run against
 ``compile_expression_tree``; results must equal the suite's, and cases that must fail at run
-time must raise a JMESPath error, as the reference interpreter does.
+time must raise a JMESPath error, as the reference interpreter does. ``compile_mapping``, which
+evaluates many expressions in one function and shares what they have in common, must give
+each expression's result when all of a group's expressions are compiled together.
 """
 
 import json
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Iterator, List, Tuple
 
 import jmespath
 import pytest
 from jmespath import exceptions, functions
 
-from generic_connector.compiler import compile_expression_tree
+from generic_connector.compiler import compile_expression_tree, compile_mapping
 
 SUITE = Path(__file__).resolve().parent / "jmespath_compliance"
 
 
-def cases() -> List[Any]:
-    found = []
+def suite() -> Iterator[Tuple[str, Any]]:
+    """(label, group) for every group of the suite: a document and the cases over it."""
     for path in sorted(SUITE.glob("*.json")):
-        if path.name == "benchmarks.json":
-            continue
-        for group_index, group in enumerate(json.loads(path.read_text())):
-            for case_index, case in enumerate(group["cases"]):
-                label = f"{path.stem}-{group_index}-{case_index}"
-                found.append(pytest.param(group["given"], case, id=label))
-    return found
+        if path.name != "benchmarks.json":
+            for group_index, group in enumerate(json.loads(path.read_text())):
+                yield f"{path.stem}-{group_index}", group
+
+
+def cases() -> List[Any]:
+    return [
+        pytest.param(group["given"], case, id=f"{label}-{case_index}")
+        for label, group in suite()
+        for case_index, case in enumerate(group["cases"])
+    ]
 
 
 ALL = cases()
+
+
+def groups() -> List[Any]:
+    """Each group's document with the expressions that succeed on it, for mapping functions."""
+    found = []
+    for label, group in suite():
+        expressions = []
+        for case in group["cases"]:
+            try:
+                tree = jmespath.compile(case["expression"]).parsed
+            except exceptions.ParseError:
+                continue
+            if "error" not in case:
+                expressions.append((tree, case["result"]))
+        if expressions:
+            found.append(pytest.param(group["given"], expressions, id=label))
+    return found
 
 
 def test_the_suite_is_there() -> None:
@@ -59,3 +82,19 @@ def test_compliance(given: Any, case: dict) -> None:
     else:
         assert evaluate(given) == case["result"]
         assert evaluate(given) == jmespath.search(expression, given)
+
+
+@pytest.mark.parametrize("given, expressions", groups())
+def test_expressions_compiled_together(given: Any, expressions: List[Any]) -> None:
+    trees = [tree for tree, _ in expressions]
+    evaluate = compile_mapping([], trees, functions.Functions())
+    assert list(evaluate(given)) == [result for _, result in expressions]
+
+
+def test_mapping_functions_stop_at_the_first_true_rule() -> None:
+    rules = [jmespath.compile(source).parsed for source in ("a.skip", "!(a.text)", "missing")]
+    fields = [jmespath.compile("a.text").parsed, None]
+    evaluate = compile_mapping(rules, fields, functions.Functions())
+    assert evaluate({"a": {"skip": True}}) == 0
+    assert evaluate({"a": {"text": ""}}) == 1
+    assert evaluate({"a": {"text": "hi"}}) == ("hi", None)

@@ -171,13 +171,14 @@ def test_events_that_are_not_a_list_or_object_are_422() -> None:
 def test_ignore_rules_first_match_wins() -> None:
     mapping = RequestMapping(
         sender="a",
-        text="a",
+        text="text",
         default_input_channel="x",
         ignore=[{"name": "echo", "when": "is_echo"}, {"name": "no text", "when": "!text"}],
     )
-    assert mapping.ignored_by({"is_echo": True}) == "echo"
-    assert mapping.ignored_by({"text": ""}) == "no text"
-    assert mapping.ignored_by({"text": "hi"}) is None
+    assert mapping.map({"is_echo": True, "text": "hi"}).name == "echo"
+    assert mapping.map({"text": ""}).name == "no text"  # no sender either: rules come first
+    event = {"a": "me", "text": "hi"}
+    assert mapping.map(event) == ("me", "hi", "x", None, None, event)
 
 
 def test_xml_is_escaped_and_nulls_leave_nothing() -> None:

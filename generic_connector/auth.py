@@ -1,8 +1,8 @@
 """Webhook authentication: HMAC signatures, static tokens and basic auth, from YAML.
 
 Checked before the body is mapped (signatures before it is even decoded). Secrets come from
-environment variables named in the mapping and comparisons take constant time. The reason a
-check fails is for the log; the channel answers 401 without it.
+environment variables named in the mapping, read when the channel is built, and comparisons
+take constant time. The reason a check fails is for the log; the channel answers 401 without it.
 """
 
 import base64
@@ -11,6 +11,7 @@ import hmac
 import os
 import time
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, List, Optional
 
 from generic_connector.request import IncomingRequest
@@ -43,15 +44,26 @@ class Auth:
     public_url_env: Optional[str] = None
     username_env: Optional[str] = None
     password_env: Optional[str] = None
+    # What requests must carry, from the environment as it was when the channel was built.
+    _expected: bytes = dataclass_field(init=False, repr=False, compare=False)
+    # A token in a body field can only be checked once the body is decoded.
+    needs_body: bool = dataclass_field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "needs_body", self.type == "token" and self.field is not None)
+        if self.type == "hmac":
+            expected = self._secret()
+        elif self.type == "token":
+            expected = (self.prefix + os.environ.get(self.secret_env or "", "")).encode()
+        else:
+            user = os.environ.get(self.username_env or "", "")
+            password = os.environ.get(self.password_env or "", "")
+            expected = base64.b64encode(f"{user}:{password}".encode())
+        object.__setattr__(self, "_expected", expected)
 
     def env_names(self) -> List[str]:
         names = [self.secret_env, self.username_env, self.password_env]
         return [name for name in names if name]
-
-    @property
-    def needs_body(self) -> bool:
-        """A token in a body field can only be checked once the body is decoded."""
-        return self.type == "token" and self.field is not None
 
     def check(
         self, request: IncomingRequest, body: Any = None, now: Optional[float] = None
@@ -93,7 +105,7 @@ class Auth:
         if "{form_params}" in self.signed:
             values["form_params"] = _sorted_params(request.body)
         message = self.signed.format(**values).encode("utf-8")
-        mac = hmac.new(self._secret(), message, _DIGESTS[self.algorithm]).digest()
+        mac = hmac.new(self._expected, message, _DIGESTS[self.algorithm]).digest()
         expected = mac.hex() if self.encoding == "hex" else base64.b64encode(mac).decode()
         candidates = sent.split(self.separator) if self.separator else [sent]
         if not any(_equal(candidate, self.prefix + expected) for candidate in candidates):
@@ -108,18 +120,14 @@ class Auth:
             sent = body.get(self.field) if isinstance(body, dict) else None
         if not isinstance(sent, str) or not sent:
             raise AuthFailed("no token")
-        secret = os.environ.get(self.secret_env or "", "")
-        if not _equal(sent, self.prefix + secret):
+        if not hmac.compare_digest(sent.encode(), self._expected):
             raise AuthFailed("token does not match")
 
     def _check_basic(self, request: IncomingRequest) -> None:
         sent = request.header("Authorization") or ""
         if not sent.startswith("Basic "):
             raise AuthFailed("no basic credentials")
-        user = os.environ.get(self.username_env or "", "")
-        password = os.environ.get(self.password_env or "", "")
-        expected = base64.b64encode(f"{user}:{password}".encode()).decode()
-        if not _equal(sent[len("Basic ") :].strip(), expected):
+        if not hmac.compare_digest(sent[len("Basic ") :].strip().encode(), self._expected):
             raise AuthFailed("basic credentials do not match")
 
 

@@ -5,6 +5,7 @@ bot replies standing in for the assistant, so a mapping can be checked on a desk
 milliseconds.
 """
 
+import dataclasses
 import json
 import os
 from contextlib import contextmanager
@@ -152,6 +153,8 @@ def _environment(variables: Dict[str, str]) -> Iterator[None]:
 def run_case(config: ChannelConfig, case: Dict[str, Any], base_dir: Path) -> List[str]:
     """Run one test case; return what differs from its expectations (empty when it passes)."""
     with _environment(case.get("env", {})):
+        if config.auth is not None:  # it reads its secrets when built: in this environment
+            config = dataclasses.replace(config, auth=dataclasses.replace(config.auth))
         request = case_request(case, base_dir)
         result = simulate(config, request, case.get("replies"), case.get("time"))
     expect = case["expect"]

@@ -8,7 +8,8 @@ so that a shared store can serve several replicas; the one here keeps keys in me
 
 import asyncio
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import ujson
 
@@ -19,8 +20,10 @@ class MemoryStore:
     def __init__(self, window: float = 3600, max_keys: int = 100_000) -> None:
         self.window = window
         self.max_keys = max_keys
-        # Insertion order is expiry order: every key gets the same window.
-        self._done: Dict[str, Tuple[float, str]] = {}
+        self._done: Dict[str, Tuple[float, str]] = {}  # key -> (expires, replies as JSON)
+        # (expires, key), oldest first: every key gets the same window, so this is expiry
+        # order, and forgetting the oldest costs O(1) however many keys there are.
+        self._order: Deque[Tuple[float, str]] = deque()
         self._running: Dict[str, Optional[asyncio.Future[bool]]] = {}
 
     async def begin(self, key: str) -> Optional[List[Dict[str, Any]]]:
@@ -46,17 +49,21 @@ class MemoryStore:
         """Record the outcome: ``replies`` when handled, None when handling failed."""
         if replies is not None:
             now = time.monotonic()
-            self._done.pop(key, None)  # an expired record goes; the new one joins at the end
-            self._done[key] = (now + self.window, ujson.dumps(replies))
-            self._expire(now)
+            expires = now + self.window
+            self._done[key] = (expires, ujson.dumps(replies))
+            self._order.append((expires, key))
+            self._forget_old(now)
         running = self._running.pop(key, None)
         if running is not None and not running.done():
             running.set_result(replies is not None)
 
-    def _expire(self, now: float) -> None:
-        done = self._done
-        while done and (len(done) > self.max_keys or done[next(iter(done))][0] <= now):
-            del done[next(iter(done))]
+    def _forget_old(self, now: float) -> None:
+        done, order = self._done, self._order
+        while order and (order[0][0] <= now or len(done) > self.max_keys):
+            expires, key = order.popleft()
+            record = done.get(key)
+            if record is not None and record[0] == expires:  # else recorded again since
+                del done[key]
 
 
 def message_key(channel: str, sender_id: str, message_id: str, text: str) -> str:

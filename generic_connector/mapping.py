@@ -16,10 +16,8 @@ from typing import (
     List,
     Mapping,
     NamedTuple,
-    NoReturn,
     Optional,
     Set,
-    Tuple,
     Union,
 )
 from xml.sax.saxutils import escape, quoteattr
@@ -256,37 +254,26 @@ class RequestMapping:
             )
         return selected
 
-    def map(self, event: Any) -> Union[Extracted, IgnoreRule]:
-        """Map one event, or the first ignore rule that matches it.
+    def map(self, event: Any, ignore_rules: bool = True) -> Union[Extracted, IgnoreRule]:
+        """Map one event, or give the first ignore rule that matches it.
 
-        Raise HTTPError(422) when a required field is missing or an expression fails.
+        With ``ignore_rules=False``, what the event maps to whatever the rules say. Raise
+        HTTPError(422) when a required field is missing or an expression fails.
         """
         try:
-            found = self._map(event)
+            found = self._map(event) if ignore_rules else self._fields(event)
         except jmespath_errors.JMESPathError:
-            self._raise_for([rule.when for rule in self.ignore] + self._field_expressions(), event)
+            rules = [rule.when for rule in self.ignore] if ignore_rules else []
+            for expression in filter(None, rules + self._field_expressions()):
+                expression.search(event)  # raises the 422 that names the failing expression
+            raise
         if type(found) is int:
             return self.ignore[found]
-        return self._checked(found, event)
-
-    def extract(self, event: Any) -> Extracted:
-        """Map one event as if no ignore rule matched it."""
-        try:
-            found = self._fields(event)
-        except jmespath_errors.JMESPathError:
-            self._raise_for(self._field_expressions(), event)
-        return self._checked(found, event)
-
-    @staticmethod
-    def _raise_for(expressions: List[Optional[Expression]], event: Any) -> NoReturn:
-        for expression in filter(None, expressions):
-            expression.search(event)  # raises the 422 that names the failing expression
-        raise AssertionError("an expression failed only when evaluated with the others")
-
-    def _checked(self, found: Tuple[Any, ...], event: Any) -> Extracted:
         sender_id, text, input_channel, metadata, message_id = found
-        # Strings are the common case: take them as they are, check everything else.
-        if type(sender_id) is not str or not sender_id:
+        # Strings and ids that are numbers are the common cases; check everything else.
+        if type(sender_id) is int:
+            sender_id = str(sender_id)
+        elif type(sender_id) is not str or not sender_id:
             sender_id = _required(sender_id, "sender", self.sender)
         if type(text) is not str or not text:
             text = _required(text, "text", self.text)
@@ -300,7 +287,9 @@ class RequestMapping:
                 field="metadata",
                 expression=self.metadata.source,
             )
-        if message_id is not None:
+        if type(message_id) is int:
+            message_id = str(message_id)
+        elif message_id is not None:
             message_id = _scalar(message_id, "message_id", self.message_id)
         channel = input_channel or self.default_input_channel
         return Extracted(sender_id, text, channel, metadata, message_id, event)

@@ -1,6 +1,7 @@
 """An incoming webhook request, independent of the web framework, and its decoding."""
 
-from typing import Any, Dict, Mapping, Optional
+import functools
+from typing import Any, Callable, Dict, Mapping, Optional
 from urllib.parse import parse_qs
 
 import ujson  # Rasa (and Sanic) bring it; several times faster than the json module
@@ -36,6 +37,7 @@ class IncomingRequest:
         method: str = "POST",
         path: str = "/webhook",
         url: str = "",
+        source: Any = None,
     ) -> None:
         self.body = body
         self.headers = headers if headers is not None else {}
@@ -43,15 +45,9 @@ class IncomingRequest:
         self.method = method
         self.path = path
         self._url = url
-        self._source: Any = None
+        # Sanic's request: its query and URL are only worked out if a mapping reads them.
+        self._source = source
         self._media_type: Optional[str] = None
-
-    @classmethod
-    def from_sanic(cls, request: Any, path: str) -> "IncomingRequest":
-        """Sanic's request; its query and URL are only worked out if a mapping reads them."""
-        incoming = cls(request.body, request.headers, None, request.method, path)
-        incoming._source = request
-        return incoming
 
     @property
     def query(self) -> Mapping[str, Any]:
@@ -140,6 +136,8 @@ def _decode_form(request: IncomingRequest) -> Dict[str, Any]:
     return {name: values[0] if len(values) == 1 else values for name, values in fields.items()}
 
 
-def dumps(value: Any) -> str:
-    """JSON text for answers and API requests (UTF-8, slashes as they are)."""
-    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False)
+# JSON text for answers and API requests (UTF-8, slashes as they are); a partial, not a
+# function, as it is called on every answer.
+dumps: Callable[[Any], str] = functools.partial(
+    ujson.dumps, ensure_ascii=False, escape_forward_slashes=False
+)

@@ -40,14 +40,13 @@ def receive(
     delivered nothing. ``now`` replaces the clock for signature time windows (test cases).
     """
     mapping = config.request
-    authenticate = config.auth is not None and request.method == "POST"
+    post = request.method == "POST"
+    authenticate = post and config.auth is not None
     if authenticate and not config.auth.needs_body:
         _authenticate(config, request, None, now)
-    if request.method == "POST":
-        events = mapping.events is not None
-        body = decode_body(request, mapping.format, events, config.max_body)
-    else:
-        body = {}
+    body = {}
+    if post:
+        body = decode_body(request, mapping.format, mapping.events is not None, config.max_body)
     if authenticate and config.auth.needs_body:
         _authenticate(config, request, body, now)
     if config.binds_request:
@@ -68,7 +67,8 @@ def _received(config: ChannelConfig, request: IncomingRequest, body: Any) -> Rec
         )
     mapping = config.request
     received = Received(request, body)
-    for index, event in enumerate(mapping.select_events(body)):
+    events = [body] if mapping.events is None else mapping.select_events(body)
+    for index, event in enumerate(events):
         mapped = mapping.map(event)
         if type(mapped) is IgnoreRule:
             logger.info("Channel %s: event %d ignored by rule %r", config.name, index, mapped.name)

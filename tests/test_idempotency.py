@@ -53,6 +53,25 @@ def test_max_keys_forgets_the_oldest() -> None:
     asyncio.run(scenario())
 
 
+def test_a_key_handled_again_after_its_window_keeps_its_new_record() -> None:
+    async def scenario() -> None:
+        store = MemoryStore(window=0.1, max_keys=1000)
+        await store.begin("k")
+        store.finish("k", [{"text": "first"}])
+        await asyncio.sleep(0.15)
+        assert await store.begin("k") is None  # expired: handled again
+        store.finish("k", [{"text": "second"}])
+        await store.begin("other")
+        store.finish("other", [])  # forgets what expired: k's first record, not its second
+        assert await store.begin("k") == [{"text": "second"}]
+        for number in range(5000):
+            await store.begin(str(number))
+            store.finish(str(number), [])
+        assert len(store._done) == 1000
+
+    asyncio.run(scenario())
+
+
 def test_after_an_injected_failure_the_retry_is_processed() -> None:
     channel = GenericChannel(load_channel(SHOP))
     handled: List[str] = []

@@ -39,7 +39,7 @@ def test_nested_fields_are_extracted_and_numbers_become_strings() -> None:
         metadata="{name: update.from.name, chat: update.chat.type}",
         message_id="update.message.id",
     )
-    extracted = mapping.extract(NESTED)
+    extracted = mapping.map(NESTED)
     assert extracted.sender_id == "42"
     assert extracted.text == "hello"
     assert extracted.input_channel == "nested"
@@ -49,13 +49,13 @@ def test_nested_fields_are_extracted_and_numbers_become_strings() -> None:
 
 def test_input_channel_expression_falls_back_to_the_channel_name() -> None:
     mapping = nested_mapping(input_channel="update.channel")
-    assert mapping.extract(NESTED).input_channel == "nested"
+    assert mapping.map(NESTED).input_channel == "nested"
     with_channel = {"update": {**NESTED["update"], "channel": "kiosk"}}
-    assert mapping.extract(with_channel).input_channel == "kiosk"
+    assert mapping.map(with_channel).input_channel == "kiosk"
 
 
 def test_optional_fields_absent_give_none() -> None:
-    extracted = nested_mapping(metadata="update.meta", message_id="update.mid").extract(NESTED)
+    extracted = nested_mapping(metadata="update.meta", message_id="update.mid").map(NESTED)
     assert (extracted.metadata, extracted.message_id) == (None, None)
 
 
@@ -81,7 +81,7 @@ def test_missing_or_wrong_fields_are_422_naming_field_and_expression(
     body: dict, field: str, message: str
 ) -> None:
     with pytest.raises(HTTPError) as raised:
-        nested_mapping().extract(body)
+        nested_mapping().map(body)
     assert raised.value.status == 422
     assert raised.value.body()["field"] == field
     assert raised.value.body()["error"].startswith(message)
@@ -89,7 +89,7 @@ def test_missing_or_wrong_fields_are_422_naming_field_and_expression(
 
 def test_metadata_that_is_not_an_object_is_422() -> None:
     with pytest.raises(HTTPError) as raised:
-        nested_mapping(metadata="update.from.name").extract(NESTED)
+        nested_mapping(metadata="update.from.name").map(NESTED)
     assert raised.value.status == 422
     assert raised.value.body() == {
         "error": "metadata must be an object, but `update.from.name` gave a string",
@@ -139,7 +139,7 @@ def test_form_field_holding_json_is_decoded_inside_a_mapping() -> None:
         text="parse_json(payload).actions[0].value",
         default_input_channel="slack",
     )
-    extracted = mapping.extract(body)
+    extracted = mapping.map(body)
     assert (extracted.sender_id, extracted.text) == ("U1", "/greet")
 
 
@@ -177,6 +177,7 @@ def test_ignore_rules_first_match_wins() -> None:
     )
     assert mapping.map({"is_echo": True, "text": "hi"}).name == "echo"
     assert mapping.map({"text": ""}).name == "no text"  # no sender either: rules come first
+    assert mapping.map({"is_echo": True, "a": "me", "text": "hi"}, ignore_rules=False).text == "hi"
     event = {"a": "me", "text": "hi"}
     assert mapping.map(event) == ("me", "hi", "x", None, None, event)
 

@@ -113,7 +113,7 @@ class Auth:
 
     def _check_token(self, request: IncomingRequest, body: Any) -> None:
         if self.header:
-            sent = request.header(self.header)
+            sent = request.headers.get(self.header.lower())
         elif self.query:
             sent = request.query_param(self.query)
         else:

@@ -16,7 +16,7 @@ from sanic.response import HTTPResponse
 from generic_connector.config import ChannelConfig, load_channel
 from generic_connector.delivery import Delivery
 from generic_connector.errors import ConfigError, HTTPError
-from generic_connector.idempotency import MemoryStore, message_key
+from generic_connector.idempotency import MemoryStore
 from generic_connector.mapping import Extracted, Rendered
 from generic_connector.request import IncomingRequest, dumps
 from generic_connector.webhook import receive, respond
@@ -179,8 +179,9 @@ class GenericChannel(InputChannel):
         """Hand a message to Rasa, unless the same delivery was already handled."""
         key = None
         if self.handled is not None and extracted.message_id is not None:
-            key = message_key(
-                self.config.name, extracted.sender_id, extracted.message_id, extracted.text
+            # The channel's name too: a shared store serves several channels.
+            key = "\x1f".join(
+                (self.config.name, extracted.sender_id, extracted.message_id, extracted.text)
             )
             earlier = await self.handled.begin(key)
             if earlier is not None:

@@ -116,9 +116,10 @@ class _Source:
         kind = node["type"]
         if kind == "field":
             name, result = repr(node["value"]), self.temporary()
+            # Absent parents (None) are common and cheap to rule out; other types are rare.
             self.line(
                 f"{result} = {value}.get({name}) if type({value}) is dict "
-                f"else _get({value}, {name})"
+                f"else None if {value} is None else _get({value}, {name})"
             )
             return result
         if kind in ("subexpression", "index_expression", "pipe"):

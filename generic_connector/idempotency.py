@@ -52,7 +52,8 @@ class MemoryStore:
             expires = now + self.window
             self._done[key] = (expires, ujson.dumps(replies))
             self._order.append((expires, key))
-            self._forget_old(now)
+            if self._order[0][0] <= now or len(self._done) > self.max_keys:
+                self._forget_old(now)
         running = self._running.pop(key, None)
         if running is not None and not running.done():
             running.set_result(replies is not None)
@@ -64,7 +65,3 @@ class MemoryStore:
             record = done.get(key)
             if record is not None and record[0] == expires:  # else recorded again since
                 del done[key]
-
-
-def message_key(channel: str, sender_id: str, message_id: str, text: str) -> str:
-    return "\x1f".join((channel, sender_id, message_id, text))

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5005
 
-.PHONY: setup demo test bench lint format
+.PHONY: setup demo test bench profile lint format
 
 setup:
 	@./scripts/setup.sh
@@ -23,6 +23,13 @@ bench: setup
 	$(BIN)/python bench/run.py --rasa
 	$(BIN)/python bench/mappings.py
 	$(BIN)/python bench/memory.py
+
+# Where a request's time goes: py-spy samples the benchmark server under wrk load.
+ROUTE ?= telegram
+profile: setup
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	@test -x $(BIN)/py-spy || uv pip install --quiet -p $(BIN)/python -e '.[bench]'
+	$(BIN)/python bench/profile_server.py $(ROUTE)
 
 lint: setup
 	$(BIN)/ruff check .

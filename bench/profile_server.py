@@ -21,7 +21,7 @@ from typing import Counter, Tuple
 
 from run import PYTHON, ROOT, ROUTES, lua, pinned, serving, wrk
 
-ROUTE_OF = {"rest": ROUTES[1], "restlike": ROUTES[2], "telegram": ROUTES[3]}
+ROUTE_OF = {"rest": ROUTES[2], "restlike": ROUTES[3], "telegram": ROUTES[4]}
 OURS = ("generic_connector", "rasa/")
 
 

@@ -1,10 +1,12 @@
 """One Sanic server with a stand-in agent, serving side by side:
 
 - ``POST /bare``: a bare Sanic route answering what the assistant would;
+- ``POST /bare/telegram``: the same for a Telegram update (what its size costs by itself);
 - ``POST /webhooks/rest/webhook``: Rasa's hand-written ``RestInput``;
 - ``POST /webhooks/restlike/webhook``: the generic channel with ``mappings/rest.yml``;
 - ``POST /webhooks/telegram/webhook``: the generic channel with ``mappings/telegram.yml``
-  (secret-token check on, replies through a stand-in Bot API that the stand-in agent skips).
+  (secret-token check on, replies in the answer), and ``/webhooks/telegram_once_off/webhook``
+  the same without remembering update ids (idempotency off).
 
 The agent answers every message with one text, as a trained bot would, without NLU cost.
 Usage: ``python bench/server.py PORT [CHANNELS]`` (CHANNELS: how many generic REST channels).
@@ -43,10 +45,12 @@ class StandInAgent:
         return []
 
 
-def telegram_channel() -> GenericChannel:
+def telegram_channel(remember_updates: bool = True) -> GenericChannel:
     # Synchronous answer only: the benchmark measures the webhook, not the Bot API.
     document = dict(load_yaml(ROOT / "mappings" / "telegram.yml"))
     document.pop("outbound")
+    if not remember_updates:
+        document.update(name="telegram_once_off", idempotency={"window": 0})
     return GenericChannel(load_channel(document))
 
 
@@ -59,7 +63,13 @@ def app(channels: int = 1) -> Sanic:
         body = request.json
         return response.json([{"recipient_id": body["sender"], "text": REPLY}])
 
-    inputs = [RestInput(), telegram_channel()]
+    @server.post("/bare/telegram")
+    async def bare_telegram(request: Request) -> response.HTTPResponse:
+        # What a Telegram update costs Sanic and the JSON decoder: a longer body, one header.
+        update = request.json
+        return response.json({} if update else None)
+
+    inputs = [RestInput(), telegram_channel(), telegram_channel(remember_updates=False)]
     for index in range(channels):
         name = "restlike" if index == 0 else f"restlike{index}"
         inputs.append(GenericChannel(load_channel({"mapping": "mappings/rest.yml", "name": name})))

@@ -227,7 +227,9 @@ class GenericChannel(InputChannel):
             self._forget(key)
             raise
         if key is not None:
-            self.handled.finish(key, collector.messages[first:])
+            # A duplicate gets the same answer: the replies are kept when the answer shows them.
+            replies = collector.messages[first:] if self.config.response.reads_messages else []
+            self.handled.finish(key, replies)
 
     def _forget(self, key: Optional[str]) -> None:
         """A failed delivery is not remembered, so that the platform's retry is handled."""

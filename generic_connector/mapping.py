@@ -337,7 +337,9 @@ class ResponseTemplate:
         self._messages_as_json = body == "messages" and self.is_json
         # A literal body (Telegram's `{}`) is the same answer every time: render it once.
         self._constant: Optional[Rendered] = None
-        if self.body.tree["type"] in _LITERALS:
+        # Whether answers depend on the bot's messages (a literal body does not).
+        self.reads_messages = self.body.tree["type"] not in _LITERALS
+        if not self.reads_messages:
             # Not valid XML: each answer reports it, as for computed bodies.
             with contextlib.suppress(HTTPError):
                 self._constant = self._rendered(self.body.tree["value"])

@@ -19,7 +19,7 @@ from generic_connector.errors import ConfigError, HTTPError
 from generic_connector.idempotency import MemoryStore
 from generic_connector.mapping import Extracted, Rendered
 from generic_connector.request import IncomingRequest, dumps
-from generic_connector.webhook import receive, respond
+from generic_connector.webhook import receive
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class GenericChannel(InputChannel):
                 collector = DeliveringOutputChannel(self.config.name, self.delivery, inbound)
             for extracted in received.messages:
                 await self._deliver(extracted, collector, on_new_message)
-            return respond(self.config, received, collector.messages)
+            return received.answer_with(self.config, collector.messages)
         except HTTPError as error:
             body = dumps(error.body()).encode("utf-8")
             return Rendered(body, "application/json", error.status, error.headers)

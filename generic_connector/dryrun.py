@@ -1,6 +1,6 @@
 """A channel's request handling without Rasa: the dry run and the mapping test cases.
 
-Runs the same steps as the channel (``webhook.receive`` and ``webhook.respond``) with sample
+Runs the same steps as the channel (``webhook.receive`` and ``Received.answer_with``) with sample
 bot replies standing in for the assistant, so a mapping can be checked on a desk in
 milliseconds.
 """
@@ -16,7 +16,7 @@ from generic_connector.config import ChannelConfig
 from generic_connector.errors import HTTPError
 from generic_connector.mapping import Extracted, Rendered
 from generic_connector.request import IncomingRequest, is_json, media_type_of
-from generic_connector.webhook import receive, respond
+from generic_connector.webhook import receive
 
 MESSAGE_FIELDS = ("sender", "text", "input_channel", "metadata", "message_id")
 
@@ -41,7 +41,7 @@ def simulate(
             for message in received.messages
             for reply in replies or []
         ]
-        rendered = respond(config, received, bot)
+        rendered = received.answer_with(config, bot)
     except HTTPError as error:
         return {"status": error.status, "error": error.body(), "messages": []}
     result = {

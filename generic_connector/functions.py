@@ -12,7 +12,7 @@ import json
 import os
 import re
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 from jmespath import functions
 
@@ -24,16 +24,28 @@ _request: "contextvars.ContextVar[Optional[IncomingRequest]]" = contextvars.Cont
 _body: "contextvars.ContextVar[Any]" = contextvars.ContextVar("generic_connector_body")
 
 
+Binding = Tuple["contextvars.Token[Optional[IncomingRequest]]", "contextvars.Token[Any]"]
+
+
+def bind(request: Optional[IncomingRequest], body: Any) -> Binding:
+    """Make ``request`` and its decoded ``body`` what header(), query() and body() read,
+    until ``unbind`` is called with what this returns."""
+    return _request.set(request), _body.set(body)
+
+
+def unbind(binding: Binding) -> None:
+    _request.reset(binding[0])
+    _body.reset(binding[1])
+
+
 @contextmanager
 def bound_to(request: Optional[IncomingRequest], body: Any) -> Iterator[None]:
-    """Make ``request`` and its decoded ``body`` what header(), query() and body() read."""
-    request_token = _request.set(request)
-    body_token = _body.set(body)
+    """``bind`` for the duration of a ``with`` block."""
+    binding = bind(request, body)
     try:
         yield
     finally:
-        _request.reset(request_token)
-        _body.reset(body_token)
+        unbind(binding)
 
 
 class ConnectorFunctions(functions.Functions):

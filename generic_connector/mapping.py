@@ -28,8 +28,8 @@ from jmespath.parser import ParsedResult
 
 from generic_connector.compiler import compile_expression_tree, compile_mapping, is_false
 from generic_connector.errors import HTTPError
-from generic_connector.functions import FUNCTIONS, REQUEST_FUNCTIONS, SIGNATURES
-from generic_connector.request import dumps, is_json, media_type_of
+from generic_connector.functions import FUNCTIONS, REQUEST_FUNCTIONS, SIGNATURES, bound_to
+from generic_connector.request import IncomingRequest, dumps, is_json, media_type_of
 
 _LITERALS = {"literal", "raw_string"}
 _JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "array"}
@@ -344,15 +344,28 @@ class ResponseTemplate:
             with contextlib.suppress(HTTPError):
                 self._constant = self._rendered(self.body.tree["value"])
 
-    def render(self, messages: List[Dict[str, Any]], request: Any, sender_id: Any) -> Rendered:
-        """Evaluate the body expression over ``{messages, request, sender}``."""
+    def render(
+        self,
+        messages: List[Dict[str, Any]],
+        body: Any,
+        sender_id: Any,
+        request: Optional[IncomingRequest] = None,
+    ) -> Rendered:
+        """Evaluate the body expression over ``{messages, request: body, sender}``.
+
+        ``request`` is what header(), query() and body() read, if the expression calls them
+        (handshakes are answered while ``receive`` has bound it already).
+        """
         if self._constant is not None:
             return self._constant
         if self._messages_as_json:  # the default, Rasa's REST answer: nothing to evaluate
-            body = dumps(messages).encode("utf-8")
-            return Rendered(body, self.content_type, self.status, self.headers)
-        result = self.body.search({"messages": messages, "request": request, "sender": sender_id})
-        return self._rendered(result)
+            payload = dumps(messages).encode("utf-8")
+            return Rendered(payload, self.content_type, self.status, self.headers)
+        scope = {"messages": messages, "request": body, "sender": sender_id}
+        if request is not None and self.body.reads_request:
+            with bound_to(request, body):
+                return self._rendered(self.body.search(scope))
+        return self._rendered(self.body.search(scope))
 
     def _rendered(self, result: Any) -> Rendered:
         if self.is_json:

@@ -1,7 +1,7 @@
 """What a webhook request becomes, before and after Rasa, free of Sanic and Rasa.
 
 ``receive`` decodes a request and either answers it directly (a handshake) or lists the
-user messages for Rasa and the events it ignores; ``respond`` renders the answer from the
+user messages for Rasa and the events it ignores; ``answer`` renders the answer from the
 bot's messages. The channel runs Rasa between the two; the dry run puts sample replies there.
 """
 
@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from generic_connector.auth import AuthFailed
 from generic_connector.config import ChannelConfig
 from generic_connector.errors import HTTPError
-from generic_connector.functions import bound_to
+from generic_connector.functions import bind, unbind
 from generic_connector.mapping import Extracted, IgnoreRule, Rendered
 from generic_connector.request import IncomingRequest, decode_body
 
@@ -29,6 +29,11 @@ class Received:
         self.answer = answer
         self.messages: List[Extracted] = []
         self.ignored: List[Tuple[int, str]] = []
+
+    def answer_with(self, config: ChannelConfig, bot_messages: List[Dict[str, Any]]) -> Rendered:
+        """The answer for a handled request, from the bot's messages (in delivery order)."""
+        sender = self.messages[0].sender_id if self.messages else None
+        return config.response.render(bot_messages, self.body, sender, self.request)
 
 
 def receive(
@@ -49,33 +54,30 @@ def receive(
         body = decode_body(request, mapping.format, mapping.events is not None, config.max_body)
     if authenticate and config.auth.needs_body:
         _authenticate(config, request, body, now)
-    if config.binds_request:
-        with bound_to(request, body):
-            return _received(config, request, body)
-    return _received(config, request, body)
-
-
-def _received(config: ChannelConfig, request: IncomingRequest, body: Any) -> Received:
-    """Handshakes, then events: ignored or mapped."""
-    for handshake in config.handshakes:
-        if handshake.matches(request.method, request.path, body):
-            logger.debug("Channel %s: handshake %r", config.name, handshake.name)
-            return Received(request, body, answer=handshake.answer(body))
-    if request.path != "/webhook" or request.method != "POST":
-        raise HTTPError(
-            400, f"no handshake of this channel matches {request.method} {request.path}"
-        )
-    mapping = config.request
-    received = Received(request, body)
-    events = [body] if mapping.events is None else mapping.select_events(body)
-    for index, event in enumerate(events):
-        mapped = mapping.map(event)
-        if type(mapped) is IgnoreRule:
-            logger.info("Channel %s: event %d ignored by rule %r", config.name, index, mapped.name)
-            received.ignored.append((index, mapped.name))
-        else:
-            received.messages.append(mapped)
-    return received
+    binding = bind(request, body) if config.binds_request else None
+    try:
+        for handshake in config.handshakes:
+            if handshake.matches(request.method, request.path, body):
+                logger.debug("Channel %s: handshake %r", config.name, handshake.name)
+                return Received(request, body, answer=handshake.answer(body))
+        if request.path != "/webhook" or not post:
+            raise HTTPError(
+                400, f"no handshake of this channel matches {request.method} {request.path}"
+            )
+        received = Received(request, body)
+        events = [body] if mapping.events is None else mapping.select_events(body)
+        for index, event in enumerate(events):
+            mapped = mapping.map(event)
+            if type(mapped) is IgnoreRule:
+                rule = mapped.name
+                logger.info("Channel %s: event %d ignored by rule %r", config.name, index, rule)
+                received.ignored.append((index, rule))
+            else:
+                received.messages.append(mapped)
+        return received
+    finally:
+        if binding is not None:
+            unbind(binding)
 
 
 def _authenticate(
@@ -87,14 +89,3 @@ def _authenticate(
         logger.warning("Channel %s: request refused: %s", config.name, reason)
         headers = {"WWW-Authenticate": "Basic"} if config.auth.type == "basic" else None
         raise HTTPError(401, "unauthorized", headers=headers) from None
-
-
-def respond(
-    config: ChannelConfig, received: Received, bot_messages: List[Dict[str, Any]]
-) -> Rendered:
-    """The answer for a handled request, from the bot's messages (in delivery order)."""
-    sender = received.messages[0].sender_id if received.messages else None
-    if config.binds_request:
-        with bound_to(received.request, received.body):
-            return config.response.render(bot_messages, received.body, sender)
-    return config.response.render(bot_messages, received.body, sender)

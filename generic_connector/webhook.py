@@ -1,8 +1,9 @@
 """What a webhook request becomes, before and after Rasa, free of Sanic and Rasa.
 
 ``receive`` decodes a request and either answers it directly (a handshake) or lists the
-user messages for Rasa and the events it ignores; ``answer`` renders the answer from the
-bot's messages. The channel runs Rasa between the two; the dry run puts sample replies there.
+user messages for Rasa and the events it ignores; ``Received.answer_with`` renders the answer
+from the bot's messages. The channel runs Rasa between the two; the dry run puts sample replies
+there.
 """
 
 import logging

@@ -32,6 +32,7 @@ from generic_connector.functions import FUNCTIONS, REQUEST_FUNCTIONS, SIGNATURES
 from generic_connector.request import IncomingRequest, dumps, is_json, media_type_of
 
 _LITERALS = {"literal", "raw_string"}
+_PATHS = {"subexpression", "index_expression", "filter_projection", "projection"}
 _JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "array"}
 
 
@@ -85,6 +86,12 @@ def _check_calls(tree: Dict[str, Any]) -> None:
 def _check_node(node: Dict[str, Any]) -> None:
     if node["type"] == "slice" and node["children"][2] == 0:
         raise ExpressionError("a slice step cannot be 0")
+    if node["type"] in _PATHS and node["children"][0]["type"] == "not_expression":
+        # jmespath reads `!a.b` as `(!a).b`: a field of true or false, always null.
+        raise ExpressionError(
+            "`!` negates only the name right after it, so what follows is looked up in true "
+            "or false and gives null: write !(a.b) to negate a path"
+        )
     if node["type"] == "function_expression":
         name, args = node["value"], node["children"]
         if name not in SIGNATURES:

@@ -208,6 +208,8 @@ def test_xml_response_template() -> None:
         ("env(name)", "env() takes the variable's name as a literal: env('NAME')"),
         ("regex_replace(a, '[', '')", "regex_replace() pattern is not a valid regex"),
         ("nope(a)", "unknown function nope()"),
+        ("!message.text", "`!` negates only the name right after it"),
+        ("items[?!a.done]", "`!` negates only the name right after it"),
     ],
 )
 def test_misused_functions_are_rejected_when_compiled(source: str, message: str) -> None:

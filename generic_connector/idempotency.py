@@ -20,7 +20,9 @@ class MemoryStore:
     def __init__(self, window: float = 3600, max_keys: int = 100_000) -> None:
         self.window = window
         self.max_keys = max_keys
-        self._done: Dict[str, Tuple[float, str]] = {}  # key -> (expires, replies as JSON)
+        # key -> (expires, replies). Replies are kept as JSON text: many stored dicts would
+        # slow every garbage collection.
+        self._done: Dict[str, Tuple[float, str]] = {}
         # (expires, key), oldest first: every key gets the same window, so this is expiry
         # order, and forgetting the oldest costs O(1) however many keys there are.
         self._order: Deque[Tuple[float, str]] = deque()

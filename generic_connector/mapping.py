@@ -9,17 +9,7 @@ import contextlib
 import json
 import re
 from dataclasses import dataclass
-from typing import (
-    Any,
-    Dict,
-    Iterator,
-    List,
-    Mapping,
-    NamedTuple,
-    Optional,
-    Set,
-    Union,
-)
+from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Set, Union
 from xml.sax.saxutils import escape, quoteattr
 
 import jmespath

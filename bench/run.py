@@ -46,6 +46,8 @@ ROUTES = [
      TELEGRAM_HEADERS),
 ]  # fmt: skip
 RASA_ROUTES = [ROUTES[2], ROUTES[3]]
+# The project's targets: throughput as a share of RestInput's (and p99 within +10 %).
+TARGETS = {"generic, rest.yml": 1.00, "generic, telegram.yml": 0.95}
 
 LUA = """
 counter = %d
@@ -136,6 +138,10 @@ def report(title: str, results: Dict[str, tuple]) -> None:
             bare = results.get(same_body)
             if bare:
                 line += f", {rate / bare[0]:.2f}x bare"
+            if label in TARGETS:
+                met = rate / rest[0] >= TARGETS[label] and p99 / rest[2] <= 1.10
+                verdict = "met" if met else "not met"
+                line += f" (target >= {TARGETS[label]:.2f}x, p99 <= 1.10x: {verdict})"
             print(line)
 
 

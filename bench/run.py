@@ -140,7 +140,7 @@ def report(title: str, results: Dict[str, tuple]) -> None:
                 line += f", {rate / bare[0]:.2f}x bare"
             if label in TARGETS:
                 met = rate / rest[0] >= TARGETS[label] and p99 / rest[2] <= 1.10
-                verdict = "met" if met else "not met"
+                verdict = f"{rate / rest[0]:.3f}x, {'met' if met else 'not met'}"
                 line += f" (target >= {TARGETS[label]:.2f}x, p99 <= 1.10x: {verdict})"
             print(line)
 

@@ -171,11 +171,15 @@ def rasa_mode(seconds: int, connections: int) -> None:
     model = ROOT / "demo" / "models" / "demo.tar.gz"
     rasa = str(Path(PYTHON).with_name("rasa"))
     if not model.exists():
-        subprocess.run(
+        print("training the demo assistant (about 20 s)", flush=True)
+        trained = subprocess.run(
             [rasa, "train", "--config", "demo/config.yml", "--domain", "demo/domain.yml",
              "--data", "demo/data", "--out", "demo/models", "--fixed-model-name", "demo"],
-            cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+            cwd=ROOT, capture_output=True, text=True,
         )  # fmt: skip
+        if trained.returncode != 0:
+            log = trained.stdout[-3000:] + trained.stderr[-3000:]
+            raise SystemExit(f"rasa train failed:\n{log}")
     credentials = Path(tempfile.mkdtemp()) / "credentials.yml"
     credentials.write_text(
         "rest:\ngeneric_connector.channels.restlike:\n"

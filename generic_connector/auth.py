@@ -113,7 +113,7 @@ class Auth:
 
     def _check_token(self, request: IncomingRequest, body: Any) -> None:
         if self.header:
-            sent = request.headers.get(self.header.lower())
+            sent = request.header(self.header)
         elif self.query:
             sent = request.query_param(self.query)
         else:

@@ -52,7 +52,7 @@ class MemoryStore:
         if replies is not None:
             now = time.monotonic()
             expires = now + self.window
-            self._done[key] = (expires, ujson.dumps(replies) if replies else "[]")
+            self._done[key] = (expires, ujson.dumps(replies))
             self._order.append((expires, key))
             if self._order[0][0] <= now or len(self._done) > self.max_keys:
                 self._forget_old(now)

@@ -6,10 +6,11 @@ messages into the body of the HTTP answer (JSON, text or XML).
 """
 
 import contextlib
+import functools
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Set, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Set, Union
 from xml.sax.saxutils import escape, quoteattr
 
 import jmespath
@@ -224,10 +225,9 @@ class RequestMapping:
         self.metadata = _optional(metadata)
         self.message_id = _optional(message_id)
         # One function per mapping: shared paths are looked up once per event.
-        trees = [field.tree if field else None for field in self._field_expressions()]
-        rules = [rule.when.tree for rule in self.ignore]
-        self._map = compile_mapping(rules, trees, FUNCTIONS)
-        self._fields = compile_mapping([], trees, FUNCTIONS)
+        self._map = compile_mapping(
+            [rule.when.tree for rule in self.ignore], self._trees(), FUNCTIONS
+        )
 
     def select_events(self, body: Any) -> List[Any]:
         """The events in a request: the body itself, or what ``events`` selects.
@@ -290,6 +290,14 @@ class RequestMapping:
             message_id = _scalar(message_id, "message_id", self.message_id)
         channel = input_channel or self.default_input_channel
         return Extracted(sender_id, text, channel, metadata, message_id, event)
+
+    @functools.cached_property
+    def _fields(self) -> Callable[[Any], Any]:
+        """The fields without the rules; only ``map(..., ignore_rules=False)`` needs it."""
+        return compile_mapping([], self._trees(), FUNCTIONS)
+
+    def _trees(self) -> List[Optional[Dict[str, Any]]]:
+        return [field.tree if field else None for field in self._field_expressions()]
 
     def _field_expressions(self) -> List[Optional[Expression]]:
         """The fields in the order the compiled functions return them."""

@@ -18,8 +18,11 @@ Compiled = Callable[[Any], Any]
 
 
 def is_false(value: Any) -> bool:
-    """JMESPath falsiness: false, null, empty strings, lists and objects (not 0)."""
-    return value is None or value is False or value == "" or value == [] or value == {}
+    """JMESPath falsiness: false, null, empty strings, lists and objects (not 0).
+
+    Of JSON's values those are the ones Python finds false, bar the numbers 0 and 0.0.
+    """
+    return not value and type(value) is not int and type(value) is not float
 
 
 def compile_expression_tree(
@@ -64,7 +67,8 @@ def _get(value: Any, name: str) -> Any:
 
 
 def _falsy(name: str) -> str:
-    return f'({name} is None or {name} is False or {name} == "" or {name} == [] or {name} == {{}})'
+    # As is_false: a true value is told at the first test, with nothing built to compare with.
+    return f"(not {name} and type({name}) is not int and type({name}) is not float)"
 
 
 class _Source:
@@ -300,13 +304,7 @@ def _or(node: Dict[str, Any], functions: Any) -> Compiled:
     def either(value: Any) -> Any:
         for option in first:
             matched = option(value)
-            if not (
-                matched is None
-                or matched is False
-                or matched == ""
-                or matched == []
-                or matched == {}
-            ):
+            if not is_false(matched):
                 return matched
         return last(value)
 

@@ -164,6 +164,10 @@ class Extracted(NamedTuple):
     event: Any = None
 
 
+# Extracted(...) without the Python-level __new__ a NamedTuple has: once per event.
+_new_extracted = functools.partial(tuple.__new__, Extracted)
+
+
 def _scalar(value: Any, field: str, expression: Expression) -> Optional[str]:
     """A string or number as text; None when the expression found nothing."""
     if value is None or value == "":
@@ -289,7 +293,7 @@ class RequestMapping:
         elif message_id is not None:
             message_id = _scalar(message_id, "message_id", self.message_id)
         channel = input_channel or self.default_input_channel
-        return Extracted(sender_id, text, channel, metadata, message_id, event)
+        return _new_extracted((sender_id, text, channel, metadata, message_id, event))
 
     @functools.cached_property
     def _fields(self) -> Callable[[Any], Any]:

@@ -2,7 +2,7 @@
 
 import asyncio
 import json
-from typing import Any, List
+from typing import Any, Dict, List, Optional
 
 from generic_connector.channel import GenericChannel
 from generic_connector.config import load_channel
@@ -16,14 +16,28 @@ SHOP = {
 }
 
 
+async def begin(store: MemoryStore, key: str) -> Optional[List[Dict[str, Any]]]:
+    """What the channel does with a key: handle it (None) or the replies it got before."""
+    earlier = store.begin(key)
+    return None if earlier is None else await earlier
+
+
+def test_new_keys_are_claimed_without_waiting() -> None:
+    store = MemoryStore()
+    assert store.begin("k") is None  # no event loop needed: nothing to await
+    duplicate = store.begin("k")  # while "k" runs: something to await
+    assert asyncio.iscoroutine(duplicate)
+    duplicate.close()
+
+
 def test_done_keys_replay_their_replies_and_expire() -> None:
     async def scenario() -> None:
         store = MemoryStore(window=0.2)
-        assert await store.begin("k") is None
+        assert await begin(store, "k") is None
         store.finish("k", [{"text": "hi"}])
-        assert await store.begin("k") == [{"text": "hi"}]
+        assert await begin(store, "k") == [{"text": "hi"}]
         await asyncio.sleep(0.25)
-        assert await store.begin("k") is None  # the window has passed
+        assert await begin(store, "k") is None  # the window has passed
 
     asyncio.run(scenario())
 
@@ -31,8 +45,8 @@ def test_done_keys_replay_their_replies_and_expire() -> None:
 def test_a_failed_key_is_forgotten_and_a_waiting_duplicate_takes_over() -> None:
     async def scenario() -> List[Any]:
         store = MemoryStore()
-        assert await store.begin("k") is None  # first delivery, in progress
-        duplicate = asyncio.ensure_future(store.begin("k"))
+        assert await begin(store, "k") is None  # first delivery, in progress
+        duplicate = asyncio.ensure_future(begin(store, "k"))
         await asyncio.sleep(0.01)
         assert not duplicate.done()  # waits for the first one's outcome
         store.finish("k", None)  # the first one failed
@@ -45,10 +59,10 @@ def test_max_keys_forgets_the_oldest() -> None:
     async def scenario() -> None:
         store = MemoryStore(max_keys=2)
         for key in "abc":
-            await store.begin(key)
+            await begin(store, key)
             store.finish(key, [])
-        assert await store.begin("a") is None
-        assert await store.begin("c") == []
+        assert await begin(store, "a") is None
+        assert await begin(store, "c") == []
 
     asyncio.run(scenario())
 
@@ -56,16 +70,16 @@ def test_max_keys_forgets_the_oldest() -> None:
 def test_a_key_handled_again_after_its_window_keeps_its_new_record() -> None:
     async def scenario() -> None:
         store = MemoryStore(window=0.1, max_keys=1000)
-        await store.begin("k")
+        await begin(store, "k")
         store.finish("k", [{"text": "first"}])
         await asyncio.sleep(0.15)
-        assert await store.begin("k") is None  # expired: handled again
+        assert await begin(store, "k") is None  # expired: handled again
         store.finish("k", [{"text": "second"}])
-        await store.begin("other")
+        await begin(store, "other")
         store.finish("other", [])  # forgets what expired: k's first record, not its second
-        assert await store.begin("k") == [{"text": "second"}]
+        assert await begin(store, "k") == [{"text": "second"}]
         for number in range(5000):
-            await store.begin(str(number))
+            await begin(store, str(number))
             store.finish(str(number), [])
         assert len(store._done) == 1000
 

@@ -51,15 +51,14 @@ def main() -> None:
         raise SystemExit("py-spy is not installed: make profile installs it")
     label, path, template, headers = ROUTE_OF[args.route]
     raw = Path(tempfile.mkdtemp()) / "profile.txt"
-    with serving([PYTHON, str(ROOT / "bench" / "server.py")], "/webhooks/rest/") as base:
-        server_pid = _pid_listening(base)
-        wrk(base + path, lua(template, headers, 10**9), 2, 32)  # warm-up
+    with serving([PYTHON, str(ROOT / "bench" / "server.py")], "/webhooks/rest/") as server:
+        wrk(server.url + path, lua(template, headers, 10**9), 2, 32)  # warm-up
         record = subprocess.Popen(
             pinned(1, [spy, "record", "-r", "500", "-d", str(args.seconds), "-f", "raw",
-                       "-o", str(raw), "--pid", str(server_pid)]),
+                       "-o", str(raw), "--pid", str(server.pid)]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        rate, _, _ = wrk(base + path, lua(template, headers), args.seconds + 1, 32)
+        rate, *_ = wrk(server.url + path, lua(template, headers), args.seconds + 1, 32)
         record.wait()
     own, below, total = shares(raw)
     print(f"{label}: {rate:.0f} requests/s while sampled, {total} samples")
@@ -71,15 +70,6 @@ def main() -> None:
         part in frame for part in OURS)]  # fmt: skip
     for frame, samples in mine[: args.top]:
         print(f"{samples / total:6.1%}  {frame}")
-
-
-def _pid_listening(base: str) -> int:
-    """The pid of the server behind ``base`` (serving() runs it under taskset)."""
-    port = base.rsplit(":", 1)[1]
-    found = subprocess.run(
-        ["pgrep", "-f", f"bench/server.py {port}"], capture_output=True, text=True, check=True
-    )
-    return int(found.stdout.split()[0])
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -98,8 +98,18 @@ def to_ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, script: str, seconds: int, connections: int) -> Tuple[float, float, float]:
-    """(requests/s, p50 ms, p99 ms) of one wrk run; non-2xx answers abort the benchmark."""
+class Server(NamedTuple):
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the server has used (all its threads)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, script: str, seconds: int, connections: int) -> Tuple[float, float, float, int]:
+    """(requests/s, p50 ms, p99 ms, requests) of one wrk run; non-2xx answers abort the run."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
         file.write(script)
     args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", file.name, url]
@@ -110,29 +120,41 @@ def wrk(url: str, script: str, seconds: int, connections: int) -> Tuple[float, f
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     p50 = to_ms(re.search(r"\s50%\s+(\S+)", output).group(1))
     p99 = to_ms(re.search(r"\s99%\s+(\S+)", output).group(1))
-    return rate, p50, p99
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    return rate, p50, p99, requests
 
 
-def measure(base: str, routes: list, seconds: int, connections: int) -> Dict[str, tuple]:
+def measure(server: Server, routes: list, seconds: int, connections: int) -> Dict[str, tuple]:
+    """Per route: (requests/s, p50 ms, p99 ms, the server's CPU µs per request).
+
+    CPU time per request is the steadier figure on a shared machine: time the hypervisor
+    gives to other guests lowers requests/s but is not counted as the server's CPU time.
+    """
     results = {}
     for number, (label, path, template, headers) in enumerate(routes):
         # Senders of their own per route: a real assistant's trackers grow with every run.
         template = template.replace("user-%d", f"route{number}-user-%d")
-        wrk(base + path, lua(template, headers, 10**9), 2, connections)  # warm-up
-        results[label] = wrk(base + path, lua(template, headers), seconds, connections)
+        wrk(server.url + path, lua(template, headers, 10**9), 2, connections)  # warm-up
+        cpu = server.cpu_seconds()
+        rate, p50, p99, requests = wrk(
+            server.url + path, lua(template, headers), seconds, connections
+        )
+        cpu_us = (server.cpu_seconds() - cpu) / requests * 1e6
+        results[label] = (rate, p50, p99, cpu_us)
     return results
 
 
 def report(title: str, results: Dict[str, tuple]) -> None:
     print(f"\n{title}")
-    print(f"{'route':<28}{'requests/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
-    for label, (rate, p50, p99) in results.items():
-        print(f"{label:<28}{rate:>12.0f}{p50:>10.2f}{p99:>10.2f}")
+    print(f"{'route':<28}{'requests/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'CPU µs/req':>12}")
+    for label, (rate, p50, p99, cpu_us) in results.items():
+        print(f"{label:<28}{rate:>12.0f}{p50:>10.2f}{p99:>10.2f}{cpu_us:>12.1f}")
     rest = results["Rasa RestInput"]
-    for label, (rate, _, p99) in results.items():
+    for label, (rate, _, p99, cpu_us) in results.items():
         if label.startswith("generic"):
             line = f"{label}: {rate / rest[0]:.2f}x RestInput throughput"
             line += f", p99 {p99 / rest[2]:.2f}x RestInput's"
+            line += f", CPU per request {cpu_us / rest[3]:.2f}x RestInput's"
             # Against the bare route with the same body: what the channel itself costs.
             same_body = "bare, Telegram update" if "telegram" in label else "bare Sanic route"
             bare = results.get(same_body)
@@ -146,8 +168,8 @@ def report(title: str, results: Dict[str, tuple]) -> None:
 
 
 @contextmanager
-def serving(command: List[str], ready_path: str) -> Iterator[str]:
-    """Run a server on a free port pinned to core 0; yields its base URL once it answers."""
+def serving(command: List[str], ready_path: str) -> Iterator[Server]:
+    """Run a server on a free port pinned to core 0; yields it once it answers."""
     port = free_port()
     server = subprocess.Popen(
         pinned(0, [*command, str(port)]),
@@ -155,15 +177,16 @@ def serving(command: List[str], ready_path: str) -> Iterator[str]:
     )  # fmt: skip
     try:
         wait_for(f"http://127.0.0.1:{port}{ready_path}")
-        yield f"http://127.0.0.1:{port}"
+        # taskset runs the command in its own process: the pid is the server's.
+        yield Server(f"http://127.0.0.1:{port}", server.pid)
     finally:
         server.terminate()
         server.wait()
 
 
 def stub_mode(seconds: int, connections: int) -> None:
-    with serving([PYTHON, str(ROOT / "bench" / "server.py")], "/webhooks/rest/") as base:
-        results = measure(base, ROUTES, seconds, connections)
+    with serving([PYTHON, str(ROOT / "bench" / "server.py")], "/webhooks/rest/") as server:
+        results = measure(server, ROUTES, seconds, connections)
     report(f"Stand-in agent, one Sanic worker, wrk -t1 -c{connections} -d{seconds}s", results)
 
 
@@ -186,8 +209,8 @@ def rasa_mode(seconds: int, connections: int) -> None:
         "  mapping: mappings/rest.yml\n  name: restlike\n"
     )
     command = [rasa, "run", "--model", str(model), "--credentials", str(credentials)]
-    with serving([*command, "--enable-api", "--port"], "/status") as base:
-        results = measure(base, RASA_ROUTES, seconds, connections)
+    with serving([*command, "--enable-api", "--port"], "/status") as server:
+        results = measure(server, RASA_ROUTES, seconds, connections)
     report(f"Real rasa run, demo assistant, wrk -t1 -c{connections} -d{seconds}s", results)
 
 

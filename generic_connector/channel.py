@@ -99,6 +99,7 @@ class GenericChannel(InputChannel):
             if remember
             else None
         )
+        self._ready_agent: Any = None
 
     def name(self) -> str:  # type: ignore[override]
         return self.config.name
@@ -157,11 +158,14 @@ class GenericChannel(InputChannel):
             received = receive(self.config, incoming)
             if received.answer is not None:
                 return received.answer
-            if received.messages and agent is not None and not agent.is_ready():
-                # Rasa would drop the message and answer nothing.
-                raise HTTPError(
-                    503, "the assistant is not ready yet; retry later", {"Retry-After": "5"}
-                )
+            if received.messages and agent is not self._ready_agent:
+                if agent is not None and not agent.is_ready():
+                    # Rasa would drop the message and answer nothing.
+                    raise HTTPError(
+                        503, "the assistant is not ready yet; retry later", {"Retry-After": "5"}
+                    )
+                # An agent, once it has a model, keeps one (a new model comes as a new agent).
+                self._ready_agent = agent
             if self.delivery is None:
                 collector = GenericOutputChannel(self.config.name)
             else:
@@ -185,7 +189,7 @@ class GenericChannel(InputChannel):
                 (self.config.name, extracted.sender_id, extracted.message_id, extracted.text)
             )
             seen = self.handled.begin(key)
-            earlier = await seen if seen is not None else None
+            earlier = None if seen is None else await seen
             if earlier is not None:
                 logger.info(
                     "Channel %s: message %s from sender %s was already handled; "

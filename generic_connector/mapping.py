@@ -164,10 +164,6 @@ class Extracted(NamedTuple):
     event: Any = None
 
 
-# Extracted(...) without the Python-level __new__ a NamedTuple has: once per event.
-_new_extracted = functools.partial(tuple.__new__, Extracted)
-
-
 def _scalar(value: Any, field: str, expression: Expression) -> Optional[str]:
     """A string or number as text; None when the expression found nothing."""
     if value is None or value == "":
@@ -369,7 +365,7 @@ class ResponseTemplate:
             return self._constant
         if self._messages_as_json:  # the default, Rasa's REST answer: nothing to evaluate
             payload = dumps(messages).encode("utf-8")
-            return Rendered(payload, self.content_type, self.status, self.headers)
+            return _new_rendered((payload, self.content_type, self.status, self.headers))
         scope = {"messages": messages, "request": body, "sender": sender_id}
         if request is not None and self.body.reads_request:
             with bound_to(request, body):
@@ -386,6 +382,12 @@ class ResponseTemplate:
         else:
             payload = result if isinstance(result, str) else dumps(result)
         return Rendered(payload.encode("utf-8"), self.content_type, self.status, self.headers)
+
+
+# Extracted(...) and Rendered(...) without the Python-level __new__ of a NamedTuple: these
+# are built on every request.
+_new_extracted = functools.partial(tuple.__new__, Extracted)
+_new_rendered = functools.partial(tuple.__new__, Rendered)
 
 
 @dataclass(frozen=True)

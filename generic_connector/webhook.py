@@ -47,14 +47,19 @@ def receive(
     """
     mapping = config.request
     post = request.method == "POST"
-    authenticate = post and config.auth is not None
-    if authenticate and not config.auth.needs_body:
-        _authenticate(config, request, None, now)
-    body = {}
-    if post:
-        body = decode_body(request, mapping.format, mapping.events is not None, config.max_body)
-    if authenticate and config.auth.needs_body:
-        _authenticate(config, request, body, now)
+    auth = config.auth if post else None
+    try:
+        if auth is not None and not auth.needs_body:
+            auth.check(request, None, now)
+        body = {}
+        if post:
+            body = decode_body(request, mapping.format, mapping.events is not None, config.max_body)
+        if auth is not None and auth.needs_body:
+            auth.check(request, body, now)
+    except AuthFailed as reason:
+        logger.warning("Channel %s: request refused: %s", config.name, reason)
+        headers = {"WWW-Authenticate": "Basic"} if auth.type == "basic" else None
+        raise HTTPError(401, "unauthorized", headers=headers) from None
     binding = bind(request, body) if config.binds_request else None
     try:
         for handshake in config.handshakes:
@@ -79,14 +84,3 @@ def receive(
     finally:
         if binding is not None:
             unbind(binding)
-
-
-def _authenticate(
-    config: ChannelConfig, request: IncomingRequest, body: Any, now: Optional[float]
-) -> None:
-    try:
-        config.auth.check(request, body, now)
-    except AuthFailed as reason:
-        logger.warning("Channel %s: request refused: %s", config.name, reason)
-        headers = {"WWW-Authenticate": "Basic"} if config.auth.type == "basic" else None
-        raise HTTPError(401, "unauthorized", headers=headers) from None

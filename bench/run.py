@@ -5,7 +5,7 @@ turn with wrk pinned to the other, then prints requests/s, p50 and p99 latency p
 the ratios generic/RestInput and generic/bare. ``--rasa`` does the same through a real
 ``rasa run`` serving the demo assistant (NLU and policies included).
 
-    .venv/bin/python bench/run.py [--seconds 10] [--connections 32] [--rasa]
+    .venv/bin/python bench/run.py [--seconds 5] [--rounds 3] [--connections 32] [--rasa]
 """
 
 import argparse
@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -124,24 +125,32 @@ def wrk(url: str, script: str, seconds: int, connections: int) -> Tuple[float, f
     return rate, p50, p99, requests
 
 
-def measure(server: Server, routes: list, seconds: int, connections: int) -> Dict[str, tuple]:
-    """Per route: (requests/s, p50 ms, p99 ms, the server's CPU µs per request).
+def measure(
+    server: Server, routes: list, seconds: int, connections: int, rounds: int
+) -> Dict[str, tuple]:
+    """Per route, the median over ``rounds``: (requests/s, p50 ms, p99 ms, CPU µs per request).
 
-    CPU time per request is the steadier figure on a shared machine: time the hypervisor
-    gives to other guests lowers requests/s but is not counted as the server's CPU time.
+    Routes take turns within each round, so that a slower spell of the machine touches them
+    all. CPU time per request is the steadier figure on a shared machine: time the
+    hypervisor gives to other guests lowers requests/s but is not the server's CPU time.
     """
-    results = {}
-    for number, (label, path, template, headers) in enumerate(routes):
-        # Senders of their own per route: a real assistant's trackers grow with every run.
-        template = template.replace("user-%d", f"route{number}-user-%d")
-        wrk(server.url + path, lua(template, headers, 10**9), 2, connections)  # warm-up
-        cpu = server.cpu_seconds()
-        rate, p50, p99, requests = wrk(
-            server.url + path, lua(template, headers), seconds, connections
-        )
-        cpu_us = (server.cpu_seconds() - cpu) / requests * 1e6
-        results[label] = (rate, p50, p99, cpu_us)
-    return results
+    runs: Dict[str, List[tuple]] = {label: [] for label, *_ in routes}
+    for round_ in range(rounds):
+        for number, (label, path, template, headers) in enumerate(routes):
+            # Senders of their own per route: a real assistant's trackers grow with every run.
+            template = template.replace("user-%d", f"route{number}-user-%d")
+            first_id = round_ * 10**8  # message ids never repeat between runs
+            wrk(server.url + path, lua(template, headers, 10**9 + first_id), 1, connections)
+            cpu = server.cpu_seconds()
+            rate, p50, p99, requests = wrk(
+                server.url + path, lua(template, headers, first_id), seconds, connections
+            )
+            cpu_us = (server.cpu_seconds() - cpu) / requests * 1e6
+            runs[label].append((rate, p50, p99, cpu_us))
+    return {
+        label: tuple(statistics.median(figures) for figures in zip(*results))
+        for label, results in runs.items()
+    }
 
 
 def report(title: str, results: Dict[str, tuple]) -> None:
@@ -184,13 +193,14 @@ def serving(command: List[str], ready_path: str) -> Iterator[Server]:
         server.wait()
 
 
-def stub_mode(seconds: int, connections: int) -> None:
+def stub_mode(seconds: int, connections: int, rounds: int) -> None:
     with serving([PYTHON, str(ROOT / "bench" / "server.py")], "/webhooks/rest/") as server:
-        results = measure(server, ROUTES, seconds, connections)
-    report(f"Stand-in agent, one Sanic worker, wrk -t1 -c{connections} -d{seconds}s", results)
+        results = measure(server, ROUTES, seconds, connections, rounds)
+    title = f"Stand-in agent, one Sanic worker, wrk -t1 -c{connections} -d{seconds}s"
+    report(f"{title}, median of {rounds} rounds", results)
 
 
-def rasa_mode(seconds: int, connections: int) -> None:
+def rasa_mode(seconds: int, connections: int, rounds: int) -> None:
     model = ROOT / "demo" / "models" / "demo.tar.gz"
     rasa = str(Path(PYTHON).with_name("rasa"))
     if not model.exists():
@@ -210,22 +220,24 @@ def rasa_mode(seconds: int, connections: int) -> None:
     )
     command = [rasa, "run", "--model", str(model), "--credentials", str(credentials)]
     with serving([*command, "--enable-api", "--port"], "/status") as server:
-        results = measure(server, RASA_ROUTES, seconds, connections)
-    report(f"Real rasa run, demo assistant, wrk -t1 -c{connections} -d{seconds}s", results)
+        results = measure(server, RASA_ROUTES, seconds, connections, rounds)
+    title = f"Real rasa run, demo assistant, wrk -t1 -c{connections} -d{seconds}s"
+    report(f"{title}, median of {rounds} rounds", results)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5, help="per route and round")
+    parser.add_argument("--rounds", type=int, default=3, help="the routes take turns this often")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rasa", action="store_true", help="also through a real rasa run")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk (make bench does it)")
     print(f"machine: {os.cpu_count()} cores, {platform_line()}")
-    stub_mode(args.seconds, args.connections)
+    stub_mode(args.seconds, args.connections, args.rounds)
     if args.rasa:
-        rasa_mode(args.seconds, args.connections)
+        rasa_mode(args.seconds, args.connections, args.rounds)
 
 
 def platform_line() -> str:

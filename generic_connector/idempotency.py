@@ -9,7 +9,7 @@ so that a shared store can serve several replicas; the one here keeps keys in me
 import asyncio
 import time
 from collections import deque
-from typing import Any, Awaitable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Deque, Dict, List, Optional, Union
 
 import ujson
 
@@ -22,54 +22,68 @@ class MemoryStore:
     def __init__(self, window: float = 3600, max_keys: int = 100_000) -> None:
         self.window = window
         self.max_keys = max_keys
-        # key -> (expires, replies). Replies are kept as JSON text: many stored dicts would
-        # slow every garbage collection.
-        self._done: Dict[str, Tuple[float, str]] = {}
-        # (expires, key), oldest first: every key gets the same window, so this is expiry
-        # order, and forgetting the oldest costs O(1) however many keys there are.
-        self._order: Deque[Tuple[float, str]] = deque()
-        self._running: Dict[str, Optional[asyncio.Future[bool]]] = {}
+        # key -> when it expires, or None while its first delivery is being handled.
+        self._expires: Dict[str, Optional[float]] = {}
+        # key -> the replies, as JSON text, of keys that got any: many stored dicts would slow
+        # every garbage collection.
+        self._replies: Dict[str, str] = {}
+        # expires, key, expires, key, ... oldest first: every key gets the same window, so
+        # this is expiry order, and forgetting the oldest costs O(1) however many keys there
+        # are. Flat rather than (expires, key) pairs: a tuple less per message.
+        self._order: Deque[Union[float, str]] = deque()
+        # Futures of first deliveries that duplicates are waiting for.
+        self._waiting: Dict[str, asyncio.Future[bool]] = {}
+
+    def __len__(self) -> int:
+        return len(self._expires)
 
     def begin(self, key: str) -> Optional[Awaitable[Optional[Replies]]]:
         """None when the caller must handle the message (and then call ``finish``).
 
         Otherwise the key was seen before, and the awaitable gives the bot messages it got
-        when it was handled — or None when that delivery failed meanwhile, and the caller
-        must handle the message after all. New keys, nearly all of them, take no await.
+        when it was handled — or None when that delivery failed or expired meanwhile, and
+        the caller must handle the message after all. New keys take no await.
         """
-        if key in self._done or key in self._running:
+        if key in self._expires:
             return self._earlier(key)
-        self._running[key] = None  # a future only once a duplicate has to wait
+        self._expires[key] = None
         return None
 
     async def _earlier(self, key: str) -> Optional[Replies]:
         # A duplicate that arrives while the first delivery is still being handled waits for
         # it: if that one fails, the duplicate handles the message itself.
         while True:
-            done = self._done.get(key)
-            if done is not None and done[0] > time.monotonic():
-                return ujson.loads(done[1])
-            if key not in self._running:
-                self._running[key] = None
+            expires = self._expires.get(key, 0.0)  # 0.0: forgotten after a failure
+            if expires is None:
+                waiting = self._waiting.get(key)
+                if waiting is None:
+                    waiting = self._waiting[key] = asyncio.get_running_loop().create_future()
+                await asyncio.shield(waiting)
+            elif expires > time.monotonic():
+                return ujson.loads(self._replies.get(key, "[]"))
+            else:
+                self._expires[key] = None
+                self._replies.pop(key, None)
                 return None
-            waiting = self._running[key]
-            if waiting is None:
-                waiting = self._running[key] = asyncio.get_running_loop().create_future()
-            await asyncio.shield(waiting)
 
     def finish(self, key: str, replies: Optional[Replies]) -> None:
         """Record the outcome: ``replies`` when handled, None when handling failed."""
-        if replies is not None:
+        expires_of = self._expires
+        if replies is None:
+            del expires_of[key]
+        else:
             now = time.monotonic()
-            expires = now + self.window
-            done, order = self._done, self._order
-            done[key] = (expires, ujson.dumps(replies) if replies else "[]")
-            order.append((expires, key))
-            while order and (order[0][0] <= now or len(done) > self.max_keys):
-                expires, old = order.popleft()
-                record = done.get(old)
-                if record is not None and record[0] == expires:  # else recorded again since
-                    del done[old]
-        running = self._running.pop(key, None)
-        if running is not None and not running.done():
-            running.set_result(replies is not None)
+            expires = expires_of[key] = now + self.window
+            if replies:
+                self._replies[key] = ujson.dumps(replies)
+            order = self._order
+            order.append(expires)
+            order.append(key)
+            while order and (order[0] <= now or len(expires_of) > self.max_keys):
+                old_expires, old = order.popleft(), order.popleft()
+                if expires_of.get(old) == old_expires:  # else handled again since
+                    del expires_of[old]
+                    self._replies.pop(old, None)
+        waiting = self._waiting.pop(key, None) if self._waiting else None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(replies is not None)

@@ -81,7 +81,20 @@ def test_a_key_handled_again_after_its_window_keeps_its_new_record() -> None:
         for number in range(5000):
             await begin(store, str(number))
             store.finish(str(number), [])
-        assert len(store._done) == 1000
+        assert len(store) == 1000
+
+    asyncio.run(scenario())
+
+
+def test_a_key_handled_again_without_replies_does_not_replay_its_old_ones() -> None:
+    async def scenario() -> None:
+        store = MemoryStore(window=0.1)
+        await begin(store, "k")
+        store.finish("k", [{"text": "first"}])
+        await asyncio.sleep(0.15)
+        assert await begin(store, "k") is None
+        store.finish("k", [])
+        assert await begin(store, "k") == []
 
     asyncio.run(scenario())
 

@@ -152,12 +152,10 @@ class GenericChannel(InputChannel):
     ) -> Rendered:
         """Map the request, hand each message to Rasa in order, render the answer.
 
-        A message already handled (same id, sender and text) is not handled again: its
-        replies are replayed. Every refusal and failure becomes a JSON error answer here.
+        Every refusal and failure becomes a JSON error answer here, in one place.
         """
-        config = self.config
         try:
-            received = receive(config, incoming)
+            received = receive(self.config, incoming)
             if received.answer is not None:
                 return received.answer
             if received.messages and agent is not self._ready_agent:
@@ -169,68 +167,80 @@ class GenericChannel(InputChannel):
                 # An agent, once it has a model, keeps one (a new model comes as a new agent).
                 self._ready_agent = agent
             if self.delivery is None:
-                collector = GenericOutputChannel(config.name)
+                collector = GenericOutputChannel(self.config.name)
             else:
                 inbound = {message.sender_id: message for message in received.messages}
-                collector = DeliveringOutputChannel(config.name, self.delivery, inbound)
+                collector = DeliveringOutputChannel(self.config.name, self.delivery, inbound)
             for extracted in received.messages:
-                key = None
-                if self.handled is not None and extracted.message_id is not None:
-                    # The channel's name too: a shared store serves several channels.
-                    key = "\x1f".join(
-                        (config.name, extracted.sender_id, extracted.message_id, extracted.text)
-                    )
-                    seen = self.handled.begin(key)
-                    earlier = None if seen is None else await seen
-                    if earlier is not None:
-                        logger.info(
-                            "Channel %s: message %s from sender %s was already handled; "
-                            "not handled again",
-                            config.name, extracted.message_id, extracted.sender_id,
-                        )  # fmt: skip
-                        collector.messages.extend(earlier)
-                        continue
-                first = len(collector.messages)
-                message = UserMessage(
-                    extracted.text,
-                    collector,
-                    extracted.sender_id,
-                    input_channel=extracted.input_channel,
-                    message_id=extracted.message_id or f"{_ID_PREFIX}{next(_ID_COUNTER):016x}",
-                    metadata=extracted.metadata,
-                )
-                try:
-                    await on_new_message(message)
-                except BaseException as error:
-                    if key is not None:  # not remembered, so that the platform's retry is handled
-                        self.handled.finish(key, None)
-                    if not isinstance(error, Exception):
-                        raise  # cancelled: the platform will retry
-                    raise self._failed(error, extracted) from None
-                if key is not None:
-                    # A duplicate gets the same answer: replies are kept if the answer shows them.
-                    replies = collector.messages[first:] if config.response.reads_messages else []
-                    self.handled.finish(key, replies)
-            return received.answer_with(config, collector.messages)
+                await self._deliver(extracted, collector, on_new_message)
+            return received.answer_with(self.config, collector.messages)
         except HTTPError as error:
             body = dumps(error.body()).encode("utf-8")
             return Rendered(body, "application/json", error.status, error.headers)
 
-    def _failed(self, error: Exception, extracted: Extracted) -> HTTPError:
-        """Log why Rasa could not handle a message; the answer that tells the platform to retry."""
-        if isinstance(error, LockError):
+    async def _deliver(
+        self, extracted: Extracted, collector: GenericOutputChannel, on_new_message: OnNewMessage
+    ) -> None:
+        """Hand a message to Rasa, unless the same delivery was already handled."""
+        key = None
+        if self.handled is not None and extracted.message_id is not None:
+            # The channel's name too: a shared store serves several channels.
+            key = "\x1f".join(
+                (self.config.name, extracted.sender_id, extracted.message_id, extracted.text)
+            )
+            seen = self.handled.begin(key)
+            earlier = None if seen is None else await seen
+            if earlier is not None:
+                logger.info(
+                    "Channel %s: message %s from sender %s was already handled; "
+                    "not handled again",
+                    self.config.name, extracted.message_id, extracted.sender_id,
+                )  # fmt: skip
+                collector.messages.extend(earlier)
+                return
+        first = len(collector.messages)
+        message = UserMessage(
+            extracted.text,
+            collector,
+            extracted.sender_id,
+            input_channel=extracted.input_channel,
+            message_id=extracted.message_id or f"{_ID_PREFIX}{next(_ID_COUNTER):016x}",
+            metadata=extracted.metadata,
+        )
+        try:
+            await on_new_message(message)
+        except LockError:
+            self._forget(key)
             logger.exception(
                 "Channel %s: could not lock the conversation of sender %s "
                 "(busy, or lock store down)",
                 self.config.name, extracted.sender_id,
             )  # fmt: skip
-            return HTTPError(503, "the conversation is busy; retry later", {"Retry-After": "2"})
-        logger.exception(
-            "Channel %s: Rasa failed to handle the message from sender %s",
-            self.config.name,
-            extracted.sender_id,
-        )
-        return HTTPError(500, "the assistant could not handle the message; retry later")
+            raise HTTPError(
+                503, "the conversation is busy; retry later", {"Retry-After": "2"}
+            ) from None
+        except Exception:
+            self._forget(key)
+            logger.exception(
+                "Channel %s: Rasa failed to handle the message from sender %s",
+                self.config.name,
+                extracted.sender_id,
+            )
+            raise HTTPError(
+                500, "the assistant could not handle the message; retry later"
+            ) from None
+        except BaseException:  # cancelled: the platform will retry
+            self._forget(key)
+            raise
+        if key is not None:
+            # A duplicate gets the same answer: the replies are kept when the answer shows them.
+            replies = collector.messages[first:] if self.config.response.reads_messages else []
+            self.handled.finish(key, replies)
+
+    def _forget(self, key: Optional[str]) -> None:
+        """A failed delivery is not remembered, so that the platform's retry is handled."""
+        if key is not None:
+            self.handled.finish(key, None)
 
 
 # Without a platform id Rasa would make up a uuid4 per message; a random prefix per process

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 from generic_connector.request import IncomingRequest
 
@@ -48,14 +48,9 @@ class Auth:
     _expected: bytes = dataclass_field(init=False, repr=False, compare=False)
     # A token in a body field can only be checked once the body is decoded.
     needs_body: bool = dataclass_field(init=False, repr=False, compare=False)
-    # check(request, body=None, now=None): raise AuthFailed, saying why, unless the request
-    # is authentic. The method for this type, chosen once, as it runs on every request.
-    check: Callable[..., None] = dataclass_field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "needs_body", self.type == "token" and self.field is not None)
-        checks = {"hmac": self._check_signature, "token": self._check_token}
-        object.__setattr__(self, "check", checks.get(self.type, self._check_basic))
         if self.type == "hmac":
             expected = self._secret()
         elif self.type == "token":
@@ -70,6 +65,17 @@ class Auth:
         names = [self.secret_env, self.username_env, self.password_env]
         return [name for name in names if name]
 
+    def check(
+        self, request: IncomingRequest, body: Any = None, now: Optional[float] = None
+    ) -> None:
+        """Raise AuthFailed, saying why, unless the request is authentic."""
+        if self.type == "hmac":
+            self._check_signature(request, time.time() if now is None else now)
+        elif self.type == "token":
+            self._check_token(request, body)
+        else:
+            self._check_basic(request)
+
     def _secret(self) -> bytes:
         value = os.environ.get(self.secret_env or "", "")
         if self.secret_encoding == "whsec":
@@ -78,10 +84,7 @@ class Auth:
             return base64.b64decode(value)
         return value.encode("utf-8")
 
-    def _check_signature(
-        self, request: IncomingRequest, body: Any = None, now: Optional[float] = None
-    ) -> None:
-        now = time.time() if now is None else now
+    def _check_signature(self, request: IncomingRequest, now: float) -> None:
         sent = request.header(self.header or "")
         if not sent:
             raise AuthFailed(f"no {self.header} header")
@@ -108,11 +111,9 @@ class Auth:
         if not any(_equal(candidate, self.prefix + expected) for candidate in candidates):
             raise AuthFailed("signature does not match")
 
-    def _check_token(
-        self, request: IncomingRequest, body: Any = None, now: Optional[float] = None
-    ) -> None:
+    def _check_token(self, request: IncomingRequest, body: Any) -> None:
         if self.header:
-            sent = request.headers.get(self.header.lower())
+            sent = request.header(self.header)
         elif self.query:
             sent = request.query_param(self.query)
         else:
@@ -122,9 +123,7 @@ class Auth:
         if not hmac.compare_digest(sent.encode(), self._expected):
             raise AuthFailed("token does not match")
 
-    def _check_basic(
-        self, request: IncomingRequest, body: Any = None, now: Optional[float] = None
-    ) -> None:
+    def _check_basic(self, request: IncomingRequest) -> None:
         sent = request.header("Authorization") or ""
         if not sent.startswith("Basic "):
             raise AuthFailed("no basic credentials")

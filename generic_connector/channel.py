@@ -99,7 +99,6 @@ class GenericChannel(InputChannel):
             if remember
             else None
         )
-        self._ready_agent: Any = None
 
     def name(self) -> str:  # type: ignore[override]
         return self.config.name
@@ -158,14 +157,11 @@ class GenericChannel(InputChannel):
             received = receive(self.config, incoming)
             if received.answer is not None:
                 return received.answer
-            if received.messages and agent is not self._ready_agent:
-                if agent is not None and not agent.is_ready():
-                    # Rasa would drop the message and answer nothing.
-                    raise HTTPError(
-                        503, "the assistant is not ready yet; retry later", {"Retry-After": "5"}
-                    )
-                # An agent, once it has a model, keeps one (a new model comes as a new agent).
-                self._ready_agent = agent
+            if received.messages and agent is not None and not agent.is_ready():
+                # Rasa would drop the message and answer nothing.
+                raise HTTPError(
+                    503, "the assistant is not ready yet; retry later", {"Retry-After": "5"}
+                )
             if self.delivery is None:
                 collector = GenericOutputChannel(self.config.name)
             else:

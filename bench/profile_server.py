@@ -21,7 +21,12 @@ from typing import Counter, Tuple
 
 from run import PYTHON, ROOT, ROUTES, lua, pinned, serving, wrk
 
-ROUTE_OF = {"rest": ROUTES[2], "restlike": ROUTES[3], "telegram": ROUTES[4]}
+LABELS = {
+    "rest": "Rasa RestInput",
+    "restlike": "generic, rest.yml",
+    "telegram": "generic, telegram.yml",
+}
+ROUTE_OF = {name: next(r for r in ROUTES if r[0] == label) for name, label in LABELS.items()}
 OURS = ("generic_connector", "rasa/")
 
 

@@ -1,9 +1,10 @@
 """Side-by-side HTTP benchmark: a bare Sanic route, Rasa's RestInput and generic channels.
 
 Starts ``bench/server.py`` (one Sanic worker) pinned to one core and drives each route in
-turn with wrk pinned to the other, then prints requests/s, p50 and p99 latency per route and
-the ratios generic/RestInput and generic/bare. ``--rasa`` does the same through a real
-``rasa run`` serving the demo assistant (NLU and policies included).
+turn with wrk pinned to the other, then prints requests/s, p50 and p99 latency and the
+server's CPU time per request for each route, and the ratios generic/RestInput and
+generic/bare. ``--rasa`` does the same through a real ``rasa run`` serving the demo
+assistant (NLU and policies included).
 
     .venv/bin/python bench/run.py [--seconds 5] [--rounds 3] [--connections 32] [--rasa]
 """

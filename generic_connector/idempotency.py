@@ -70,7 +70,7 @@ class MemoryStore:
         """Record the outcome: ``replies`` when handled, None when handling failed."""
         expires_of = self._expires
         if replies is None:
-            del expires_of[key]
+            expires_of.pop(key, None)
         else:
             now = time.monotonic()
             expires = expires_of[key] = now + self.window

@@ -381,7 +381,9 @@ class ResponseTemplate:
             payload = ""
         else:
             payload = result if isinstance(result, str) else dumps(result)
-        return Rendered(payload.encode("utf-8"), self.content_type, self.status, self.headers)
+        return _new_rendered(
+            (payload.encode("utf-8"), self.content_type, self.status, self.headers)
+        )
 
 
 # Extracted(...) and Rendered(...) without the Python-level __new__ of a NamedTuple: these

@@ -179,12 +179,12 @@ def report(title: str, results: Dict[str, tuple]) -> None:
 
 
 @contextmanager
-def serving(command: List[str], ready_path: str) -> Iterator[Server]:
+def serving(command: List[str], ready_path: str, cwd: Path = ROOT) -> Iterator[Server]:
     """Run a server on a free port pinned to core 0; yields it once it answers."""
     port = free_port()
     server = subprocess.Popen(
         pinned(0, [*command, str(port)]),
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         wait_for(f"http://127.0.0.1:{port}{ready_path}")

@@ -1,8 +1,11 @@
-"""The Rasa channel: request in, mapping, Rasa, response out."""
+"""The Rasa channel: Sanic and Rasa on one side, the request pipeline on the other.
 
-import itertools
+The only module that touches Rasa or Sanic. It reads the body within the channel's limits,
+hands the request to the pipeline with Rasa as the assistant, and writes the answer.
+"""
+
+import asyncio
 import logging
-import os
 import re
 from typing import Any, Awaitable, Callable, Dict, List, Optional
 
@@ -16,10 +19,11 @@ from sanic.response import HTTPResponse
 from generic_connector.config import ChannelConfig, load_channel
 from generic_connector.delivery import Delivery
 from generic_connector.errors import ConfigError, HTTPError
-from generic_connector.idempotency import MemoryStore
-from generic_connector.mapping import Extracted, Rendered
+from generic_connector.idempotency import Replies
+from generic_connector.mapping import Extracted
+from generic_connector.outbox import MemoryOutbox
+from generic_connector.pipeline import Assistant, Pipeline, deliver, make_store
 from generic_connector.request import IncomingRequest, dumps
-from generic_connector.webhook import receive
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +42,7 @@ class GenericOutputChannel(CollectingOutputChannel):
     """
 
     def __init__(self, channel_name: str) -> None:
-        # All that CollectingOutputChannel.__init__ does (a test holds it to that); one call
-        # less on every request.
-        self.messages: List[Dict[str, Any]] = []
+        super().__init__()
         self.channel_name = channel_name
 
     def name(self) -> str:  # type: ignore[override]
@@ -48,30 +50,52 @@ class GenericOutputChannel(CollectingOutputChannel):
 
 
 class DeliveringOutputChannel(GenericOutputChannel):
-    """Also delivers each reply through the platform's API (the mapping's ``outbound``)."""
+    """For messages Rasa sends on its own (reminders, trigger_intent): the platform's API."""
 
-    def __init__(
-        self,
-        channel_name: str,
-        delivery: Delivery,
-        inbound: Optional[Dict[str, Extracted]] = None,
-    ) -> None:
+    def __init__(self, channel_name: str, pipeline: Pipeline) -> None:
         super().__init__(channel_name)
-        self.delivery = delivery
-        self.inbound = inbound or {}
+        self.pipeline = pipeline
 
     async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
         await super().send_response(recipient_id, dict(message))  # Rasa pops keys off it
-        outbound = self.delivery.outbound
-        requests, problems = outbound.render(message, recipient_id, self.inbound.get(recipient_id))
-        for problem in problems:
-            logger.error(
-                "Channel %s: a reply for conversation %s was not sent: %s",
-                self.channel_name, recipient_id, problem,
-            )  # fmt: skip
-        delivered = self.delivery.schedule(recipient_id, requests)
-        if outbound.wait:
+        delivered = await deliver(self.pipeline, recipient_id, [message], None)
+        if self.pipeline.config.outbound.wait:
             await delivered
+
+
+class RasaAssistant(Assistant):
+    """Rasa behind the pipeline's ``Assistant``: one ``UserMessage`` per mapped message."""
+
+    def __init__(self, channel_name: str, on_new_message: OnNewMessage, agent: Any) -> None:
+        self.channel_name = channel_name
+        self.on_new_message = on_new_message
+        self.agent = agent
+
+    def ready(self) -> bool:
+        return self.agent is None or self.agent.is_ready()
+
+    async def handle(self, message: Extracted) -> Replies:
+        collector = GenericOutputChannel(self.channel_name)
+        user_message = UserMessage(
+            message.text,
+            collector,
+            message.sender_id,
+            input_channel=message.input_channel,
+            message_id=message.message_id,
+            metadata=message.metadata,
+        )
+        try:
+            await self.on_new_message(user_message)
+        except LockError:
+            logger.error(
+                "Channel %s: could not lock the conversation of sender %s "
+                "(busy, or lock store down)",
+                self.channel_name, message.sender_id,
+            )  # fmt: skip
+            raise HTTPError(
+                503, "the conversation is busy; retry later", {"Retry-After": "2"}
+            ) from None
+        return collector.messages
 
 
 class GenericChannel(InputChannel):
@@ -93,21 +117,17 @@ class GenericChannel(InputChannel):
     def __init__(self, config: ChannelConfig) -> None:
         self.config = config
         self.delivery = Delivery(config.name, config.outbound) if config.outbound else None
-        remember = config.request.message_id is not None and config.idempotency_window > 0
-        self.handled = (
-            MemoryStore(config.idempotency_window, config.idempotency_max_keys)
-            if remember
-            else None
-        )
+        outbox = MemoryOutbox(self.delivery) if self.delivery else None
+        self.pipeline = Pipeline(config, make_store(config), outbox)
+        self.in_flight = 0
 
     def name(self) -> str:  # type: ignore[override]
         return self.config.name
 
     def get_output_channel(self) -> Optional[GenericOutputChannel]:
-        """For messages Rasa sends on its own (trigger_intent, reminders): the platform's API."""
         if self.delivery is None:
             return None
-        return DeliveringOutputChannel(self.config.name, self.delivery)
+        return DeliveringOutputChannel(self.config.name, self.pipeline)
 
     def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
         """``GET /`` health, ``POST /webhook`` and the routes the handshakes declare."""
@@ -119,23 +139,18 @@ class GenericChannel(InputChannel):
             return response.json({"status": "ok"})
 
         @webhook.listener("after_server_stop")
-        async def close_delivery(*_: Any) -> None:
-            if self.delivery is not None:
-                await self.delivery.close()
+        async def close(*_: Any) -> None:
+            if self.pipeline.outbox is not None:
+                await self.pipeline.outbox.close()
+            if self.pipeline.store is not None:
+                await self.pipeline.store.close()
 
         def receiver(path: str) -> Callable[[Request], Awaitable[HTTPResponse]]:
             async def receive_request(request: Request) -> HTTPResponse:
-                incoming = IncomingRequest(
-                    request.body, request.headers, None, request.method, path, source=request
+                assistant = RasaAssistant(
+                    self.config.name, on_new_message, getattr(request.app.ctx, "agent", None)
                 )
-                agent = getattr(request.app.ctx, "agent", None)
-                answer = await self.process(incoming, on_new_message, agent)
-                return HTTPResponse(
-                    answer.body,
-                    status=answer.status,
-                    headers=answer.headers,
-                    content_type=answer.content_type,
-                )
+                return await self.receive(request, path, assistant)
 
             return receive_request
 
@@ -143,103 +158,81 @@ class GenericChannel(InputChannel):
         for method, path in self.config.routes():
             paths.setdefault(path, []).append(method)
         for index, (path, methods) in enumerate(paths.items()):
-            webhook.add_route(receiver(path), path, methods=methods, name=f"receive_{index}")
+            # Streamed: the body is read here, within the channel's size and time limits.
+            webhook.add_route(
+                receiver(path), path, methods=methods, name=f"receive_{index}", stream=True
+            )
         return webhook
 
-    async def process(
-        self, incoming: IncomingRequest, on_new_message: OnNewMessage, agent: Any = None
-    ) -> Rendered:
-        """Map the request, hand each message to Rasa in order, render the answer.
-
-        Every refusal and failure becomes a JSON error answer here, in one place.
-        """
-        try:
-            received = receive(self.config, incoming)
-            if received.answer is not None:
-                return received.answer
-            if received.messages and agent is not None and not agent.is_ready():
-                # Rasa would drop the message and answer nothing.
-                raise HTTPError(
-                    503, "the assistant is not ready yet; retry later", {"Retry-After": "5"}
-                )
-            if self.delivery is None:
-                collector = GenericOutputChannel(self.config.name)
-            else:
-                inbound = {message.sender_id: message for message in received.messages}
-                collector = DeliveringOutputChannel(self.config.name, self.delivery, inbound)
-            for extracted in received.messages:
-                await self._deliver(extracted, collector, on_new_message)
-            return received.answer_with(self.config, collector.messages)
-        except HTTPError as error:
-            body = dumps(error.body()).encode("utf-8")
-            return Rendered(body, "application/json", error.status, error.headers)
-
-    async def _deliver(
-        self, extracted: Extracted, collector: GenericOutputChannel, on_new_message: OnNewMessage
-    ) -> None:
-        """Hand a message to Rasa, unless the same delivery was already handled."""
-        key = None
-        if self.handled is not None and extracted.message_id is not None:
-            # The channel's name too: a shared store serves several channels.
-            key = "\x1f".join(
-                (self.config.name, extracted.sender_id, extracted.message_id, extracted.text)
+    async def receive(self, request: Request, path: str, assistant: Assistant) -> HTTPResponse:
+        """Read the body within the limits, run the pipeline, write its answer."""
+        limits = self.config.limits
+        if self.in_flight >= limits.max_concurrent:
+            _close_after(request)
+            return _error(
+                HTTPError(503, "too many requests at once; retry later", {"Retry-After": "1"})
             )
-            seen = self.handled.begin(key)
-            earlier = None if seen is None else await seen
-            if earlier is not None:
+        self.in_flight += 1
+        try:
+            try:
+                body = await read_body(request, limits.max_body, limits.read_timeout)
+            except HTTPError as error:
+                _close_after(request)
                 logger.info(
-                    "Channel %s: message %s from sender %s was already handled; "
-                    "not handled again",
-                    self.config.name, extracted.message_id, extracted.sender_id,
-                )  # fmt: skip
-                collector.messages.extend(earlier)
-                return
-        first = len(collector.messages)
-        message = UserMessage(
-            extracted.text,
-            collector,
-            extracted.sender_id,
-            input_channel=extracted.input_channel,
-            message_id=extracted.message_id or f"{_ID_PREFIX}{next(_ID_COUNTER):016x}",
-            metadata=extracted.metadata,
-        )
-        try:
-            await on_new_message(message)
-        except LockError:
-            self._forget(key)
-            logger.exception(
-                "Channel %s: could not lock the conversation of sender %s "
-                "(busy, or lock store down)",
-                self.config.name, extracted.sender_id,
-            )  # fmt: skip
-            raise HTTPError(
-                503, "the conversation is busy; retry later", {"Retry-After": "2"}
-            ) from None
-        except Exception:
-            self._forget(key)
-            logger.exception(
-                "Channel %s: Rasa failed to handle the message from sender %s",
-                self.config.name,
-                extracted.sender_id,
+                    "Channel %s: request refused with %d: %s",
+                    self.config.name,
+                    error.status,
+                    error.message,
+                )
+                return _error(error)
+            incoming = IncomingRequest(
+                body, request.headers, None, request.method, path, source=request
             )
-            raise HTTPError(
-                500, "the assistant could not handle the message; retry later"
-            ) from None
-        except BaseException:  # cancelled: the platform will retry
-            self._forget(key)
-            raise
-        if key is not None:
-            # A duplicate gets the same answer: the replies are kept when the answer shows them.
-            replies = collector.messages[first:] if self.config.response.reads_messages else []
-            self.handled.finish(key, replies)
-
-    def _forget(self, key: Optional[str]) -> None:
-        """A failed delivery is not remembered, so that the platform's retry is handled."""
-        if key is not None:
-            self.handled.finish(key, None)
+            _, answer = await self.pipeline.run(incoming, assistant)
+        finally:
+            self.in_flight -= 1
+        return HTTPResponse(
+            answer.body,
+            status=answer.status,
+            headers=answer.headers,
+            content_type=answer.content_type,
+        )
 
 
-# Without a platform id Rasa would make up a uuid4 per message; a random prefix per process
-# and a counter are as unique (32 hex digits too) at a tenth of the cost.
-_ID_PREFIX = os.urandom(8).hex()
-_ID_COUNTER = itertools.count()
+async def read_body(request: Request, max_body: int, timeout: float) -> bytes:
+    """The whole body of a streamed request: 413 beyond ``max_body``, 408 after ``timeout``."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_body:
+        raise HTTPError(413, f"request body is larger than {max_body} bytes")
+    if request.stream is None:  # not streamed (a test client): Sanic read it already
+        return request.body
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    chunks: List[bytes] = []
+    size = 0
+    while True:
+        try:
+            chunk = await asyncio.wait_for(request.stream.read(), deadline - loop.time())
+        except asyncio.TimeoutError:
+            raise HTTPError(408, f"the request body did not arrive within {timeout:g} s") from None
+        if chunk is None:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > max_body:
+            raise HTTPError(413, f"request body is larger than {max_body} bytes")
+        chunks.append(chunk)
+
+
+def _close_after(request: Request) -> None:
+    """Close the connection after the answer instead of reading what is left of the body."""
+    if request.stream is not None:
+        request.stream.request_max_size = 0  # Sanic then drops the rest and the connection
+
+
+def _error(error: HTTPError) -> HTTPResponse:
+    return HTTPResponse(
+        dumps(error.body()),
+        status=error.status,
+        headers=error.headers,
+        content_type="application/json",
+    )

@@ -3,11 +3,18 @@
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from generic_connector.config import SCHEMA_PATH, ChannelConfig, check_channel, load_yaml
+from generic_connector.config import (
+    SCHEMA_PATH,
+    ChannelConfig,
+    check_channel,
+    load_yaml,
+    write_schema,
+)
 from generic_connector.dryrun import simulate
 from generic_connector.errors import ConfigError
 from generic_connector.request import IncomingRequest
@@ -63,17 +70,40 @@ def _parser() -> argparse.ArgumentParser:
     dry.add_argument("--body", type=Path, required=True, help="file with the raw request body")
     dry.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'")
     dry.add_argument("--query", action="append", default=[], metavar="NAME=VALUE")
+    dry.add_argument("--method", default="POST", help="the request's method (default POST)")
+    dry.add_argument("--path", default="/webhook", help="the path under /webhooks/<name>")
+    dry.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="set a variable"
+    )
     dry.add_argument(
         "--reply",
         action="append",
         metavar="TEXT",
         help=f"a bot reply to render the response with (default: {SAMPLE_REPLY!r})",
     )
+    dry.add_argument(
+        "--replies",
+        type=Path,
+        metavar="FILE",
+        help="a JSON or YAML list of bot messages as Rasa gives them (buttons, image, custom...)",
+    )
     dry.set_defaults(run=_dry_run)
 
     schema = commands.add_parser("schema", help="print the path of the mapping JSON Schema")
-    schema.set_defaults(run=lambda args: print(SCHEMA_PATH) or 0)
+    schema.add_argument(
+        "--write",
+        action="store_true",
+        help="write it anew from the registries (auth schemes, formats, stores, kinds)",
+    )
+    schema.set_defaults(run=_schema)
     return parser
+
+
+def _schema(args: argparse.Namespace) -> int:
+    if args.write:
+        write_schema()
+    print(SCHEMA_PATH)
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -104,15 +134,31 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _dry_run(args: argparse.Namespace) -> int:
+    os.environ.update(_pairs(args.env, "="))
     config = _channel_from(args.file, args.channel)
     try:
         raw = args.body.read_bytes()
     except OSError as error:
         raise UsageError(f"cannot read {args.body}: {error.strerror}") from None
-    request = IncomingRequest(raw, _pairs(args.header, ":"), _pairs(args.query, "="))
-    replies = [{"text": text} for text in (args.reply or [SAMPLE_REPLY])]
+    request = IncomingRequest.from_parts(
+        raw, _pairs(args.header, ":"), _pairs(args.query, "="), args.method, args.path
+    )
+    replies = _replies(args)
     print(json.dumps(simulate(config, request, replies), indent=2, ensure_ascii=False))
     return 0
+
+
+def _replies(args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """--replies FILE (a list of Rasa bot messages), else --reply texts, else a sample."""
+    if args.replies is None:
+        return [{"text": text} for text in (args.reply or [SAMPLE_REPLY])]
+    try:
+        replies = load_yaml(args.replies)  # JSON is YAML too
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    if not isinstance(replies, list) or not all(isinstance(r, dict) for r in replies):
+        raise UsageError(f"{args.replies} must hold a list of bot messages (objects)")
+    return [dict(reply) for reply in replies]
 
 
 def _channel_from(path: Path, wanted: Optional[str]) -> ChannelConfig:

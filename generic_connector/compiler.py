@@ -1,20 +1,35 @@
 """JMESPath expressions turned into plain Python functions, once, at start-up.
 
 ``jmespath`` interprets a parsed expression by walking its tree on every search; for the small
-expressions mappings use, that walk costs more than the work. ``compile_expression_tree``
-writes the common node kinds as straight-line Python and ``compile_node`` turns the rest into
-closures, with the interpreter's semantics (checked against the official JMESPath compliance
-suite in ``tests/test_compiler.py``); node kinds neither covers go to the interpreter, so
-every expression ``jmespath`` accepts still works.
+expressions mappings use, that walk costs more than the work. Here the tree is written out as
+Python source, one statement per node into temporaries, and ``exec`` makes it a function of
+the current value and the ``Scope`` (what header(), env() and the like read): projections
+and flattening become loops, an ``&expression`` given to a function becomes a function of its
+own. The semantics are the interpreter's, checked against the official JMESPath compliance
+suite in ``tests/test_compiler.py``.
+
+What is not written out (an ``&expression`` anywhere but in a function's arguments, and any
+node kind a later jmespath adds) is evaluated by jmespath's ``TreeInterpreter``, through its
+public API. The interpreter cannot give a function the scope, so such a part may not call
+one that reads it: that is refused when the expression is compiled.
 """
 
 import json
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from numbers import Number
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from jmespath import exceptions as jmespath_errors
 from jmespath import functions as jmespath_functions
-from jmespath.visitor import Options, TreeInterpreter, _equals, _is_actual_number, _is_comparable
+from jmespath.visitor import Options, TreeInterpreter
 
-Compiled = Callable[[Any], Any]
+from generic_connector.functions import DEFAULT_SCOPE, Scope, takes_scope
+
+# A compiled expression: a function of the current value and the scope (None: DEFAULT_SCOPE).
+Compiled = Callable[[Any, Optional[Scope]], Any]
+
+
+class ExpressionError(ValueError):
+    """An expression that does not compile or calls a function wrongly."""
 
 
 def is_false(value: Any) -> bool:
@@ -28,10 +43,10 @@ def is_false(value: Any) -> bool:
 def compile_expression_tree(
     node: Dict[str, Any], functions: jmespath_functions.Functions
 ) -> Compiled:
-    """One Python function for a whole expression.
+    """One Python function of ``(value, scope)`` for a whole parsed expression.
 
-    Field access, ``||``, ``&&``, ``!``, comparisons and ``{...}`` objects become straight-line
-    Python source; other node kinds become closures (``compile_node``) that it calls.
+    Raise ExpressionError if a part left to jmespath's interpreter calls a function that
+    reads the scope.
     """
     source = _Source(functions)
     source.line(f"return {source.emit(node, 'value')}")
@@ -43,7 +58,7 @@ def compile_mapping(
     fields: Sequence[Optional[Dict[str, Any]]],
     functions: jmespath_functions.Functions,
 ) -> Compiled:
-    """One Python function for all of a mapping's expressions over an event.
+    """One Python function of ``(event, scope)`` for all of a mapping's expressions.
 
     It returns the index of the first rule that is true (the rest is not evaluated), or else
     the tuple of the fields' values (None where a field has no expression). Paths the
@@ -59,9 +74,74 @@ def compile_mapping(
     return source.function()
 
 
+# The interpreter's comparisons, which jmespath.visitor keeps private.
+
+
+def _is_number(value: Any) -> bool:
+    """A number, and not a boolean (Python's True is the integer 1)."""
+    return isinstance(value, Number) and not isinstance(value, bool)
+
+
+def _equals(x: Any, y: Any) -> bool:
+    """``==``, except that 0 and 1 are not equal to false and true."""
+    if type(x) is str or type(y) is str:
+        return x == y
+    if _is_number(x) and x in (0, 1):
+        if isinstance(y, bool):
+            return False
+    elif _is_number(y) and y in (0, 1) and isinstance(x, bool):
+        return False
+    return x == y
+
+
+def _is_comparable(value: Any) -> bool:
+    """What ``<``, ``<=``, ``>`` and ``>=`` compare: numbers and strings (else null)."""
+    kind = type(value)
+    if kind is int or kind is float or kind is str:
+        return True
+    return isinstance(value, str) or _is_number(value)
+
+
+# jmespath's type names, and the names of the Python types each stands for (as
+# jmespath.functions checks arguments: by type name).
+_TYPE_NAMES: Dict[str, Tuple[str, ...]] = {
+    "boolean": ("bool",),
+    "array": ("list", "_Projection"),
+    "object": ("dict", "OrderedDict"),
+    "null": ("NoneType",),
+    "string": ("str",),
+    "number": ("float", "int"),
+    "expref": ("_Expression",),
+}
+
+
+def _type_of(value: Any) -> str:
+    name = type(value).__name__
+    return next((kind for kind, names in _TYPE_NAMES.items() if name in names), "unknown")
+
+
+def _allowed(value: Any, types: Sequence[str]) -> Optional[bool]:
+    """Whether ``value`` is of one of ``types``; None when only an array-of type could say."""
+    name = type(value).__name__
+    if any(name in _TYPE_NAMES.get(kind, ()) for kind in types if "-" not in kind):
+        return True
+    return None if any("-" in kind for kind in types) else False
+
+
+def _wrong_type(function: str, value: Any, types: List[str]) -> None:
+    raise jmespath_errors.JMESPathTypeError(function, value, _type_of(value), types)
+
+
 def _get(value: Any, name: str) -> Any:
     try:
         return value.get(name)
+    except AttributeError:
+        return None
+
+
+def _values(value: Any) -> Any:
+    try:
+        return value.values()
     except AttributeError:
         return None
 
@@ -71,33 +151,83 @@ def _falsy(name: str) -> str:
     return f"(not {name} and type({name}) is not int and type({name}) is not float)"
 
 
-class _Source:
-    """Python source for an expression tree: one statement per node, into temporaries."""
+class _Expression:  # the name jmespath's type checks know as 'expref'
+    """What functions such as sort_by() are given for ``&expression``: ``visit(node, value)``
+    evaluates it, over the scope of the evaluation that built it."""
+
+    __slots__ = ("expression", "_function", "_scope")
+
+    def __init__(self, node: Dict[str, Any], function: Compiled, scope: Optional[Scope]) -> None:
+        self.expression = node
+        self._function = function
+        self._scope = scope
+
+    def visit(self, node: Dict[str, Any], value: Any) -> Any:
+        return self._function(value, self._scope)
+
+
+_COMPARISONS = {"lt": "<", "gt": ">", "lte": "<=", "gte": ">="}
+# Nodes whose source opens no block: never worth a function of their own.
+_FLAT = {"field", "current", "identity", "literal", "index", "slice"}
+# Past this indentation, a node becomes a function of its own: Python limits how deep
+# blocks nest (20 loops), and expressions can nest deeper.
+_MAX_DEPTH = 8
+
+
+class _Root:
+    """What the functions of one compilation share: constants, counter, definitions."""
 
     def __init__(self, functions: jmespath_functions.Functions) -> None:
         self.functions = functions
-        self.lines: List[str] = []
-        self.constants: Dict[str, Any] = {"_get": _get, "_equals": _equals}
-        self.depth = 1
+        self.constants: Dict[str, Any] = {
+            "_get": _get,
+            "_values": _values,
+            "_equals": _equals,
+            "_is_comparable": _is_comparable,
+            "_wrong_type": _wrong_type,
+            "_Expression": _Expression,
+            "_default_scope": DEFAULT_SCOPE,
+        }
         self.count = 0
+        # Module-level statements before the main function: nested functions, exprefs.
+        self.definitions: List[str] = []
+        self.interpreter: Optional[str] = None
+
+
+class _Source:
+    """Python source for one function over an expression tree: one statement per node."""
+
+    def __init__(self, functions: jmespath_functions.Functions, root: Optional[_Root] = None):
+        self.functions = functions
+        self.root = root or _Root(functions)
+        self.lines: List[str] = []
+        self.depth = 1
         # (node, input) -> the name holding its value, for values computed unconditionally.
         self.computed: Dict[Tuple[str, str], str] = {}
+        self.reads_scope = False
 
-    def temporary(self) -> str:
-        self.count += 1
-        return f"t{self.count}"
+    def temporary(self, prefix: str = "t") -> str:
+        self.root.count += 1
+        return f"{prefix}{self.root.count}"
 
     def constant(self, value: Any) -> str:
-        name = f"c{len(self.constants)}"
-        self.constants[name] = value
+        name = f"c{len(self.root.constants)}"
+        self.root.constants[name] = value
         return name
 
     def line(self, text: str) -> None:
         self.lines.append("    " * self.depth + text)
 
+    def definition(self, name: str) -> str:
+        """This function's source, as ``def name(value, scope)``."""
+        prologue = ["    if scope is None:", "        scope = _default_scope"]
+        body = (prologue if self.reads_scope else []) + self.lines
+        return f"def {name}(value, scope):\n" + "\n".join(body)
+
     def function(self) -> Compiled:
-        namespace = dict(self.constants)
-        source = "def evaluate(value):\n" + "\n".join(self.lines)
+        """The main function, with the functions and constants it uses."""
+        source = "\n\n".join(self.root.definitions + [self.definition("evaluate")])
+        namespace = dict(self.root.constants)
         exec(source, namespace)  # noqa: S102 - source built from parsed expressions
         return namespace["evaluate"]
 
@@ -111,10 +241,25 @@ class _Source:
         if key in self.computed:
             return self.computed[key]
         unconditional = self.depth == 1
-        result = self._emit(node, value)
+        if self.depth > _MAX_DEPTH and node["type"] not in _FLAT:
+            function, reads_scope = self.nested(node)
+            self.reads_scope = self.reads_scope or reads_scope
+            result = self.temporary()
+            self.line(f"{result} = {function}({value}, scope)")
+        else:
+            result = self._emit(node, value)
         if unconditional:
             self.computed[key] = result
         return result
+
+    def nested(self, node: Dict[str, Any]) -> Tuple[str, bool]:
+        """A module-level function of ``(value, scope)`` for ``node``: its name, and whether
+        it reads the scope."""
+        source = _Source(self.functions, self.root)
+        source.line(f"return {source.emit(node, 'value')}")
+        name = self.temporary("f")
+        self.root.definitions.append(source.definition(name))
+        return name, source.reads_scope
 
     def _emit(self, node: Dict[str, Any], value: str) -> str:
         kind = node["type"]
@@ -149,328 +294,234 @@ class _Source:
             number = f"(type({operand}) is int or type({operand}) is float)"
             self.line(f"{result} = False if {number} and {operand} == 0 else not {operand}")
             return result
-        if kind == "comparator" and node["value"] in ("eq", "ne"):
+        if kind == "comparator":
             left = self.emit(node["children"][0], value)
             right = self.emit(node["children"][1], value)
-            result = self.temporary()
-            negate = "not " if node["value"] == "ne" else ""
-            self.line(f"{result} = {negate}_equals({left}, {right})")
+            result, operator = self.temporary(), node["value"]
+            if operator in ("eq", "ne"):
+                negate = "not " if operator == "ne" else ""
+                self.line(f"{result} = {negate}_equals({left}, {right})")
+            else:
+                # A literal's type is known now: only the other side is checked per call.
+                operands = list(zip(node["children"], (left, right)))
+                if any(
+                    child["type"] == "literal" and not _is_comparable(child["value"])
+                    for child, _ in operands
+                ):
+                    self.line(f"{result} = None")
+                    return result
+                checks = [
+                    f"_is_comparable({name})"
+                    for child, name in operands
+                    if child["type"] != "literal"
+                ]
+                test = " and ".join(checks) or "True"
+                self.line(f"{result} = {left} {_COMPARISONS[operator]} {right} if {test} else None")
             return result
-        if kind == "multi_select_dict":
+        if kind in ("multi_select_dict", "multi_select_list"):
             result = self.temporary()
             self.line(f"if {value} is None:")
             self.line(f"    {result} = None")
             self.line("else:")
             self.depth += 1
-            members = [
-                f"{pair['value']!r}: {self.emit(pair['children'][0], value)}"
-                for pair in node["children"]
-            ]
-            self.line(f"{result} = {{{', '.join(members)}}}")
+            if kind == "multi_select_dict":
+                members = [
+                    f"{pair['value']!r}: {self.emit(pair['children'][0], value)}"
+                    for pair in node["children"]
+                ]
+                self.line(f"{result} = {{{', '.join(members)}}}")
+            else:
+                items = [self.emit(child, value) for child in node["children"]]
+                self.line(f"{result} = [{', '.join(items)}]")
             self.depth -= 1
             return result
-        function, result = self.constant(compile_node(node, self.functions)), self.temporary()
-        self.line(f"{result} = {function}({value})")
+        if kind == "index":
+            position, result = node["value"], self.temporary()
+            # Within bounds, rather than catching IndexError.
+            inside = (
+                f"len({value}) > {position}" if position >= 0 else f"len({value}) >= {-position}"
+            )
+            self.line(
+                f"{result} = {value}[{position}] "
+                f"if isinstance({value}, list) and {inside} else None"
+            )
+            return result
+        if kind == "slice":
+            bounds, result = self.constant(slice(*node["children"])), self.temporary()
+            # A step of 0 raises ValueError, as in the interpreter.
+            self.line(f"{result} = {value}[{bounds}] if isinstance({value}, list) else None")
+            return result
+        if kind in ("projection", "filter_projection", "value_projection"):
+            return self._projection(node, value)
+        if kind == "flatten":
+            base = self.emit(node["children"][0], value)
+            result, item = self._names(2)
+            self.line(f"if isinstance({base}, list):")
+            self.line(f"    {result} = []")
+            self.line(f"    for {item} in {base}:")
+            self.line(f"        if isinstance({item}, list):")
+            self.line(f"            {result}.extend({item})")
+            self.line("        else:")
+            self.line(f"            {result}.append({item})")
+            self.line("else:")
+            self.line(f"    {result} = None")
+            return result
+        if kind == "function_expression":
+            return self._call(node, value)
+        return self._interpreted(node, value)
+
+    def _names(self, count: int) -> List[str]:
+        return [self.temporary() for _ in range(count)]
+
+    def _projection(self, node: Dict[str, Any], value: str) -> str:
+        """Each item of the base (a list, or an object's values) through the right-hand side,
+        leaving out what gives null; a filter first keeps the items its condition is true of."""
+        kind = node["type"]
+        base, each = self.emit(node["children"][0], value), node["children"][1]
+        result, item = self._names(2)
+        if kind == "value_projection":
+            items = self.temporary()
+            self.line(f"{items} = {base}.values() if type({base}) is dict else _values({base})")
+            self.line(f"if {items} is not None:")
+        else:
+            items = base
+            if kind == "projection" and each["type"] in ("identity", "current"):
+                self.line(
+                    f"{result} = [{item} for {item} in {items} if {item} is not None] "
+                    f"if isinstance({items}, list) else None"
+                )
+                return result
+            self.line(f"if isinstance({items}, list):")
+        self.depth += 1
+        self.line(f"{result} = []")
+        self.line(f"for {item} in {items}:")
+        self.depth += 1
+        if kind == "filter_projection":
+            self.line(f"if {_falsy(self.emit(node['children'][2], item))}:")
+            self.line("    continue")
+        current = self.emit(each, item)
+        self.line(f"if {current} is not None:")
+        self.line(f"    {result}.append({current})")
+        self.depth -= 2
+        self.line("else:")
+        self.line(f"    {result} = None")
+        return result
+
+    def _expref(self, node: Dict[str, Any]) -> str:
+        """``&node`` as a function's argument: an _Expression evaluating a nested function."""
+        expression = self.constant(node)
+        function, reads_scope = self.nested(node)
+        if reads_scope:  # bound to each evaluation's scope
+            self.reads_scope = True
+            result = self.temporary()
+            self.line(f"{result} = _Expression({expression}, {function}, scope)")
+            return result
+        result = self.constant(None)  # the same every time: built once
+        self.root.definitions.append(f"{result} = _Expression({expression}, {function}, None)")
+        return result
+
+    def _call(self, node: Dict[str, Any], value: str) -> str:
+        name, children = node["value"], node["children"]
+        arguments = [
+            self._expref(child["children"][0])
+            if child["type"] == "expref"
+            else self.emit(child, value)
+            for child in children
+        ]
+        spec = self.functions.FUNCTION_TABLE.get(name)
+        result = self.temporary()
+        if spec is not None and takes_scope(spec["function"]):
+            self._check_arguments(name, spec["signature"], children, arguments)
+            self.reads_scope = True
+            function, functions = self.constant(spec["function"]), self.constant(self.functions)
+            listed = "".join(f", {argument}" for argument in arguments)
+            self.line(f"{result} = {function}({functions}, scope{listed})")
+        elif spec is not None and _checked(spec["signature"], children):
+            # Nothing for call_function to check: the count is right, and the types.
+            function, functions = self.constant(spec["function"]), self.constant(self.functions)
+            listed = "".join(f", {argument}" for argument in arguments)
+            self.line(f"{result} = {function}({functions}{listed})")
+        else:
+            call = self.constant(self.functions.call_function)
+            self.line(f"{result} = {call}({name!r}, [{', '.join(arguments)}])")
+        return result
+
+    def _check_arguments(
+        self,
+        name: str,
+        signature: Sequence[Dict[str, Any]],
+        children: List[Dict[str, Any]],
+        arguments: List[str],
+    ) -> None:
+        """For a function given the scope, what call_function would check: the count of
+        arguments now, the type of each then (of literals now)."""
+        if len(children) != len(signature) or any(spec.get("variadic") for spec in signature):
+            raise ExpressionError(f"{name}() takes {len(signature)} arguments, got {len(children)}")
+        for position, (spec, child, argument) in enumerate(
+            zip(signature, children, arguments), start=1
+        ):
+            types = list(spec.get("types") or ())
+            if not types:
+                continue
+            if any("-" in kind for kind in types):
+                raise TypeError(f"{name}(): typed arrays are not checked for scope functions")
+            if child["type"] in ("literal", "expref"):
+                if child["type"] == "literal":
+                    allowed, actual = _allowed(child["value"], types), _type_of(child["value"])
+                else:
+                    allowed, actual = "expref" in types, "expref"
+                if not allowed:
+                    raise ExpressionError(
+                        f"{name}() argument {position} must be {' or '.join(types)}, got {actual}"
+                    )
+                continue
+            names = self.constant(frozenset(n for kind in types for n in _TYPE_NAMES[kind]))
+            self.line(f"if type({argument}).__name__ not in {names}:")
+            self.line(f"    _wrong_type({name!r}, {argument}, {self.constant(types)})")
+
+    def _interpreted(self, node: Dict[str, Any], value: str) -> str:
+        """What is not written out: jmespath's interpreter evaluates it."""
+        for inner in _nodes(node):
+            if inner["type"] == "function_expression":
+                spec = self.functions.FUNCTION_TABLE.get(inner["value"])
+                if spec is not None and takes_scope(spec["function"]):
+                    where = (
+                        "an &expression that is not a function's argument"
+                        if node["type"] == "expref"
+                        else f"a {node['type']} node"
+                    )
+                    raise ExpressionError(
+                        f"{inner['value']}() cannot be called in {where}: jmespath's "
+                        "interpreter evaluates it, and cannot give it the request or the "
+                        "environment"
+                    )
+        if self.root.interpreter is None:
+            options = Options(custom_functions=self.functions)
+            self.root.interpreter = self.constant(TreeInterpreter(options).visit)
+        result = self.temporary()
+        self.line(f"{result} = {self.root.interpreter}({self.constant(node)}, {value})")
         return result
 
 
-def compile_node(node: Dict[str, Any], functions: jmespath_functions.Functions) -> Compiled:
-    """A function of the current value that evaluates ``node``, as nested closures."""
-    compile_kind = _KINDS.get(node["type"])
-    if compile_kind is None:
-        return _interpreted(node, functions)
-    return compile_kind(node, functions)
-
-
-def _interpreted(node: Dict[str, Any], functions: jmespath_functions.Functions) -> Compiled:
-    interpreter = TreeInterpreter(Options(custom_functions=functions))
-    return lambda value: interpreter.visit(node, value)
-
-
-def _children(node: Dict[str, Any], functions: Any) -> List[Compiled]:
-    return [compile_node(child, functions) for child in node["children"]]
-
-
-def _field(node: Dict[str, Any], functions: Any) -> Compiled:
-    name = node["value"]
-
-    def field(value: Any) -> Any:
-        if type(value) is dict:
-            return value.get(name)
-        try:
-            return value.get(name)
-        except AttributeError:
-            return None
-
-    return field
-
-
-def _chain(node: Dict[str, Any], functions: Any) -> Compiled:
-    """subexpression, index_expression and pipe: each child applied to the last result."""
-    if all(child["type"] == "field" for child in node["children"]):
-        names = tuple(child["value"] for child in node["children"])
-
-        def path(value: Any) -> Any:
-            for name in names:
-                if type(value) is dict:
-                    value = value.get(name)
-                else:
-                    try:
-                        value = value.get(name)
-                    except AttributeError:
-                        return None
-            return value
-
-        return path
-    steps = _children(node, functions)
-    if len(steps) == 2:
-        first, second = steps
-        return lambda value: second(first(value))
-
-    def chain(value: Any) -> Any:
-        for step in steps:
-            value = step(value)
-        return value
-
-    return chain
-
-
-def _current(node: Dict[str, Any], functions: Any) -> Compiled:
-    return lambda value: value
-
-
-def _literal(node: Dict[str, Any], functions: Any) -> Compiled:
-    constant = node["value"]
-    return lambda value: constant
-
-
-def _index(node: Dict[str, Any], functions: Any) -> Compiled:
-    position = node["value"]
-
-    def index(value: Any) -> Any:
-        if not isinstance(value, list):
-            return None
-        try:
-            return value[position]
-        except IndexError:
-            return None
-
-    return index
-
-
-def _slice(node: Dict[str, Any], functions: Any) -> Compiled:
-    bounds = slice(*node["children"])
-    return lambda value: value[bounds] if isinstance(value, list) else None
-
-
-_ORDER = {
-    "lt": lambda x, y: x < y,
-    "gt": lambda x, y: x > y,
-    "lte": lambda x, y: x <= y,
-    "gte": lambda x, y: x >= y,
-}
-
-
-def _comparator(node: Dict[str, Any], functions: Any) -> Compiled:
-    left, right = _children(node, functions)
-    operator = node["value"]
-    if operator == "eq":
-        return lambda value: _equals(left(value), right(value))
-    if operator == "ne":
-        return lambda value: not _equals(left(value), right(value))
-    order = _ORDER[operator]
-
-    def compare(value: Any) -> Any:
-        x, y = left(value), right(value)
-        if not (_is_comparable(x) and _is_comparable(y)):
-            return None
-        return order(x, y)
-
-    return compare
-
-
-def _alternatives(node: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """``a || b || c`` as [a, b, c]: one loop instead of nested calls."""
-    if node["type"] != "or_expression":
-        return [node]
-    left, right = node["children"]
-    return _alternatives(left) + _alternatives(right)
-
-
-def _or(node: Dict[str, Any], functions: Any) -> Compiled:
-    options = [compile_node(option, functions) for option in _alternatives(node)]
-    *first, last = options
-
-    def either(value: Any) -> Any:
-        for option in first:
-            matched = option(value)
-            if not is_false(matched):
-                return matched
-        return last(value)
-
-    return either
-
-
-def _and(node: Dict[str, Any], functions: Any) -> Compiled:
-    left, right = _children(node, functions)
-
-    def both(value: Any) -> Any:
-        matched = left(value)
-        return matched if is_false(matched) else right(value)
-
-    return both
-
-
-def _not(node: Dict[str, Any], functions: Any) -> Compiled:
-    (operand,) = _children(node, functions)
-
-    def negate(value: Any) -> Any:
-        result = operand(value)
-        if _is_actual_number(result) and result == 0:
-            return False
-        return not result
-
-    return negate
-
-
-def _multi_select_dict(node: Dict[str, Any], functions: Any) -> Compiled:
-    pairs = [
-        (pair["value"], compile_node(pair["children"][0], functions)) for pair in node["children"]
-    ]
-
-    def select(value: Any) -> Any:
-        if value is None:
-            return None
-        return {key: get(value) for key, get in pairs}
-
-    return select
-
-
-def _multi_select_list(node: Dict[str, Any], functions: Any) -> Compiled:
-    items = _children(node, functions)
-    return lambda value: None if value is None else [item(value) for item in items]
-
-
-def _collect(items: Any, each: Compiled) -> List[Any]:
-    """``each`` over the items, leaving out what gives null (every projection's rule)."""
-    collected = []
-    for item in items:
-        current = each(item)
-        if current is not None:
-            collected.append(current)
-    return collected
-
-
-def _projection(node: Dict[str, Any], functions: Any) -> Compiled:
-    base, each = _children(node, functions)
-
-    def project(value: Any) -> Any:
-        items = base(value)
-        return _collect(items, each) if isinstance(items, list) else None
-
-    return project
-
-
-def _value_projection(node: Dict[str, Any], functions: Any) -> Compiled:
-    base, each = _children(node, functions)
-
-    def project(value: Any) -> Any:
-        try:
-            items = base(value).values()
-        except AttributeError:
-            return None
-        return _collect(items, each)
-
-    return project
-
-
-def _filter_projection(node: Dict[str, Any], functions: Any) -> Compiled:
-    base, each, condition = _children(node, functions)
-
-    def project(value: Any) -> Any:
-        items = base(value)
-        if not isinstance(items, list):
-            return None
-        return _collect([item for item in items if not is_false(condition(item))], each)
-
-    return project
-
-
-def _flatten(node: Dict[str, Any], functions: Any) -> Compiled:
-    (base,) = _children(node, functions)
-
-    def flatten(value: Any) -> Any:
-        items = base(value)
-        if not isinstance(items, list):
-            return None
-        merged = []
-        for item in items:
-            if isinstance(item, list):
-                merged.extend(item)
-            else:
-                merged.append(item)
-        return merged
-
-    return flatten
-
-
-class _Expression:  # the name jmespath's type checks know as 'expref'
-    """What functions such as sort_by() expect of &expression: ``visit(node, value)``."""
-
-    __slots__ = ("expression", "_compiled")
-
-    def __init__(self, node: Dict[str, Any], compiled: Compiled) -> None:
-        self.expression = node
-        self._compiled = compiled
-
-    def visit(self, node: Dict[str, Any], value: Any) -> Any:
-        return self._compiled(value)
-
-
-def _function(node: Dict[str, Any], functions: Any) -> Compiled:
-    name = node["value"]
-    arguments: List[Compiled] = []
-    for child in node["children"]:
+def _checked(signature: Sequence[Dict[str, Any]], children: List[Dict[str, Any]]) -> bool:
+    """Whether call_function's checks are sure to pass: the count of arguments is right and
+    each that has types is a literal of one of them, or an &expression where one is wanted."""
+    if len(signature) != len(children) or any(spec.get("variadic") for spec in signature):
+        return False
+    for spec, child in zip(signature, children):
+        types = spec.get("types")
+        if not types:
+            continue
         if child["type"] == "expref":
-            reference = _Expression(
-                child["children"][0], compile_node(child["children"][0], functions)
-            )
-            arguments.append(lambda value, reference=reference: reference)
-        else:
-            arguments.append(compile_node(child, functions))
-    spec = functions.FUNCTION_TABLE.get(name)
-    signature = spec["signature"] if spec else None
-    if (
-        signature is not None
-        and len(signature) == len(arguments)
-        and not any(argument.get("types") or argument.get("variadic") for argument in signature)
-    ):
-        # Any type is welcome and the count is right: nothing for call_function to check.
-        function = spec["function"]
-        return lambda value: function(functions, *[argument(value) for argument in arguments])
-    call = functions.call_function
-    return lambda value: call(name, [argument(value) for argument in arguments])
+            if "expref" not in types:
+                return False
+        elif child["type"] != "literal" or _allowed(child["value"], types) is not True:
+            return False
+    return True
 
 
-_KINDS: Dict[str, Callable[[Dict[str, Any], Any], Compiled]] = {
-    "field": _field,
-    "subexpression": _chain,
-    "index_expression": _chain,
-    "pipe": _chain,
-    "current": _current,
-    "identity": _current,
-    "literal": _literal,
-    "index": _index,
-    "slice": _slice,
-    "comparator": _comparator,
-    "or_expression": _or,
-    "and_expression": _and,
-    "not_expression": _not,
-    "multi_select_dict": _multi_select_dict,
-    "multi_select_list": _multi_select_list,
-    "projection": _projection,
-    "value_projection": _value_projection,
-    "filter_projection": _filter_projection,
-    "flatten": _flatten,
-    "function_expression": _function,
-}
+def _nodes(tree: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
+    yield tree
+    for child in tree.get("children", ()):
+        if isinstance(child, dict):
+            yield from _nodes(child)

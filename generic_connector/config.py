@@ -5,6 +5,7 @@ it names with ``mapping:``. Both are checked against ``schema.json``; every expr
 compiled; all problems are reported at once, each located by file, line and key path.
 """
 
+import dataclasses
 import difflib
 import json
 import os
@@ -14,25 +15,54 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import jsonschema
-import yaml
 
-from generic_connector.auth import Auth
+# redis_outbox and redis_store register the outbox and store for several replicas.
+from generic_connector import defaults, redis_outbox, redis_store  # noqa: F401
+from generic_connector.answers import ANSWER_FORMATS, ResponseTemplate
+from generic_connector.auth import AuthScheme, auth_schema, build_auth
 from generic_connector.errors import ConfigError, Finding
-from generic_connector.functions import REQUEST_FUNCTIONS
-from generic_connector.mapping import (
+from generic_connector.expressions import (
     Expression,
     ExpressionError,
-    Handshake,
-    RequestMapping,
-    ResponseTemplate,
     compile_expression,
     json_type,
     nodes,
 )
-from generic_connector.outbound import KINDS, Outbound
+from generic_connector.functions import REQUEST_FUNCTIONS
+from generic_connector.handshakes import Handshake
+from generic_connector.idempotency import STORES
+from generic_connector.mapping import RequestMapping
+from generic_connector.outbound import KINDS, Outbound, body_format_schema, template_schemas
+from generic_connector.yamlfile import LocatedDict, Position, load_yaml, locate
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 SCHEMA: Dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def _registered(schema: Dict[str, Any]) -> Dict[str, Any]:
+    """The schema with the registries' names and fragments written in.
+
+    Registries are where auth schemes, answer formats and stores are added; schema.json,
+    which editors read, is held to this by a test (``generic-connector schema --write``).
+    """
+    schema = json.loads(json.dumps(schema))
+    schema["properties"]["auth"] = auth_schema()
+    schema["properties"]["idempotency"]["properties"]["store"]["enum"] = sorted(STORES)
+    schema["definitions"]["response"]["properties"]["format"]["enum"] = sorted(ANSWER_FORMATS)
+    outbound = schema["properties"]["outbound"]
+    outbound.pop("required", None)  # text or turn: the loader says which is missing
+    outbound["properties"].update(template_schemas())
+    schema["definitions"]["outbound_request"]["properties"]["content_type"] = body_format_schema()
+    return schema
+
+
+def write_schema(path: Path = SCHEMA_PATH) -> None:
+    """Write the schema, with every registry's names and fragments, where editors read it."""
+    text = json.dumps(SCHEMA, indent=2, ensure_ascii=False) + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+SCHEMA = _registered(SCHEMA)
 
 _format_checker = jsonschema.FormatChecker()
 _format_checker.checks("jmespath", raises=ExpressionError)(
@@ -40,70 +70,25 @@ _format_checker.checks("jmespath", raises=ExpressionError)(
 )
 _VALIDATOR = jsonschema.Draft7Validator(SCHEMA, format_checker=_format_checker)
 
-Position = Tuple[Optional[str], int, int]
+
+@dataclass(frozen=True)
+class Limits:
+    """``limits``: what one request may hold and take."""
+
+    max_body: int = defaults.MAX_BODY
+    read_timeout: float = defaults.READ_TIMEOUT
+    max_concurrent: int = defaults.MAX_CONCURRENT
+    max_events: int = defaults.MAX_EVENTS
+    max_form_fields: int = defaults.MAX_FORM_FIELDS
 
 
-class LocatedDict(dict):
-    """A YAML mapping that remembers where each of its keys was written."""
+@dataclass(frozen=True)
+class Idempotency:
+    """``idempotency``: how long handled message ids are remembered, and where."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.positions: Dict[Any, Position] = {}
-
-
-class _LocatingLoader(yaml.SafeLoader):
-    file: Optional[str] = None
-
-
-def _construct_mapping(loader: _LocatingLoader, node: yaml.MappingNode) -> LocatedDict:
-    loader.flatten_mapping(node)
-    result = LocatedDict()
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in result:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        result[key] = loader.construct_object(value_node, deep=True)
-        mark = key_node.start_mark
-        result.positions[key] = (loader.file, mark.line + 1, mark.column + 1)
-    return result
-
-
-_LocatingLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def load_yaml(path: Path) -> Any:
-    """Load a YAML file keeping key positions; raise ConfigError with a finding if unreadable."""
-    file = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise ConfigError([Finding("", f"cannot read file: {error.strerror}", file=file)]) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError([Finding("", "not a text file (not UTF-8)", file=file)]) from None
-    loader = _LocatingLoader(text)
-    loader.file = file
-    try:
-        return loader.get_single_data()
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(
-            [
-                Finding(
-                    "",
-                    f"not valid YAML: {problem}",
-                    file=file,
-                    line=mark.line + 1 if mark else None,
-                    column=mark.column + 1 if mark else None,
-                )
-            ]
-        ) from None
-    finally:
-        loader.dispose()
+    window: float = defaults.IDEMPOTENCY_WINDOW
+    max_keys: int = defaults.IDEMPOTENCY_MAX_KEYS
+    store: str = defaults.IDEMPOTENCY_STORE
 
 
 @dataclass(frozen=True)
@@ -115,10 +100,10 @@ class ChannelConfig:
     response: ResponseTemplate
     handshakes: List[Handshake]
     outbound: Optional[Outbound] = None
-    auth: Optional[Auth] = None
-    max_body: int = 1_048_576
-    idempotency_window: float = 3600
-    idempotency_max_keys: int = 100_000
+    auth: Optional[AuthScheme] = None
+    limits: Limits = Limits()
+    idempotency: Idempotency = Idempotency()
+    auth_section: Any = None  # the auth scheme's keys, to build it again (test cases' env)
 
     def expressions(self) -> List[Expression]:
         found = self.request.expressions() + [self.response.body]
@@ -140,23 +125,6 @@ class ChannelConfig:
         routes = [("POST", "/webhook")]
         routes += [(h.method, h.path) for h in self.handshakes if (h.method, h.path) not in routes]
         return routes
-
-
-def locate(document: Any, path: Iterable[Any]) -> Optional[Position]:
-    """The position of the deepest key along ``path`` that the document knows."""
-    found = None
-    node = document
-    for key in path:
-        if not isinstance(node, (dict, list)):
-            break
-        if isinstance(node, dict):
-            if key not in node:
-                break
-            found = getattr(node, "positions", {}).get(key, found)
-        elif not (isinstance(key, int) and key < len(node)):
-            break
-        node = node[key]
-    return found
 
 
 def _dotted(prefix: str, path: Iterable[Any]) -> str:
@@ -281,47 +249,149 @@ def check_channel(
         return Checked(None, findings, merged)
     config = _build(merged)
     if require_env:
-        missing = [name for name in config.env_names() if name not in os.environ]
-        if missing:
-            message = (
-                f"environment variable {missing[0]} is not set"
-                if len(missing) == 1
-                else f"environment variables {', '.join(missing)} are not set"
-            )
-            hint = "the mapping reads it; set it before rasa run starts"
-            return Checked(None, [Finding(f"{prefix}", message, hint, *origin)], merged)
+        problems = environment_problems(config)
+        if problems:
+            return Checked(None, [Finding(prefix, *p, *origin) for p in problems], merged)
     return Checked(config, [], merged)
 
 
-_REQUEST_DATA_FIELDS = {"event", "metadata"}
+def environment_problems(config: ChannelConfig) -> List[Tuple[str, str]]:
+    """(message, hint) for variables the channel reads that are unset, and empty secrets."""
+    problems = []
+    missing = [name for name in config.env_names() if name not in os.environ]
+    if missing:
+        message = (
+            f"environment variable {missing[0]} is not set"
+            if len(missing) == 1
+            else f"environment variables {', '.join(missing)} are not set"
+        )
+        problems.append((message, "the mapping reads it; set it before rasa run starts"))
+    secrets = config.auth.env_names() if config.auth else []
+    for name in secrets:
+        if os.environ.get(name) == "":
+            message = f"environment variable {name} is empty"
+            problems.append((message, "a secret must not be empty; set it to the platform's"))
+    for problem in config.auth.problems() if config.auth else []:
+        if not problem.startswith("environment variable"):  # unset and empty: said above
+            problems.append((f"auth: {problem}", "fix the secret's value"))
+    return problems
+
+
+# Request data in outbound templates: every field (the templates see {message(s), recipient,
+# event, metadata}, all from the conversation), the current node `@`, and header(), query(),
+# body(). env() and literals are the operator's.
+_DATA_NODES = {"field", "current"}
+# What ends a URL's authority: once one follows "://" in fixed text, the host is fixed.
+_AUTHORITY_END = "/?#\\"
 
 
 def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Tuple[List[Any], str, str]]:
-    """Templates that cannot give a request, and URLs from request data with no allow-list."""
+    """Templates that cannot give a request, names that are not registered, and URLs whose host
+    comes from request data with no allow-list."""
+    from generic_connector.outbound import (
+        BODY_FORMATS,
+        HEADER_NAME,
+        OPTIONS,
+        TURN,
+        merge_defaults,
+    )
+
     problems: List[Tuple[List[Any], str, str]] = []
-    if not section:
+    if not isinstance(section, dict) or not section:
         return problems
-    defaults = section.get("defaults", {})
-    for kind in KINDS:
-        if kind not in section:
-            continue
-        template = {**defaults, **section[kind]}
+
+    def add(path: List[Any], message: str, hint: str) -> None:
+        if (path, message, hint) not in problems:  # a default shared by several kinds: once
+            problems.append((path, message, hint))
+
+    defaults = section.get("defaults") or {}
+    kinds = [kind for kind in KINDS if kind in section]
+    for key in section:
+        if key not in kinds and key not in OPTIONS and key not in (TURN, "defaults"):
+            hint = f"message kinds: {', '.join(KINDS)}; or {TURN} for one request per turn"
+            add(["outbound", key], f"unknown message kind '{key}'", hint)
+    if TURN in section:
+        for kind in kinds:
+            message = f"outbound.{TURN} sends all the replies of a turn, so this is never used"
+            add(["outbound", kind], message, f"remove it, or outbound.{TURN}")
+    elif "text" not in section:
+        hint = f"add outbound.text, or outbound.{TURN} for one request per turn"
+        add(["outbound"], "no template for text messages", hint)
+    for name in kinds + ([TURN] if TURN in section else []):
+        own = section[name] if isinstance(section[name], dict) else {}
+        template = merge_defaults(defaults, own)
+
+        def where(key: str) -> List[Any]:
+            return ["outbound", name if key in own else "defaults", key]  # noqa: B023
+
         if "url" not in template:
-            hint = "give it here or in outbound.defaults"
-            problems.append((["outbound", kind], "no url for this kind of message", hint))
+            what = "the turn's request" if name == TURN else "this kind of message"
+            add(["outbound", name], f"no url for {what}", "give it here or in outbound.defaults")
         elif "allow_hosts" not in section and _reads_request(template["url"]):
-            where = ["outbound", kind if "url" in section[kind] else "defaults", "url"]
             hint = "list the hosts it may call in outbound.allow_hosts"
-            problems.append((where, "the URL is built from request data", hint))
+            add(where("url"), "the URL is built from request data", hint)
+        content_type = template.get("content_type", "json")
+        if content_type not in BODY_FORMATS:
+            hint = f"one of: {', '.join(BODY_FORMATS)}"
+            add(where("content_type"), f"unknown body format {content_type!r}", hint)
+        for header in template.get("headers") or {}:
+            if not HEADER_NAME.match(str(header)):
+                path = ["outbound", name if header in own.get("headers", {}) else "defaults"]
+                hint = "letters, digits and !#$%&'*+-.^_`|~ only"
+                add(path + ["headers", header], "not a valid header name", hint)
     return problems
 
 
 def _reads_request(expression: str) -> bool:
-    return any(
-        (node["type"] == "field" and node["value"] in _REQUEST_DATA_FIELDS)
-        or (node["type"] == "function_expression" and node["value"] in REQUEST_FUNCTIONS)
-        for node in nodes(compile_expression(expression).parsed)
-    )
+    """Whether the host of the URL ``expression`` gives may come from request data.
+
+    The host is fixed when the URL is a literal or an operator's value (env(), env_or()), or a
+    join() whose fixed leading parts end the authority before any request data: a literal
+    ``https://host/`` or an env() value followed by a literal path (``/bot``), as in
+    ``join('', [env_or('API', 'https://api.telegram.org'), '/bot', env('T'), '/send'])`` or
+    ``join('', ['https://graph.facebook.com/v18.0/', recipient, '/messages'])``.
+    """
+
+    def reads(node: Dict[str, Any]) -> bool:
+        return any(
+            n["type"] in _DATA_NODES
+            or (n["type"] == "function_expression" and n["value"] in REQUEST_FUNCTIONS)
+            for n in nodes(node)
+        )
+
+    def parts(node: Dict[str, Any]) -> List[Any]:
+        """The URL's parts in order: literal text, None for an operator's value, False for
+        request data."""
+        if not reads(node):
+            literal = node["type"] == "literal" and isinstance(node["value"], str)
+            return [node["value"] if literal else None]
+        if node["type"] == "function_expression" and node["value"] == "join":
+            separator, items = node["children"]
+            if not reads(separator) and items["type"] == "multi_select_list":
+                found: List[Any] = []
+                for index, item in enumerate(items["children"]):
+                    found += (parts(separator) if index else []) + parts(item)
+                return found
+        return [False]
+
+    def host_fixed(node: Dict[str, Any]) -> bool:
+        if node["type"] == "or_expression":  # either side may be the URL
+            return all(host_fixed(child) for child in node["children"])
+        if node["type"] == "and_expression":  # the left side only when falsy: no URL
+            return host_fixed(node["children"][1])
+        fixed = ""
+        for part in parts(node):
+            if part is False:
+                return False
+            if part is None:  # an operator's value; leading, it is the base URL
+                part = "\0" if fixed else "base://host"
+            fixed += part
+            scheme = fixed.find("://")
+            if scheme >= 0 and any(c in fixed[scheme + 3 :] for c in _AUTHORITY_END):
+                return True
+        return True
+
+    return not host_fixed(compile_expression(expression).parsed)
 
 
 def _build(document: Dict[str, Any]) -> ChannelConfig:
@@ -343,11 +413,18 @@ def _build(document: Dict[str, Any]) -> ChannelConfig:
         response=ResponseTemplate(**document.get("response", {})),
         handshakes=handshakes,
         outbound=Outbound.from_config(document["outbound"]) if "outbound" in document else None,
-        auth=Auth(**document["auth"]) if "auth" in document else None,
-        max_body=document.get("limits", {}).get("max_body", 1_048_576),
-        idempotency_window=document.get("idempotency", {}).get("window", 3600),
-        idempotency_max_keys=document.get("idempotency", {}).get("max_keys", 100_000),
+        auth=build_auth(document["auth"]) if "auth" in document else None,
+        auth_section=document.get("auth"),
+        limits=Limits(**document.get("limits", {})),
+        idempotency=Idempotency(**document.get("idempotency", {})),
     )
+
+
+def rebuild_auth(config: ChannelConfig) -> ChannelConfig:
+    """The config with its auth scheme built again, reading the secrets as they are now."""
+    if config.auth is None or config.auth_section is None:
+        return config
+    return dataclasses.replace(config, auth=build_auth(config.auth_section))
 
 
 def load_channel(entry: Any, label: str = "") -> ChannelConfig:

@@ -3,15 +3,27 @@
 Requests for one conversation go out one after the other, in the order Rasa produced them,
 even when a retry waits; other conversations are not held up. Connection errors, time-outs,
 429 and 5xx are retried with exponential backoff and jitter (``Retry-After`` wins when the
-platform sends it); other 4xx are not. Secrets live in URLs and headers, so neither is logged.
+platform sends it); other 4xx are not, and neither are redirects, which are not followed (a
+redirect would send the body, and perhaps the secrets in it, to a host nobody configured).
+
+Secrets live in URLs and headers, so neither is ever logged: not in our lines, and not through
+exception texts (aiohttp's name the host and URL), which are reduced to their type and a reason
+such as "connection refused". A platform's error answer is logged with the URL, its path and
+query values and every header value cut out, in case the platform echoes them.
 """
 
 import asyncio
+import contextlib
 import email.utils
+import errno
 import logging
 import random
+import re
+import socket
+import ssl
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set, Tuple
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 
@@ -20,6 +32,8 @@ from generic_connector.outbound import Outbound, OutboundRequest
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+ANSWER_LOGGED = 500  # characters of an error answer in the log line
+_HIDDEN = "[hidden]"
 
 
 class Delivery:
@@ -29,7 +43,8 @@ class Delivery:
         self.channel = channel
         self.outbound = outbound
         self._session: Optional[aiohttp.ClientSession] = None
-        self._tails: Dict[str, asyncio.Task] = {}
+        self._tails: Dict[str, asyncio.Task] = {}  # each conversation's last task
+        self._tasks: Set[asyncio.Task] = set()  # every task not done yet
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -40,19 +55,27 @@ class Delivery:
         return self._session
 
     def schedule(self, conversation: str, requests: List[OutboundRequest]) -> "asyncio.Task[None]":
-        """Queue ``requests`` behind the conversation's earlier ones; returns their task."""
+        """Queue ``requests`` behind the conversation's earlier ones; returns their task.
+
+        The task never fails: what cannot be delivered is logged.
+        """
         previous = self._tails.get(conversation)
         task = asyncio.ensure_future(self._after(previous, conversation, requests))
         self._tails[conversation] = task
+        self._tasks.add(task)
         task.add_done_callback(lambda done: self._forget(conversation, done))
         return task
 
     def _forget(self, conversation: str, task: "asyncio.Task[None]") -> None:
+        self._tasks.discard(task)
         if self._tails.get(conversation) is task:
             del self._tails[conversation]
 
     async def _after(
-        self, previous: Optional["asyncio.Task[None]"], conversation: str, requests: list
+        self,
+        previous: Optional["asyncio.Task[None]"],
+        conversation: str,
+        requests: List[OutboundRequest],
     ) -> None:
         if previous is not None:
             await asyncio.wait([previous])
@@ -60,12 +83,26 @@ class Delivery:
             await self.send(conversation, request)
 
     async def send(self, conversation: str, request: OutboundRequest) -> bool:
-        """Send one request with retries; log and return False when it cannot be delivered."""
+        """Send one request with retries; log and return False when it cannot be delivered.
+
+        Never raises (but for cancellation): an unexpected error is logged like a failure.
+        """
+        try:
+            return await self._send(conversation, request)
+        except Exception as error:  # a bug or a library's surprise must not kill the task
+            subject = getattr(request, "subject", "a message")
+            logger.error(
+                "Channel %s: delivering %s for conversation %s failed unexpectedly: %s",
+                self.channel, subject, conversation, describe(error),
+            )  # fmt: skip
+            return False
+
+    async def _send(self, conversation: str, request: OutboundRequest) -> bool:
         if not self.outbound.allows(request):
             logger.error(
-                "Channel %s: refused to send a %s message for conversation %s to host %r, "
+                "Channel %s: refused to send %s for conversation %s to host %r, "
                 "which is not in outbound.allow_hosts",
-                self.channel, request.kind, conversation, request.host,
+                self.channel, request.subject, conversation, request.host,
             )  # fmt: skip
             return False
         attempts = self.outbound.retries + 1
@@ -74,23 +111,34 @@ class Delivery:
             delay: Optional[float] = None
             try:
                 async with self._client().request(
-                    request.method, request.url, data=request.body, headers=request.headers
+                    request.method,
+                    request.url,
+                    data=request.body,
+                    headers=request.headers,
+                    allow_redirects=False,
                 ) as answer:
                     if answer.status < 300:
+                        await _drain(answer)
                         return True
-                    text = (await answer.text())[:500]
-                    problem = f"HTTP {answer.status}: {text}"
+                    if answer.status < 400:  # a redirect: where to is not logged, not followed
+                        problem = f"the platform answered HTTP {answer.status} (a redirect)"
+                        break
+                    text = (await answer.content.read(4 * ANSWER_LOGGED)).decode(
+                        "utf-8", errors="replace"
+                    )
+                    problem = f"the platform answered HTTP {answer.status}: {scrub(text, request)}"
                     if answer.status not in RETRY_STATUSES:
                         break
                     delay = retry_after(answer.headers.get("Retry-After"))
             except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-                problem = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+                problem = f"the last attempt failed: {describe(error)}"
+                if not retryable(error):
+                    break
             if attempt + 1 < attempts:
                 await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
         logger.error(
-            "Channel %s: could not deliver a %s message for conversation %s after %d attempt(s); "
-            "the platform answered %s",
-            self.channel, request.kind, conversation, attempt + 1, problem,
+            "Channel %s: could not deliver %s for conversation %s after %d attempt(s); %s",
+            self.channel, request.subject, conversation, attempt + 1, problem,
         )  # fmt: skip
         return False
 
@@ -99,10 +147,91 @@ class Delivery:
         return base * random.uniform(0.5, 1.5)
 
     async def close(self) -> None:
-        if self._tails:
-            await asyncio.wait(list(self._tails.values()), timeout=self.outbound.timeout)
+        """Wait (up to the time-out) for deliveries under way, then close the session."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.outbound.timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                logger.warning(
+                    "Channel %s: replies of %d conversation(s) were still being delivered at "
+                    "shut-down; they were not sent",
+                    self.channel, len({c for c, t in self._tails.items() if t in pending}),
+                )  # fmt: skip
+                await asyncio.wait(pending)
         if self._session is not None:
             await self._session.close()
+
+
+async def _drain(answer: aiohttp.ClientResponse) -> None:
+    """Read a success's body so that its connection goes back to the pool; the message is
+    delivered whatever happens to the rest of the answer (a retry would send it twice)."""
+    with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+        await answer.read()
+
+
+# Why a request failed, without the URL or host that the exceptions' texts carry.
+_OS_REASONS: Tuple[Tuple[type, str], ...] = (
+    (ConnectionRefusedError, "connection refused"),
+    (ConnectionResetError, "connection reset"),
+    (socket.gaierror, "host name not resolved"),
+    (ssl.SSLError, "TLS failed"),
+    (TimeoutError, "timed out"),
+)
+_CLIENT_REASONS: Tuple[Tuple[type, str], ...] = (  # the first that matches
+    (asyncio.TimeoutError, "timed out"),
+    (aiohttp.InvalidURL, "invalid URL"),
+    (aiohttp.ClientConnectorCertificateError, "TLS certificate not accepted"),
+    (aiohttp.ClientSSLError, "TLS failed"),
+    (aiohttp.ServerDisconnectedError, "the server closed the connection"),
+    (aiohttp.ClientPayloadError, "the answer's body was cut short or malformed"),
+    (aiohttp.ClientResponseError, "the answer was malformed"),
+)
+
+
+def describe(error: BaseException) -> str:
+    """The exception's type and a reason that names no host, URL or header."""
+    reason = _reason(error)
+    name = type(error).__name__
+    return f"{name} ({reason})" if reason else name
+
+
+def _reason(error: BaseException) -> str:
+    found = next((text for cls, text in _CLIENT_REASONS if isinstance(error, cls)), "")
+    if found or not isinstance(error, OSError):
+        return found
+    cause = getattr(error, "os_error", error)  # what a ClientConnectorError wraps
+    found = next((text for cls, text in _OS_REASONS if isinstance(cause, cls)), "")
+    if found or not isinstance(cause, OSError) or not cause.errno:
+        return found or "connection failed"
+    return errno.errorcode.get(cause.errno, "connection failed")
+
+
+def retryable(error: BaseException) -> bool:
+    """Connection errors and time-outs may pass; a URL that does not parse, or a certificate
+    that is not accepted, will not."""
+    return not isinstance(error, (aiohttp.InvalidURL, aiohttp.ClientConnectorCertificateError))
+
+
+_SECRET_LIKE = re.compile(r"\d")
+
+
+def scrub(text: str, request: OutboundRequest) -> str:
+    """``text`` (a platform's error answer) with the request's URL and header values cut out."""
+    values = [v for k, v in request.headers.items() if k.lower() != "content-type"]
+    secrets = {request.url, *values, *(value.split(" ")[-1] for value in values)}  # Bearer x
+    try:
+        parts = urlsplit(request.url)
+    except ValueError:
+        parts = None
+    if parts is not None:
+        secrets |= {parts.netloc, parts.path, parts.query, f"{parts.path}?{parts.query}"}
+        secrets |= {value for _, value in parse_qsl(parts.query)}
+        # Tokens in paths (Telegram's /bot<token>/): segments with a digit in them.
+        secrets |= {s for s in parts.path.split("/") if len(s) >= 6 and _SECRET_LIKE.search(s)}
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, _HIDDEN)
+    return text[:ANSWER_LOGGED]
 
 
 def retry_after(value: Optional[str], limit: float = 120.0) -> Optional[float]:

@@ -1,24 +1,50 @@
 """A channel's request handling without Rasa: the dry run and the mapping test cases.
 
-Runs the same steps as the channel (``webhook.receive`` and ``Received.answer_with``) with sample
-bot replies standing in for the assistant, so a mapping can be checked on a desk in
+Runs the channel's own pipeline with sample bot replies standing in for the assistant and
+outbound requests recorded instead of sent, so a mapping can be checked on a desk in
 milliseconds.
 """
 
-import dataclasses
+import asyncio
 import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Awaitable, Dict, Iterator, List, Optional
 
-from generic_connector.config import ChannelConfig
-from generic_connector.errors import HTTPError
-from generic_connector.mapping import Extracted, Rendered
+from generic_connector.answers import Rendered
+from generic_connector.config import ChannelConfig, rebuild_auth
+from generic_connector.idempotency import Replies
+from generic_connector.mapping import Extracted
+from generic_connector.outbound import OutboundRequest
+from generic_connector.outbox import Outbox
+from generic_connector.pipeline import Assistant, Pipeline, make_store
 from generic_connector.request import IncomingRequest, is_json, media_type_of
-from generic_connector.webhook import receive
 
 MESSAGE_FIELDS = ("sender", "text", "input_channel", "metadata", "message_id")
+
+
+class SampleAssistant(Assistant):
+    """Answers every user message with the same sample replies."""
+
+    def __init__(self, replies: Optional[List[Dict[str, Any]]] = None) -> None:
+        self.replies = replies or []
+
+    async def handle(self, message: Extracted) -> Replies:
+        return [{"recipient_id": message.sender_id, **reply} for reply in self.replies]
+
+
+class Recorder(Outbox):
+    """Stands in for delivery: keeps the API requests instead of sending them."""
+
+    def __init__(self) -> None:
+        self.requests: List[OutboundRequest] = []
+
+    async def put(self, conversation: str, requests: List[OutboundRequest]) -> Awaitable[Any]:
+        self.requests.extend(requests)
+        delivered = asyncio.get_running_loop().create_future()
+        delivered.set_result(None)
+        return delivered
 
 
 def simulate(
@@ -30,63 +56,47 @@ def simulate(
     """What the channel would hand to Rasa and answer for ``request``.
 
     ``replies`` are the bot messages Rasa is assumed to produce for each user message
-    (without ``recipient_id``); ``now`` is the time signatures are checked at.
+    (without ``recipient_id``); ``now`` is the time signatures are checked at. The request
+    goes through the channel's own pipeline, with outbound requests recorded, not sent, and
+    environment variables in them shown by name.
     """
-    try:
-        received = receive(config, request, now)
-        if received.answer is not None:
-            return {"status": received.answer.status, "handshake": True, **_answer(received.answer)}
-        bot = [
-            {"recipient_id": message.sender_id, **reply}
-            for message in received.messages
-            for reply in replies or []
-        ]
-        rendered = received.answer_with(config, bot)
-    except HTTPError as error:
-        return {"status": error.status, "error": error.body(), "messages": []}
+    recorder = Recorder()
+    pipeline = Pipeline(config, make_store(config), recorder, outbound_environ=_masked(config))
+    exchange, answer = asyncio.run(pipeline.run(request, SampleAssistant(replies), now))
+    if exchange.refusal is not None:
+        result = {"status": answer.status, "error": json.loads(answer.body), "messages": []}
+        if exchange.refusal.reason:  # what the server would log, e.g. why a signature failed
+            result["reason"] = exchange.refusal.reason
+        return result
+    if exchange.handshake is not None:
+        return {"status": answer.status, "handshake": True, **_answer(answer)}
     result = {
-        "status": rendered.status,
-        "messages": [_message(m) for m in received.messages],
-        "ignored": [rule for _, rule in received.ignored],
-        **_answer(rendered),
+        "status": answer.status,
+        "messages": [_message(m) for m in exchange.messages],
+        "ignored": [rule for _, rule in exchange.ignored],
+        **_answer(answer),
     }
     if config.outbound is not None:
-        inbound = {m.sender_id: m for m in received.messages}
-        result["outbound"] = _outbound(config, bot, inbound)
+        result["outbound"] = [_shown(config, r) for r in recorder.requests]
     return result
 
 
-def _outbound(
-    config: ChannelConfig, bot: List[Dict[str, Any]], inbound: Dict[str, Extracted]
-) -> List[Dict[str, Any]]:
-    """The API requests the replies would become, with secrets from env() masked."""
-    secrets = {os.environ[n]: f"${{{n}}}" for n in config.env_names() if os.environ.get(n)}
-    requests: List[Dict[str, Any]] = []
-    for reply in bot:
-        message = {k: v for k, v in reply.items() if k != "recipient_id"}
-        recipient = reply["recipient_id"]
-        rendered, problems = config.outbound.render(message, recipient, inbound.get(recipient))
-        requests += [{"problem": problem} for problem in problems]
-        for request in rendered:
-            sent_json = is_json(media_type_of(request.headers.get("Content-Type", "")))
-            body = json.loads(request.body) if request.body and sent_json else None
-            requests.append(
-                {
-                    "kind": request.kind,
-                    "method": request.method,
-                    "url": _mask(request.url, secrets),
-                    "headers": {k: _mask(v, secrets) for k, v in request.headers.items()},
-                    "body": body if body is not None else (request.body or b"").decode(),
-                    "allowed": config.outbound.allows(request),
-                }
-            )
-    return requests
+def _masked(config: ChannelConfig) -> Dict[str, str]:
+    """The environment as outbound templates see it in a dry run: set variables by name."""
+    return {name: f"${{{name}}}" for name in config.env_names() if name in os.environ}
 
 
-def _mask(text: str, secrets: Dict[str, str]) -> str:
-    for value, name in secrets.items():
-        text = text.replace(value, name)
-    return text
+def _shown(config: ChannelConfig, request: OutboundRequest) -> Dict[str, Any]:
+    sent_json = is_json(media_type_of(request.headers.get("Content-Type", "")))
+    body = json.loads(request.body) if request.body and sent_json else None
+    return {
+        "kind": request.kind,
+        "method": request.method,
+        "url": request.url,
+        "headers": dict(request.headers),
+        "body": body if body is not None else (request.body or b"").decode(),
+        "allowed": config.outbound.allows(request),
+    }
 
 
 def _message(extracted: Extracted) -> Dict[str, Any]:
@@ -105,7 +115,8 @@ def _answer(rendered: Rendered) -> Dict[str, Any]:
     return {
         "response": {
             "content_type": rendered.content_type,
-            "headers": dict(rendered.headers),
+            # The request id differs on every request: the mapping's own headers are shown.
+            "headers": {k: v for k, v in rendered.headers.items() if k != "X-Request-ID"},
             "body": json.loads(text) if as_json and text else text,
         }
     }
@@ -153,8 +164,7 @@ def _environment(variables: Dict[str, str]) -> Iterator[None]:
 def run_case(config: ChannelConfig, case: Dict[str, Any], base_dir: Path) -> List[str]:
     """Run one test case; return what differs from its expectations (empty when it passes)."""
     with _environment(case.get("env", {})):
-        if config.auth is not None:  # it reads its secrets when built: in this environment
-            config = dataclasses.replace(config, auth=dataclasses.replace(config.auth))
+        config = rebuild_auth(config)  # it reads its secrets when built: in this environment
         request = case_request(case, base_dir)
         result = simulate(config, request, case.get("replies"), case.get("time"))
     expect = case["expect"]

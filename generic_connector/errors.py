@@ -16,12 +16,15 @@ class HTTPError(Exception):
         status: int,
         message: str,
         headers: Optional[Dict[str, str]] = None,
+        reason: Optional[str] = None,
         **details: Any,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        # Why, for the log only (a signature's reason is not told to the caller).
+        self.reason = reason
         self.details = details
 
     def body(self) -> Dict[str, Any]:

@@ -1,80 +1,127 @@
 """JMESPath functions beyond the standard ones, for what real webhook payloads need.
 
-``header()``, ``query()`` and ``body()`` read the request being mapped; the engine binds it
-with ``bound_to()`` around each evaluation, which is synchronous, so no other request can
-interleave. ``env()`` reads the environment; the names it is called with are known when the
-mapping is compiled, so a missing variable stops start-up instead of failing a request.
+``header()``, ``query()`` and ``body()`` read the request being mapped; ``env()``,
+``env_or()`` and ``jwt_sign()`` read the environment. Both come from the ``Scope`` that each
+evaluation is given: compiled expressions are functions of the value and the scope, and the
+functions that read it are marked ``@reads_scope`` and take it after ``self``. The names of
+the environment variables are literals, known when the mapping is compiled, so a missing
+variable stops start-up instead of failing a request, and no request can choose which
+variable is read.
 """
 
-import contextvars
+import base64
 import functools
+import hashlib
+import html
 import json
 import os
 import re
-from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, TypeVar
 
-from jmespath import functions
+import jwt
+from jmespath import exceptions, functions
 
 from generic_connector.request import IncomingRequest
 
-_request: "contextvars.ContextVar[Optional[IncomingRequest]]" = contextvars.ContextVar(
-    "generic_connector_request", default=None
-)
-_body: "contextvars.ContextVar[Any]" = contextvars.ContextVar("generic_connector_body")
+Function = TypeVar("Function", bound=Callable[..., Any])
+
+# What jwt_sign() signs with: HMAC with a shared secret, or RSA with a PEM private key.
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256")
 
 
-Binding = Tuple["contextvars.Token[Optional[IncomingRequest]]", "contextvars.Token[Any]"]
+class Scope:
+    """What header(), query(), body(), env(), env_or() and jwt_sign() read; given to every
+    evaluation. ``environ`` is ``os.environ`` unless another mapping is given."""
+
+    __slots__ = ("request", "body", "environ")
+
+    def __init__(
+        self,
+        request: Optional[IncomingRequest] = None,
+        body: Any = None,
+        environ: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        self.request = request
+        self.body = body
+        self.environ = os.environ if environ is None else environ
 
 
-def bind(request: Optional[IncomingRequest], body: Any) -> Binding:
-    """Make ``request`` and its decoded ``body`` what header(), query() and body() read,
-    until ``unbind`` is called with what this returns."""
-    return _request.set(request), _body.set(body)
+# The scope of evaluations without a request: header(), query() and body() give null.
+DEFAULT_SCOPE = Scope()
 
 
-def unbind(binding: Binding) -> None:
-    _request.reset(binding[0])
-    _body.reset(binding[1])
+def reads_scope(function: Function) -> Function:
+    """Mark a JMESPath function that takes the evaluation's ``Scope`` after ``self``."""
+    function.reads_scope = True  # type: ignore[attr-defined]
+    return function
 
 
-@contextmanager
-def bound_to(request: Optional[IncomingRequest], body: Any) -> Iterator[None]:
-    """``bind`` for the duration of a ``with`` block."""
-    binding = bind(request, body)
-    try:
-        yield
-    finally:
-        unbind(binding)
+def takes_scope(function: Callable[..., Any]) -> bool:
+    """Whether ``function`` (a FUNCTION_TABLE entry's) was marked with ``reads_scope``."""
+    return getattr(function, "reads_scope", False) is True
 
 
 class ConnectorFunctions(functions.Functions):
     """The standard functions plus the connector's own (documented in the README)."""
 
+    @reads_scope
     @functions.signature({"types": ["string"]})
-    def _func_header(self, name: str) -> Optional[str]:
-        request = _request.get()
-        return request.header(name) if request else None
+    def _func_header(self, scope: Scope, name: str) -> Optional[str]:
+        """A header of the request (case-insensitive), or null."""
+        request = scope.request
+        return request.header(name) if request is not None else None
 
+    @reads_scope
     @functions.signature({"types": ["string"]})
-    def _func_query(self, name: str) -> Optional[str]:
-        request = _request.get()
-        return request.query_param(name) if request else None
+    def _func_query(self, scope: Scope, name: str) -> Optional[str]:
+        """A query-string parameter of the request, or null."""
+        request = scope.request
+        return request.query_param(name) if request is not None else None
 
+    @reads_scope
     @functions.signature()
-    def _func_body(self) -> Any:
-        return _body.get(None)
+    def _func_body(self, scope: Scope) -> Any:
+        """The request's whole decoded body, whatever is being mapped."""
+        return scope.body
 
+    @reads_scope
     @functions.signature({"types": ["string"]})
-    def _func_env(self, name: str) -> Optional[str]:
-        return os.environ.get(name)
+    def _func_env(self, scope: Scope, name: str) -> Optional[str]:
+        """An environment variable; the name is a literal (checked at start-up)."""
+        return scope.environ.get(name)
 
+    @reads_scope
     @functions.signature({"types": ["string"]}, {"types": ["string"]})
-    def _func_env_or(self, name: str, default: str) -> str:
-        return os.environ.get(name) or default
+    def _func_env_or(self, scope: Scope, name: str, default: str) -> str:
+        """An environment variable, or ``default`` when it is unset or empty."""
+        return scope.environ.get(name) or default
+
+    @reads_scope
+    @functions.signature({"types": ["object"]}, {"types": ["string"]}, {"types": ["string"]})
+    def _func_jwt_sign(
+        self, scope: Scope, claims: Dict[str, Any], key_env: str, algorithm: str
+    ) -> str:
+        """A JSON Web Token of ``claims``, signed with the key in the environment variable
+        ``key_env`` (a secret for HS256/HS384/HS512, a PEM private key for RS256)."""
+        if algorithm not in JWT_ALGORITHMS:
+            raise exceptions.JMESPathError(
+                f"jwt_sign() signs with {', '.join(JWT_ALGORITHMS)}, not {algorithm}"
+            )
+        key = scope.environ.get(key_env)
+        if not key:
+            raise exceptions.JMESPathError(f"jwt_sign(): {key_env} is not set")
+        try:
+            return jwt.encode(claims, key, algorithm=algorithm)
+        except (jwt.PyJWTError, ValueError, TypeError):
+            # Not the library's message: it could quote the key.
+            raise exceptions.JMESPathError(
+                f"jwt_sign(): {key_env} is not a valid {algorithm} key, "
+                "or the claims cannot be signed"
+            ) from None
 
     @functions.signature({"types": ["string", "null"]})
     def _func_parse_json(self, text: Optional[str]) -> Any:
+        """The JSON value in a string; null if it is not JSON."""
         if text is None:
             return None
         try:
@@ -102,6 +149,36 @@ class ConnectorFunctions(functions.Functions):
     def _func_regex_replace(self, text: str, pattern: str, replacement: str) -> str:
         return _regex(pattern).sub(replacement, text)
 
+    @functions.signature({"types": ["string"]})
+    def _func_base64_encode(self, text: str) -> str:
+        """The standard base64 (RFC 4648, padded) of the text's UTF-8 bytes."""
+        return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+    @functions.signature({"types": ["string", "null"]})
+    def _func_base64_decode(self, encoded: Optional[str]) -> Optional[str]:
+        """The UTF-8 text in standard, padded base64; null if it is not that."""
+        if encoded is None:
+            return None
+        try:
+            return base64.b64decode(encoded, validate=True).decode("utf-8")
+        except ValueError:  # binascii.Error, a non-ASCII string, UnicodeDecodeError
+            return None
+
+    @functions.signature({"types": ["string"]})
+    def _func_html_escape(self, text: str) -> str:
+        """The text with &, <, >, " and ' written as HTML character references."""
+        return html.escape(text, quote=True)
+
+    @functions.signature({"types": ["string"]})
+    def _func_html_unescape(self, text: str) -> str:
+        """The text with HTML character references (&amp;, &#39;, &eacute;...) resolved."""
+        return html.unescape(text)
+
+    @functions.signature({"types": ["string"]})
+    def _func_sha256(self, text: str) -> str:
+        """The SHA-256 digest of the text's UTF-8 bytes, in lowercase hexadecimal."""
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
 
 @functools.lru_cache(maxsize=256)
 def _regex(pattern: str) -> "re.Pattern[str]":
@@ -113,5 +190,9 @@ SIGNATURES: Dict[str, Any] = {
     name: spec["signature"] for name, spec in FUNCTIONS.FUNCTION_TABLE.items()
 }
 
-# Functions that read the request being mapped: only mappings using them pay for binding it.
+# Functions that read the request being mapped (the rest of the scope is the environment).
 REQUEST_FUNCTIONS = {"header", "query", "body"}
+# Functions given the scope: jmespath's interpreter cannot call them.
+SCOPE_FUNCTIONS = {
+    name for name, spec in FUNCTIONS.FUNCTION_TABLE.items() if takes_scope(spec["function"])
+}

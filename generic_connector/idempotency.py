@@ -1,89 +1,113 @@
 """Idempotency: a delivery the channel already handled is acknowledged, not handled again.
 
-A message counts as already handled when a message with the same id, sender and text was
-handled within the window. A message whose handling failed is forgotten, so that the
-platform's retry is processed. The store sits behind a small interface (``begin``/``finish``)
-so that a shared store can serve several replicas; the one here keeps keys in memory.
+A message counts as already handled when a message with the same key (channel, sender,
+platform message id, text) was handled within the window. A message whose handling failed is
+released, so that the platform's retry is processed. Stores implement ``IdempotencyStore`` and
+are registered by name (``idempotency.store``); the one here keeps keys in memory.
 """
 
 import asyncio
 import time
-from collections import deque
-from typing import Any, Awaitable, Deque, Dict, List, Optional, Union
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, Optional, Type
 
 import ujson
+
+from generic_connector import defaults
 
 Replies = List[Dict[str, Any]]
 
 
-class MemoryStore:
-    """Keys in memory, each for ``window`` seconds, at most ``max_keys`` of them."""
+class IdempotencyStore:
+    """What the pipeline asks of a store; subclasses register with ``@register``."""
 
-    def __init__(self, window: float = 3600, max_keys: int = 100_000) -> None:
+    name = ""
+
+    async def claim(self, key: str) -> Optional[Replies]:
+        """None when the caller must handle the message and then ``finish`` or ``release``.
+
+        Otherwise the key was handled before: the bot messages it got then. A duplicate that
+        arrives while the first delivery runs waits for it.
+        """
+        raise NotImplementedError
+
+    async def finish(self, key: str, replies: Replies) -> None:
+        """Remember a handled key with the replies it got, for the window."""
+        raise NotImplementedError
+
+    async def release(self, key: str) -> None:
+        """Forget a claimed key whose handling failed, so that a retry is handled."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Give back what the store holds (connections); the default holds nothing."""
+
+
+STORES: Dict[str, Type[IdempotencyStore]] = {}
+
+
+def register(cls: Type[IdempotencyStore]) -> Type[IdempotencyStore]:
+    STORES[cls.name] = cls
+    return cls
+
+
+@register
+class MemoryStore(IdempotencyStore):
+    """Keys in this process's memory, each for ``window`` seconds, at most ``max_keys``."""
+
+    name = "memory"
+
+    def __init__(
+        self,
+        window: float = defaults.IDEMPOTENCY_WINDOW,
+        max_keys: int = defaults.IDEMPOTENCY_MAX_KEYS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.window = window
         self.max_keys = max_keys
-        # key -> when it expires, or None while its first delivery is being handled.
-        self._expires: Dict[str, Optional[float]] = {}
-        # key -> the replies, as JSON text, of keys that got any: many stored dicts would slow
-        # every garbage collection.
-        self._replies: Dict[str, str] = {}
-        # expires, key, expires, key, ... oldest first: every key gets the same window, so
-        # this is expiry order, and forgetting the oldest costs O(1) however many keys there
-        # are. Flat rather than (expires, key) pairs: a tuple less per message.
-        self._order: Deque[Union[float, str]] = deque()
-        # Futures of first deliveries that duplicates are waiting for.
-        self._waiting: Dict[str, asyncio.Future[bool]] = {}
+        self.clock = clock
+        # key -> (expires, replies as JSON text), oldest first; every key gets the same window,
+        # so insertion order is expiry order and forgetting the oldest is O(1).
+        self._done: OrderedDict[str, tuple] = OrderedDict()
+        # Keys being handled, with the future their duplicates wait for.
+        self._running: Dict[str, asyncio.Future[None]] = {}
 
     def __len__(self) -> int:
-        return len(self._expires)
+        return len(self._done) + len(self._running)
 
-    def begin(self, key: str) -> Optional[Awaitable[Optional[Replies]]]:
-        """None when the caller must handle the message (and then call ``finish``).
-
-        Otherwise the key was seen before, and the awaitable gives the bot messages it got
-        when it was handled — or None when that delivery failed or expired meanwhile, and
-        the caller must handle the message after all. New keys take no await.
-        """
-        if key in self._expires:
-            return self._earlier(key)
-        self._expires[key] = None
-        return None
-
-    async def _earlier(self, key: str) -> Optional[Replies]:
-        # A duplicate that arrives while the first delivery is still being handled waits for
-        # it: if that one fails, the duplicate handles the message itself.
+    async def claim(self, key: str) -> Optional[Replies]:
         while True:
-            expires = self._expires.get(key, 0.0)  # 0.0: forgotten after a failure
-            if expires is None:
-                waiting = self._waiting.get(key)
-                if waiting is None:
-                    waiting = self._waiting[key] = asyncio.get_running_loop().create_future()
-                await asyncio.shield(waiting)
-            elif expires > time.monotonic():
-                return ujson.loads(self._replies.get(key, "[]"))
-            else:
-                self._expires[key] = None
-                self._replies.pop(key, None)
-                return None
+            running = self._running.get(key)
+            if running is not None:
+                await asyncio.shield(running)
+                continue  # finished or released meanwhile: look again
+            done = self._done.get(key)
+            if done is not None and done[0] > self.clock():
+                return ujson.loads(done[1])
+            self._done.pop(key, None)
+            self._running[key] = asyncio.get_running_loop().create_future()
+            return None
 
-    def finish(self, key: str, replies: Optional[Replies]) -> None:
-        """Record the outcome: ``replies`` when handled, None when handling failed."""
-        expires_of = self._expires
-        if replies is None:
-            expires_of.pop(key, None)
-        else:
-            now = time.monotonic()
-            expires = expires_of[key] = now + self.window
-            if replies:
-                self._replies[key] = ujson.dumps(replies)
-            order = self._order
-            order.append(expires)
-            order.append(key)
-            while order and (order[0] <= now or len(expires_of) > self.max_keys):
-                old_expires, old = order.popleft(), order.popleft()
-                if expires_of.get(old) == old_expires:  # else handled again since
-                    del expires_of[old]
-                    self._replies.pop(old, None)
-        waiting = self._waiting.pop(key, None) if self._waiting else None
-        if waiting is not None and not waiting.done():
-            waiting.set_result(replies is not None)
+    async def finish(self, key: str, replies: Replies) -> None:
+        now = self.clock()
+        self._done.pop(key, None)
+        self._done[key] = (now + self.window, ujson.dumps(replies))
+        while self._done:
+            oldest, (expires, _) = next(iter(self._done.items()))
+            if expires > now and len(self._done) <= self.max_keys:
+                break
+            del self._done[oldest]
+        self._wake(key)
+
+    async def release(self, key: str) -> None:
+        self._wake(key)
+
+    def _wake(self, key: str) -> None:
+        running = self._running.pop(key, None)
+        if running is not None and not running.done():
+            running.set_result(None)
+
+
+def build_store(name: str, **options: Any) -> IdempotencyStore:
+    """The store registered as ``name`` (the schema allows only registered names)."""
+    return STORES[name](**options)

@@ -1,19 +1,35 @@
-"""Outbound requests: each bot message becomes HTTP requests to the platform's API.
+"""Outbound requests: the bot's messages become HTTP requests to the platform's API.
 
-Templates (method, URL, headers, body) are JMESPath over ``{message, recipient, event,
-metadata}`` and are compiled at start-up like every other expression. This module only renders
-requests; ``delivery`` sends them.
+Two ways, chosen by the mapping:
+
+- **per message kind** (``text``, ``buttons``, ``custom``, ``image``, ``attachment``,
+  ``elements``): each part of a bot message is a request of its own, from a template over
+  ``{message, recipient, event, metadata}``, in the order Rasa's own channels send the parts;
+- **per turn** (``turn``): one request for all the bot messages answering one user message, from
+  a template over ``{messages, recipient, event, metadata}`` (LINE's reply API).
+
+Message kinds and body formats are registries: a small class per name, with its schema
+fragment; a name that is not registered is a configuration error. Templates are compiled at
+start-up like every other expression. This module only renders requests; ``delivery`` sends
+them.
 """
 
 import json
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
 from urllib.parse import urlencode, urlsplit
 
-from generic_connector.errors import HTTPError
-from generic_connector.mapping import Expression, Extracted
+from generic_connector import defaults as default
+from generic_connector.expressions import EvaluationError, Expression, json_type
+from generic_connector.functions import Scope
 
-KINDS = ("text", "buttons", "image", "attachment", "custom")
+if TYPE_CHECKING:
+    from generic_connector.mapping import Extracted
+
+Message = Mapping[str, Any]
+
+TEMPLATE_SCHEMA = {"$ref": "#/definitions/outbound_request"}
 
 
 class RenderError(ValueError):
@@ -22,21 +38,218 @@ class RenderError(ValueError):
 
 @dataclass(frozen=True)
 class OutboundRequest:
-    """One HTTP request to the platform's API, ready to send."""
+    """One HTTP request to the platform's API, ready to send.
+
+    URLs and headers carry secrets: they are left out of ``repr`` so that no log line shows them.
+    """
 
     kind: str
     method: str
-    url: str
-    headers: Dict[str, str]
-    body: Optional[bytes]
+    url: str = field(repr=False)
+    headers: Dict[str, str] = field(repr=False)
+    body: Optional[bytes] = field(repr=False)
 
     @property
     def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
+        try:
+            return urlsplit(self.url).hostname or ""
+        except ValueError:  # an invalid IPv6 address
+            return ""
+
+    @property
+    def subject(self) -> str:
+        """What log lines call what this request delivers: ``a text message``."""
+        return "the replies of a turn" if self.kind == TURN else f"a {self.kind} message"
+
+
+# Message kinds ---------------------------------------------------------------------------------
+
+
+class MessageKind:
+    """A part of a Rasa bot message with a template of its own; one subclass per kind.
+
+    ``OUTBOUND_KINDS`` holds them in the order Rasa's own channels send a message's parts.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    # The kind whose template renders this one when the mapping has none for it.
+    fallback: ClassVar[Optional[str]] = None
+
+    @staticmethod
+    def carries(message: Message) -> bool:
+        """Whether a bot message has this part."""
+        raise NotImplementedError
+
+    @classmethod
+    def schema(cls) -> Dict[str, Any]:
+        """The kind's key in the schema's ``outbound`` section."""
+        return {"description": cls.description, **TEMPLATE_SCHEMA}
+
+
+OUTBOUND_KINDS: Dict[str, Type[MessageKind]] = {}
+
+
+def register_kind(cls: Type[MessageKind]) -> Type[MessageKind]:
+    """Add a message kind; parts are rendered in the order kinds are registered."""
+    OUTBOUND_KINDS[cls.name] = cls
+    return cls
+
+
+def _has_buttons(message: Message) -> bool:
+    return bool(message.get("buttons") or message.get("quick_replies"))
+
+
+@register_kind
+class TextKind(MessageKind):
+    name = "text"
+    description = "A bot message's text (when it has no buttons or quick replies)."
+
+    @staticmethod
+    def carries(message: Message) -> bool:
+        return bool(message.get("text")) and not _has_buttons(message)
+
+
+@register_kind
+class ButtonsKind(MessageKind):
+    name = "buttons"
+    description = (
+        "A text with buttons or quick replies (message.buttons, message.quick_replies); "
+        "without this template the text template sends the text alone."
+    )
+    fallback = "text"
+
+    @staticmethod
+    def carries(message: Message) -> bool:
+        return _has_buttons(message)
+
+
+@register_kind
+class CustomKind(MessageKind):
+    name = "custom"
+    description = "A domain json_message (message.custom)."
+
+    @staticmethod
+    def carries(message: Message) -> bool:
+        return bool(message.get("custom"))
+
+
+@register_kind
+class ImageKind(MessageKind):
+    name = "image"
+    description = "An image URL (message.image)."
+
+    @staticmethod
+    def carries(message: Message) -> bool:
+        return bool(message.get("image"))
+
+
+@register_kind
+class AttachmentKind(MessageKind):
+    name = "attachment"
+    description = "An attachment (message.attachment)."
+
+    @staticmethod
+    def carries(message: Message) -> bool:
+        return bool(message.get("attachment"))
+
+
+@register_kind
+class ElementsKind(MessageKind):
+    name = "elements"
+    description = "A carousel (message.elements: title, subtitle, image_url, buttons)."
+
+    @staticmethod
+    def carries(message: Message) -> bool:
+        return bool(message.get("elements"))
+
+
+KINDS = tuple(OUTBOUND_KINDS)  # the names, for the config loader
+TURN = "turn"
+TURN_SCHEMA = {
+    "description": (
+        "One request for all the bot messages answering one user message, over "
+        "{messages, recipient, event, metadata}; replaces the per-message templates."
+    ),
+    **TEMPLATE_SCHEMA,
+}
+# The delivery policy: every other key of the section is a template.
+OPTIONS = ("wait", "timeout", "retries", "backoff", "max_backoff", "allow_hosts")
+
+
+# Body formats ----------------------------------------------------------------------------------
+
+
+class BodyFormat:
+    """How a body template's result becomes bytes; one subclass per ``content_type`` name."""
+
+    name: ClassVar[str]
+    media_type: ClassVar[str]
+    description: ClassVar[str]
+
+    def encode(self, payload: Any) -> bytes:
+        raise NotImplementedError
+
+
+BODY_FORMATS: Dict[str, Type[BodyFormat]] = {}
+
+
+def register_body_format(cls: Type[BodyFormat]) -> Type[BodyFormat]:
+    BODY_FORMATS[cls.name] = cls
+    return cls
+
+
+@register_body_format
+class JSONBody(BodyFormat):
+    name = "json"
+    media_type = "application/json"
+    description = "JSON, null members left out"
+
+    def encode(self, payload: Any) -> bytes:
+        return json.dumps(_without_nulls(payload), ensure_ascii=False).encode("utf-8")
+
+
+@register_body_format
+class FormBody(BodyFormat):
+    name = "form"
+    media_type = "application/x-www-form-urlencoded"
+    description = "form fields from an object; values that are not strings as JSON, nulls left out"
+
+    def encode(self, payload: Any) -> bytes:
+        if not isinstance(payload, dict):
+            raise RenderError(f"a form body must be an object, got {json_type(payload)}")
+        fields = [
+            (k, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
+            for k, v in payload.items()
+            if v is not None
+        ]
+        return urlencode(fields).encode("utf-8")
+
+
+def body_format_schema() -> Dict[str, Any]:
+    """The ``content_type`` key of a template in the schema."""
+    described = "; ".join(f"{name}: {cls.description}" for name, cls in BODY_FORMATS.items())
+    return {
+        "enum": list(BODY_FORMATS),
+        "description": f"How the body is written (default json). {described}.",
+    }
+
+
+def template_schemas() -> Dict[str, Any]:
+    """The template keys of the schema's ``outbound`` section: every kind, and ``turn``."""
+    return {**{name: kind.schema() for name, kind in OUTBOUND_KINDS.items()}, TURN: TURN_SCHEMA}
+
+
+# Templates -------------------------------------------------------------------------------------
+
+# RFC 9110 field names; values must not hold line breaks (or NUL), which would split the request.
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_LINE_BREAKS = re.compile(r"[\r\n\x00]")
+_CONTROLS = re.compile(r"[\x00-\x20\x7f]")
 
 
 class RequestTemplate:
-    """How one kind of bot message becomes a request."""
+    """How one kind of bot message (or a turn's messages) becomes a request."""
 
     def __init__(
         self,
@@ -47,36 +260,62 @@ class RequestTemplate:
         body: Optional[str] = None,
         content_type: str = "json",
     ) -> None:
+        if content_type not in BODY_FORMATS:
+            known = ", ".join(BODY_FORMATS)
+            raise ValueError(f"unknown outbound content_type {content_type!r} (known: {known})")
+        bad = [name for name in headers or {} if not HEADER_NAME.match(name)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a valid header name")
         self.kind = kind
+        self.where = f"outbound.{kind}"
         self.method = method
         self.url = Expression(url)
         self.headers = {name: Expression(value) for name, value in (headers or {}).items()}
         self.body = Expression(body) if body else None
         self.content_type = content_type
+        self.format = BODY_FORMATS[content_type]()
 
     def expressions(self) -> List[Expression]:
         found = [self.url, *self.headers.values()]
         return found + ([self.body] if self.body else [])
 
-    def render(self, context: Dict[str, Any]) -> OutboundRequest:
-        url = self.url.search(context)
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
-            raise RenderError(f"the {self.kind} template gave no http(s) URL")
+    def render(self, context: Dict[str, Any], scope: Optional[Scope] = None) -> OutboundRequest:
+        """The request for ``context``; RenderError or EvaluationError when there is none.
+
+        Error messages name the template's keys, never the values they gave (secrets).
+        """
+        url = self._url(self.url.search(context, scope))
         headers = {}
         for name, expression in self.headers.items():
-            value = expression.search(context)
-            if value is not None:
-                headers[name] = value if isinstance(value, str) else json.dumps(value)
+            value = expression.search(context, scope)
+            if value is None:
+                continue
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            if _LINE_BREAKS.search(text):
+                raise RenderError(
+                    f"{self.where}.headers.{name} gave a value with a line break (CR or LF)"
+                )
+            headers[name] = text
         body = None
         if self.body is not None:
-            payload = self.body.search(context)
-            if self.content_type == "form":
-                body = urlencode(_form_fields(payload)).encode("utf-8")
-                headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
-            else:
-                body = json.dumps(_without_nulls(payload), ensure_ascii=False).encode("utf-8")
-                headers.setdefault("Content-Type", "application/json")
+            body = self.format.encode(self.body.search(context, scope))
+            if not any(name.lower() == "content-type" for name in headers):
+                headers["Content-Type"] = self.format.media_type
         return OutboundRequest(self.kind, self.method, url, headers, body)
+
+    def _url(self, url: Any) -> str:
+        if not isinstance(url, str):
+            raise RenderError(f"{self.where}.url gave {json_type(url)}, not an http(s) URL")
+        if _CONTROLS.search(url):
+            raise RenderError(f"{self.where}.url gave a URL with spaces or control characters")
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            raise RenderError(f"{self.where}.url gave an invalid URL") from None
+        if parts.scheme not in ("http", "https") or not host:
+            raise RenderError(f"{self.where}.url gave no http(s) URL with a host")
+        return url
 
 
 def _without_nulls(value: Any) -> Any:
@@ -88,28 +327,46 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def _form_fields(payload: Any) -> List[Tuple[str, str]]:
-    if not isinstance(payload, dict):
-        raise RenderError("a form body template must give an object")
-    return [
-        (k, v if isinstance(v, str) else json.dumps(v)) for k, v in payload.items() if v is not None
-    ]
+def merge_defaults(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> Dict[str, Any]:
+    """``outbound.defaults`` under a template: objects merged recursively, the template's keys
+    win (so ``headers`` add to the default headers)."""
+    merged = dict(defaults)
+    for key, value in own.items():
+        base = merged.get(key)
+        if isinstance(base, Mapping) and isinstance(value, Mapping):
+            merged[key] = merge_defaults(base, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# The section -----------------------------------------------------------------------------------
 
 
 class Outbound:
-    """The ``outbound`` section: templates per message kind and the delivery policy."""
+    """The ``outbound`` section: the templates and the delivery policy."""
 
     def __init__(
         self,
         templates: Dict[str, RequestTemplate],
         wait: bool = False,
-        timeout: float = 10.0,
-        retries: int = 3,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        timeout: float = default.OUTBOUND_TIMEOUT,
+        retries: int = default.OUTBOUND_RETRIES,
+        backoff: float = default.OUTBOUND_BACKOFF,
+        max_backoff: float = default.OUTBOUND_MAX_BACKOFF,
         allow_hosts: Optional[List[str]] = None,
+        turn: Optional[RequestTemplate] = None,
     ) -> None:
+        unknown = [kind for kind in templates if kind not in OUTBOUND_KINDS]
+        if unknown:
+            known = ", ".join(OUTBOUND_KINDS)
+            raise ValueError(f"unknown outbound message kind {unknown[0]!r} (known: {known})")
+        if turn is not None and templates:
+            raise ValueError(
+                "outbound.turn replaces the per-message templates; give one or the other"
+            )
         self.templates = templates
+        self.turn = turn
         self.wait = wait
         self.timeout = timeout
         self.retries = retries
@@ -118,53 +375,91 @@ class Outbound:
         self.allow_hosts = [host.lower() for host in allow_hosts] if allow_hosts else None
 
     @classmethod
-    def from_config(cls, section: Dict[str, Any]) -> "Outbound":
-        defaults = section.get("defaults", {})
-        templates = {
-            kind: RequestTemplate(kind, **{**defaults, **section[kind]})
-            for kind in KINDS
-            if kind in section
-        }
-        options = {k: v for k, v in section.items() if k not in KINDS and k != "defaults"}
-        return cls(templates, **options)
+    def from_config(cls, section: Mapping[str, Any]) -> "Outbound":
+        """From a validated section; a key that is no option, kind or ``turn`` is refused."""
+        defaults = section.get("defaults") or {}
+        unknown = [k for k in section if k not in (*OPTIONS, *OUTBOUND_KINDS, TURN, "defaults")]
+        if unknown:
+            known = ", ".join(OUTBOUND_KINDS)
+            raise ValueError(f"unknown outbound key {unknown[0]!r} (message kinds: {known})")
+
+        def template(name: str) -> RequestTemplate:
+            return RequestTemplate(name, **merge_defaults(defaults, section[name] or {}))
+
+        templates = {kind: template(kind) for kind in OUTBOUND_KINDS if kind in section}
+        turn = template(TURN) if TURN in section else None
+        options = {key: section[key] for key in OPTIONS if key in section}
+        return cls(templates, turn=turn, **options)
 
     def expressions(self) -> List[Expression]:
-        return [e for template in self.templates.values() for e in template.expressions()]
+        templates = [*self.templates.values(), *([self.turn] if self.turn else [])]
+        return [e for template in templates for e in template.expressions()]
 
     def allows(self, request: OutboundRequest) -> bool:
         return self.allow_hosts is None or request.host.lower() in self.allow_hosts
+
+    def render_replies(
+        self,
+        replies: List[Dict[str, Any]],
+        recipient: str,
+        source: Optional["Extracted"],
+        scope: Optional[Scope] = None,
+    ) -> Tuple[List[OutboundRequest], List[str]]:
+        """All the requests for the bot messages answering one user message, in order, and the
+        problems of what could not be rendered (for the log, with the conversation id).
+
+        ``source`` is the user message the replies answer (None for messages Rasa sends on its
+        own): its event and metadata are what the templates see as ``event`` and ``metadata``.
+        ``scope`` is what header(), query(), body() and env() read.
+        """
+        event = source.event if source is not None else None
+        metadata = source.metadata if source is not None else None
+        if self.turn is not None:
+            if not replies:
+                return [], []
+            context = {
+                "messages": replies,
+                "recipient": recipient,
+                "event": event,
+                "metadata": metadata,
+            }
+            try:
+                return [self.turn.render(context, scope)], []
+            except (RenderError, EvaluationError) as error:
+                return [], [f"the replies of a turn: {error}; not sent"]
+        requests: List[OutboundRequest] = []
+        problems: List[str] = []
+        for message in replies:
+            context = {
+                "message": message,
+                "recipient": recipient,
+                "event": event,
+                "metadata": metadata,
+            }
+            for kind in OUTBOUND_KINDS.values():
+                if not kind.carries(message):
+                    continue
+                template = self.templates.get(kind.name)
+                if template is None and kind.fallback is not None:
+                    template = self.templates.get(kind.fallback)
+                if template is None:
+                    problems.append(
+                        f"{kind.name} messages: the mapping has no outbound template for them; "
+                        "not sent"
+                    )
+                    continue
+                try:
+                    requests.append(template.render(context, scope))
+                except (RenderError, EvaluationError) as error:
+                    problems.append(f"a {kind.name} message: {error}; not sent")
+        return requests, problems
 
     def render(
         self,
         message: Dict[str, Any],
         recipient: str,
-        source: Optional[Extracted] = None,
+        source: Optional["Extracted"] = None,
+        scope: Optional[Scope] = None,
     ) -> Tuple[List[OutboundRequest], List[str]]:
-        """The requests for one bot message, in the order Rasa's own channels send its parts,
-        and the problems of the parts that could not be rendered.
-
-        ``source`` is the user message the reply answers (none for messages Rasa sends on its
-        own): its event and metadata are what the templates see as ``event`` and ``metadata``.
-        """
-        context = {
-            "message": message,
-            "recipient": recipient,
-            "event": source.event if source else None,
-            "metadata": source.metadata if source else None,
-        }
-        kinds = []
-        if message.get("buttons") or message.get("quick_replies"):
-            kinds.append("buttons" if "buttons" in self.templates else "text")
-        elif message.get("text"):
-            kinds.append("text")
-        kinds += [kind for kind in ("custom", "image", "attachment") if message.get(kind)]
-        requests, problems = [], []
-        for kind in kinds:
-            template = self.templates.get(kind)
-            try:
-                if template is None:
-                    raise RenderError(f"the mapping has no outbound template for {kind} messages")
-                requests.append(template.render(context))
-            except (RenderError, HTTPError) as error:
-                problems.append(str(error))
-        return requests, problems
+        """The requests for one bot message (``render_replies`` of that message alone)."""
+        return self.render_replies([message], recipient, source, scope)

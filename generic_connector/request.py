@@ -1,11 +1,14 @@
 """An incoming webhook request, independent of the web framework, and its decoding."""
 
 import functools
+import json
+import re
 from typing import Any, Callable, Dict, Mapping, Optional
 from urllib.parse import parse_qs
 
 import ujson  # Rasa (and Sanic) bring it; several times faster than the json module
 
+from generic_connector import defaults
 from generic_connector.errors import HTTPError
 
 FORM = "application/x-www-form-urlencoded"
@@ -91,37 +94,81 @@ class IncomingRequest:
 # Content types a JSON mapping accepts: JSON, none, and what `curl -d` sends by default.
 _JSON_TYPES = {"", "application/json", "text/plain", FORM}
 
+# An integer of more digits than 2**64 has (20) in a JSON body. Turning a long digit string
+# into an int takes time quadratic in its length (4 s for a million digits), so such bodies
+# take the careful path, which refuses long integers before converting them.
+_LONG_NUMBER = re.compile(rb"\d{21}")
+# An escaped UTF-16 surrogate (\ud800-\udfff); a lone one decodes to a str that cannot be
+# encoded again, which breaks Rasa's tracker stores.
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+MAX_DIGITS = 20
+
 
 def decode_body(
     request: IncomingRequest,
     body_format: str = "json",
     events: bool = False,
-    max_body: int = 1_048_576,
+    max_fields: int = defaults.MAX_FORM_FIELDS,
 ) -> Any:
-    """The body as the mapping sees it; HTTPError (400, 413, 415) saying what is wrong otherwise.
+    """The body as the mapping sees it; HTTPError (400, 415) saying what is wrong otherwise.
 
     ``json`` bodies must be objects (or lists when the mapping selects ``events``); ``form``
-    bodies become an object of strings (a list where a field repeats).
+    bodies become an object of strings (a list where a field repeats). Text must be valid
+    Unicode and integers at most 20 digits long.
     """
-    if len(request.body) > max_body:
-        raise HTTPError(413, f"request body is larger than {max_body} bytes")
     if body_format == "form":
-        return _decode_form(request)
+        return _decode_form(request, max_fields)
     if request.headers.get("content-type") != "application/json":  # else nothing to parse
         media_type = request.media_type
         if media_type not in _JSON_TYPES and not is_json(media_type):
             raise HTTPError(415, f"this channel expects a JSON body, got Content-Type {media_type}")
+    raw = request.body
     try:
-        body = ujson.loads(request.body)
+        body = _careful_json(raw) if _LONG_NUMBER.search(raw) else ujson.loads(raw)
     except ValueError as error:
         hint = f" (Content-Type: {request.media_type})" if request.media_type == FORM else ""
         raise HTTPError(400, f"request body is not valid JSON{hint}: {error}") from None
     if not isinstance(body, dict) and not (events and isinstance(body, list)):
         raise HTTPError(400, "request body must be a JSON object")
+    if _ESCAPED_SURROGATE.search(raw) and not _valid_unicode(body):
+        raise HTTPError(400, "request body holds text that is not valid Unicode (a lone surrogate)")
     return body
 
 
-def _decode_form(request: IncomingRequest) -> Dict[str, Any]:
+def _careful_json(raw: bytes) -> Any:
+    """JSON with integers of more than 20 digits refused before they are converted."""
+    return json.loads(raw, parse_int=_bounded_int, parse_constant=_no_constant)
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_DIGITS:
+        raise ValueError(f"an integer has more than {MAX_DIGITS} digits")
+    return int(digits)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _valid_unicode(value: Any) -> bool:
+    """Whether every string in a decoded body (keys too) can be written as UTF-8."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
+def _decode_form(request: IncomingRequest, max_fields: int) -> Dict[str, Any]:
     if is_json(request.media_type):
         raise HTTPError(415, f"this channel expects a form body ({FORM}), got JSON")
     if request.media_type not in ("", FORM):
@@ -130,9 +177,14 @@ def _decode_form(request: IncomingRequest) -> Dict[str, Any]:
         )
     try:
         text = request.body.decode("utf-8")
-        fields = parse_qs(text, keep_blank_values=True, strict_parsing=bool(text))
-    except (UnicodeDecodeError, ValueError):
-        raise HTTPError(400, f"request body is not a valid form ({FORM})") from None
+        fields = parse_qs(
+            text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=max_fields
+        )
+    except UnicodeDecodeError:
+        raise HTTPError(400, f"request body is not a valid form ({FORM}): not UTF-8") from None
+    except ValueError as error:
+        reason = "too many fields" if "max_num_fields" in str(error) else "malformed"
+        raise HTTPError(400, f"request body is not a valid form ({FORM}): {reason}") from None
     return {name: values[0] if len(values) == 1 else values for name, values in fields.items()}
 
 

@@ -57,5 +57,10 @@ fi
 
 [ -x "$VENV/bin/python" ] && supported "$VENV/bin/python" || uv venv --quiet -p "$PY" "$VENV"
 uv pip install --quiet -p "$VENV/bin/python" -e '.[test]' "rasa==$RASA_VERSION"
+# redis-server for the tests of the Redis store and outbox (they are skipped without it).
+if command -v apt-get >/dev/null; then
+  command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
+    || echo "setup: could not install redis-server; the Redis tests will be skipped" >&2
+fi
 echo "$want" > "$STAMP"
 "$VENV/bin/python" -c 'import rasa, sanic; print(f"setup: rasa {rasa.__version__}, sanic {sanic.__version__}")'

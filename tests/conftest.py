@@ -33,10 +33,36 @@ generic_connector.channels.shop:
     metadata: "{customer: data.customer.name, order: data.order.id, tags: data.order.tags}"
   response:
     body: "{replies: messages[].text, customer: request.data.customer.name}"
+
+# Small limits, to see them applied by the real server.
+generic_connector.channels.tight:
+  name: tight
+  request: {sender: sender, text: message}
+  limits: {max_body: 1000, read_timeout: 2, max_concurrent: 3}
+
+# An answer template that fails on some requests (split by an empty separator).
+generic_connector.channels.fragile:
+  name: fragile
+  request: {sender: sender, text: message}
+  response: {body: "split(request.message, request.separator)"}
 """
 
 # Every shipped platform mapping, as a user would configure them.
-PLATFORMS = ["telegram", "slack", "twilio", "whatsapp", "messenger", "mattermost", "rocketchat"]
+PLATFORMS = [
+    "telegram",
+    "slack",
+    "twilio",
+    "whatsapp",
+    "messenger",
+    "mattermost",
+    "rocketchat",
+    "teams",
+    "line",
+    "viber",
+    "zulip",
+    "standard-webhooks",
+    "chatwoot",
+]
 PLATFORM_CREDENTIALS = (
     "".join(
         f"generic_connector.channels.{name}:\n  mapping: mappings/{name}.yml\n"
@@ -60,6 +86,10 @@ API_TOKENS = {
     "WHATSAPP_ACCESS_TOKEN": "whatsapp-test-token",
     "WHATSAPP_PHONE_NUMBER_ID": "106540352242922",
     "MESSENGER_PAGE_ACCESS_TOKEN": "messenger-test-token",
+    "LINE_CHANNEL_ACCESS_TOKEN": "line-test-token",
+    "VIBER_BOT_NAME": "Viber Bot",
+    "CHATWOOT_BOT_TOKEN": "chatwoot-test-token",
+    "CHATWOOT_ACCOUNT_ID": "42",
 }
 
 
@@ -70,6 +100,9 @@ def api_urls(api: PlatformAPI) -> Dict[str, str]:
         "SLACK_API_URL": f"{api.url}/slack",
         "WHATSAPP_API_URL": f"{api.url}/whatsapp",
         "MESSENGER_API_URL": f"{api.url}/messenger",
+        "LINE_API_URL": f"{api.url}/line",
+        "VIBER_API_URL": f"{api.url}/viber",
+        "CHATWOOT_URL": f"{api.url}/chatwoot",
     }
 
 

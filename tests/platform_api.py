@@ -1,4 +1,8 @@
-"""A real local HTTP server playing platforms' APIs: records requests, answers as told."""
+"""A real local HTTP server playing platforms' APIs: records requests, answers as told.
+
+It speaks HTTP/1.1 with keep-alive, as the platforms do, so that a client's connection reuse
+shows: each recorded request has the client's port.
+"""
 
 import json
 import threading
@@ -17,6 +21,7 @@ class Recorded:
     headers: Dict[str, str]
     body: bytes
     status: int
+    client_port: int = 0
     at: float = field(default_factory=time.monotonic)
 
     @property
@@ -34,6 +39,8 @@ class PlatformAPI:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: connections can be reused
+
             def do_POST(self) -> None:  # noqa: N802
                 api._handle(self)
 
@@ -57,7 +64,12 @@ class PlatformAPI:
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         request = Recorded(
-            handler.command, handler.path, dict(handler.headers), handler.rfile.read(length), 200
+            handler.command,
+            handler.path,
+            dict(handler.headers),
+            handler.rfile.read(length),
+            200,
+            handler.client_address[1],
         )
         status, headers, body, delay = 200, {}, {"ok": True}, 0.0
         with self._lock:
@@ -71,12 +83,15 @@ class PlatformAPI:
         if delay:
             time.sleep(delay)
         payload = json.dumps(body).encode()
-        handler.send_response(status)
-        for name, value in {**headers, "Content-Type": "application/json"}.items():
-            handler.send_header(name, value)
-        handler.send_header("Content-Length", str(len(payload)))
-        handler.end_headers()
-        handler.wfile.write(payload)
+        try:
+            handler.send_response(status)
+            for name, value in {**headers, "Content-Type": "application/json"}.items():
+                handler.send_header(name, value)
+            handler.send_header("Content-Length", str(len(payload)))
+            handler.end_headers()
+            handler.wfile.write(payload)
+        except OSError:  # the client gave up waiting (a time-out test)
+            handler.close_connection = True
 
     def received(
         self, match: Callable[[Recorded], bool], count: int, timeout: float = 30.0
@@ -92,6 +107,7 @@ class PlatformAPI:
 
     def close(self) -> None:
         self.server.shutdown()
+        self.server.server_close()
 
 
 def _matches(match: Callable[[Recorded], bool], request: Recorded) -> bool:

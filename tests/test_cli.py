@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List
 
 import pytest
 
@@ -243,4 +243,96 @@ def test_dry_run_shows_why_a_request_would_be_rejected(tmp_path: Path) -> None:
         "error": "no sender in the request: `sender` found nothing",
         "field": "sender",
         "expression": "sender",
+    }
+
+
+def dry_run(tmp_path: Path, *args: str) -> Dict[str, Any]:
+    exe = Path(sys.executable).with_name("generic-connector")
+    result = subprocess.run(
+        [str(exe), "dry-run", *args], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return json.loads(result.stdout)
+
+
+HEADER_MAPPING = """
+name: tenants
+request:
+  sender: user
+  text: text
+  metadata: "{tenant: header('X-Tenant')}"
+"""
+
+
+def test_dry_run_header_names_are_case_insensitive(tmp_path: Path) -> None:
+    mapping = write(tmp_path, "tenants.yml", HEADER_MAPPING)
+    body = write(tmp_path, "body.json", '{"user": "u", "text": "hi"}')
+    for header in ("X-Tenant: acme", "x-tenant: acme", "X-TENANT: acme"):
+        result = dry_run(tmp_path, mapping, "--body", body, "--header", header)
+        assert result["messages"][0]["metadata"] == {"tenant": "acme"}, header
+
+
+SIGNED_MAPPING = """
+name: signed
+auth: {type: token, header: X-Token, secret_env: SIGNED_TOKEN}
+request: {sender: user, text: text}
+handshakes:
+  - name: ping
+    method: GET
+    path: /ping
+    response: {body: "'pong'", content_type: text/plain}
+outbound:
+  text:
+    url: join('', ['https://api.infobip.example/send/', env('SIGNED_TOKEN')])
+    headers: {Authorization: "join(' ', ['App', env('SIGNED_TOKEN')])"}
+    body: >-
+      {to: recipient, text: message.text, key: env('SIGNED_TOKEN'),
+       buttons: message.buttons[].title}
+"""
+
+
+def test_dry_run_env_method_path_and_the_reason_of_a_401(tmp_path: Path) -> None:
+    mapping = write(tmp_path, "signed.yml", SIGNED_MAPPING)
+    body = write(tmp_path, "body.json", '{"user": "u", "text": "hi"}')
+    refused = dry_run(
+        tmp_path,
+        mapping,
+        "--body",
+        body,
+        "--env",
+        "SIGNED_TOKEN=infobip",
+        "--header",
+        "X-Token: no",
+    )
+    assert refused["status"] == 401
+    assert refused["error"] == {"error": "unauthorized"}
+    assert refused["reason"] == "token does not match"
+    pong = dry_run(
+        tmp_path, mapping, "--body", body, "--env", "SIGNED_TOKEN=infobip",
+        "--method", "GET", "--path", "/ping",
+    )  # fmt: skip
+    assert (pong["status"], pong["response"]["body"]) == (200, "pong")
+
+
+def test_dry_run_masks_secrets_by_exact_value_and_takes_rich_replies(tmp_path: Path) -> None:
+    mapping = write(tmp_path, "signed.yml", SIGNED_MAPPING)
+    body = write(tmp_path, "body.json", '{"user": "u", "text": "hi"}')
+    replies = write(
+        tmp_path,
+        "replies.json",
+        '[{"text": "Pick", "buttons": [{"title": "Yes", "payload": "/y"}]}]',
+    )
+    result = dry_run(
+        tmp_path, mapping, "--body", body, "--env", "SIGNED_TOKEN=infobip",
+        "--header", "X-Token: infobip", "--replies", replies,
+    )  # fmt: skip
+    assert result["status"] == 200
+    [request] = result["outbound"]
+    # The host's "infobip" is part of the URL, not the secret: only the secret is masked.
+    assert request["url"] == "https://api.infobip.example/send/${SIGNED_TOKEN}"
+    assert request["headers"]["Authorization"] == "App ${SIGNED_TOKEN}"
+    assert request["body"] == {
+        "to": "u",
+        "text": "Pick",
+        "key": "${SIGNED_TOKEN}",
+        "buttons": ["Yes"],
     }

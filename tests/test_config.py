@@ -1,12 +1,15 @@
 """The config loader and validator: located, complete findings; no stack traces."""
 
+import json
 from pathlib import Path
 from typing import List
 
 import pytest
 
-from generic_connector.config import check_channel, load_channel, load_yaml
+from generic_connector.auth import AUTH_SCHEMES
+from generic_connector.config import SCHEMA, SCHEMA_PATH, check_channel, load_channel, load_yaml
 from generic_connector.errors import ConfigError
+from generic_connector.idempotency import STORES
 from tests.conftest import API_TOKENS, VERIFY_TOKENS
 from tests.signing import WEBHOOK_SECRETS
 
@@ -124,3 +127,19 @@ def test_start_up_names_a_missing_environment_variable(monkeypatch: pytest.Monke
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigError, match="environment variables WHATSAPP_ACCESS_TOKEN, "):
         load_channel({"mapping": str(ROOT / "mappings/whatsapp.yml")}, "generic channel")
+
+
+def test_schema_json_holds_every_registry_as_the_loader_checks_it() -> None:
+    """Editors read schema.json; `generic-connector schema --write` makes it anew."""
+    on_disk = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    assert on_disk == SCHEMA
+    assert set(AUTH_SCHEMES) <= set(json.dumps(on_disk["properties"]["auth"]).split('"'))
+    assert on_disk["properties"]["idempotency"]["properties"]["store"]["enum"] == sorted(STORES)
+
+
+def test_an_unknown_auth_type_or_store_is_a_configuration_error() -> None:
+    for extra in ({"auth": {"type": "nope"}}, {"idempotency": {"store": "nope"}}):
+        entry = {"name": "x", "request": {"sender": "s", "text": "t"}, **extra}
+        config, findings, _ = check_channel(entry)
+        assert config is None
+        assert findings, extra

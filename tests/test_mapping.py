@@ -5,15 +5,10 @@ import urllib.parse
 
 import pytest
 
-from generic_connector.errors import HTTPError
-from generic_connector.functions import bound_to
-from generic_connector.mapping import (
-    Expression,
-    ExpressionError,
-    RequestMapping,
-    ResponseTemplate,
-    to_xml,
-)
+from generic_connector.answers import RenderError, ResponseTemplate, to_xml
+from generic_connector.expressions import EvaluationError, Expression, ExpressionError
+from generic_connector.functions import Scope
+from generic_connector.mapping import MappingError, RequestMapping
 from generic_connector.request import IncomingRequest, decode_body
 
 NESTED = {
@@ -77,25 +72,34 @@ def test_optional_fields_absent_give_none() -> None:
         ),
     ],
 )
-def test_missing_or_wrong_fields_are_422_naming_field_and_expression(
+def test_missing_or_wrong_fields_are_refused_naming_field_and_expression(
     body: dict, field: str, message: str
 ) -> None:
-    with pytest.raises(HTTPError) as raised:
+    with pytest.raises(MappingError) as raised:
         nested_mapping().map(body)
-    assert raised.value.status == 422
-    assert raised.value.body()["field"] == field
-    assert raised.value.body()["error"].startswith(message)
+    assert raised.value.field == field
+    assert raised.value.message.startswith(message)
 
 
-def test_metadata_that_is_not_an_object_is_422() -> None:
-    with pytest.raises(HTTPError) as raised:
+def test_metadata_that_is_not_an_object_is_refused() -> None:
+    with pytest.raises(MappingError) as raised:
         nested_mapping(metadata="update.from.name").map(NESTED)
-    assert raised.value.status == 422
-    assert raised.value.body() == {
-        "error": "metadata must be an object, but `update.from.name` gave a string",
-        "field": "metadata",
-        "expression": "update.from.name",
-    }
+    assert (
+        raised.value.message == "metadata must be an object, but `update.from.name` gave a string"
+    )
+    assert (raised.value.field, raised.value.expression) == ("metadata", "update.from.name")
+
+
+@pytest.mark.parametrize("number", [2**64, -(2**63) - 1, 10**19 * 5])
+def test_ids_beyond_64_bits_are_refused(number: int) -> None:
+    body = {"update": {"from": {"id": number}, "message": {"content": {"text": "hi"}}}}
+    with pytest.raises(MappingError, match="sender is a number beyond 64 bits"):
+        nested_mapping().map(body)
+
+
+def test_ids_within_64_bits_become_text() -> None:
+    body = {"update": {"from": {"id": 2**64 - 1}, "message": {"content": {"text": "hi"}}}}
+    assert nested_mapping().map(body).sender_id == "18446744073709551615"
 
 
 def test_bad_expressions_fail_when_the_mapping_is_built() -> None:
@@ -146,8 +150,8 @@ def test_form_field_holding_json_is_decoded_inside_a_mapping() -> None:
 def test_headers_query_and_body_are_reachable_from_an_event() -> None:
     request = IncomingRequest.from_parts(b"{}", {"X-Tenant": "acme"}, {"retry": "2"}, method="POST")
     expression = Expression("{tenant: header('x-tenant'), retry: query('retry'), all: body().a}")
-    with bound_to(request, {"a": 1}):
-        assert expression.search({}) == {"tenant": "acme", "retry": "2", "all": 1}
+    scope = Scope(request, {"a": 1})
+    assert expression.search({}, scope) == {"tenant": "acme", "retry": "2", "all": 1}
     assert expression.search({}) == {"tenant": None, "retry": None, "all": None}
 
 
@@ -160,11 +164,10 @@ def test_events_list_object_or_nothing(selected: object, events: list) -> None:
     assert mapping.select_events({"e": selected}) == events
 
 
-def test_events_that_are_not_a_list_or_object_are_422() -> None:
+def test_events_that_are_not_a_list_or_object_are_refused() -> None:
     mapping = RequestMapping(sender="a", text="a", default_input_channel="x", events="e")
-    with pytest.raises(HTTPError) as raised:
+    with pytest.raises(MappingError) as raised:
         mapping.select_events({"e": "text"})
-    assert raised.value.status == 422
     assert raised.value.message == "`e` must select a list of events, got a string"
 
 
@@ -218,7 +221,38 @@ def test_misused_functions_are_rejected_when_compiled(source: str, message: str)
     assert str(raised.value).startswith(message)
 
 
-def test_runtime_type_error_is_the_requests_fault() -> None:
-    with pytest.raises(HTTPError) as raised:
+def test_runtime_type_error_names_the_expression() -> None:
+    with pytest.raises(EvaluationError) as raised:
         Expression("lower(a)").search({"a": 1})
-    assert raised.value.status == 422
+    assert raised.value.expression == "lower(a)"
+    assert str(raised.value).startswith("`lower(a)` failed on this request: ")
+
+
+def test_a_function_failing_on_data_is_an_evaluation_error() -> None:
+    with pytest.raises(EvaluationError, match="empty separator"):
+        Expression("split(a, '')").search({"a": "x"})
+
+
+def test_an_xml_element_name_from_data_that_is_not_valid_xml_is_a_render_error() -> None:
+    template = ResponseTemplate(body="{Response: {Message: request.m}}", content_type="text/xml")
+    with pytest.raises(RenderError, match="'a b' is not a valid XML element name"):
+        template.render([], {"m": {"a b": "x"}}, "s")
+
+
+@pytest.mark.parametrize(
+    "content_type, format, expected",
+    [
+        ("application/json", None, b'{"t":"Hi"}'),
+        ("application/vnd.api+json", None, b'{"t":"Hi"}'),
+        ("text/plain", None, b'{"t":"Hi"}'),
+        ("text/plain", "xml", b'<?xml version="1.0" encoding="UTF-8"?><t>Hi</t>'),
+        ("application/xml", None, b'<?xml version="1.0" encoding="UTF-8"?><t>Hi</t>'),
+    ],
+)
+def test_answer_formats_by_content_type_or_by_name(
+    content_type: str, format: object, expected: bytes
+) -> None:
+    template = ResponseTemplate(
+        body="{t: messages[0].text}", content_type=content_type, format=format
+    )
+    assert template.render([{"text": "Hi"}], {}, "s").body == expected

@@ -2,7 +2,7 @@
 
 More than 10,000 generated requests (random JSON, wrong types where strings are expected,
 huge and deeply nested bodies, broken form encoding, wrong content types) go through the
-channel's own request handling with a stand-in for Rasa: never a 5xx, never an exception.
+channel's own pipeline with a stand-in for Rasa: never a 5xx, never an exception.
 """
 
 import asyncio
@@ -14,15 +14,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from generic_connector.channel import GenericChannel
 from generic_connector.config import check_channel, load_yaml
+from generic_connector.idempotency import Replies
+from generic_connector.mapping import Extracted
+from generic_connector.pipeline import Assistant, Pipeline, make_store
 from generic_connector.request import IncomingRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = 2_600  # per mapping; four mappings: more than 10,000 requests
 
 
-def channel(name: str) -> GenericChannel:
+def channel(name: str) -> Pipeline:
     """A shipped mapping without its authentication, so requests get past it."""
     document = dict(load_yaml(ROOT / "mappings" / f"{name}.yml"))
     document.pop("auth", None)
@@ -30,7 +32,7 @@ def channel(name: str) -> GenericChannel:
     document.pop("tests", None)
     config, findings, _ = check_channel(document)  # env('...') may be unset: reads give null
     assert config is not None, findings
-    return GenericChannel(config)
+    return Pipeline(config, make_store(config))
 
 
 CHANNELS = {name: channel(name) for name in ("rest", "telegram", "twilio", "whatsapp")}
@@ -38,10 +40,17 @@ LOOP = asyncio.new_event_loop()
 HANDLED: List[Any] = []
 
 
-async def assistant(message: Any) -> None:
+class Recording(Assistant):
     """Stands in for Rasa: records the message and answers it."""
-    HANDLED.append(message)
-    await message.output_channel.send_response(message.sender_id, {"text": "ok"})
+
+    async def handle(self, message: Extracted) -> Replies:
+        HANDLED.append(message)
+        return [{"recipient_id": message.sender_id, "text": "ok"}]
+
+
+class Failing(Assistant):
+    async def handle(self, message: Extracted) -> Replies:
+        raise RuntimeError("the tracker store is gone")
 
 
 json_values = st.recursive(
@@ -80,7 +89,7 @@ methods = st.sampled_from(["POST", "POST", "POST", "GET"])
 
 
 def answer_of(name: str, request: IncomingRequest) -> Dict[str, Any]:
-    rendered = LOOP.run_until_complete(CHANNELS[name].process(request, assistant))
+    _, rendered = LOOP.run_until_complete(CHANNELS[name].run(request, Recording()))
     return {"status": rendered.status, "type": rendered.content_type, "body": rendered.body}
 
 
@@ -115,15 +124,12 @@ def test_the_generated_requests_also_reach_the_assistant() -> None:
     assert len(HANDLED) == before + 1
 
 
-async def failing_assistant(message: Any) -> None:
-    raise RuntimeError("the tracker store is gone")
-
-
 def test_an_assistant_failure_is_a_500_json_error_logged_with_the_sender(caplog) -> None:  # noqa: ANN001
     request = IncomingRequest.from_parts(b'{"sender": "s-500", "message": "hi"}')
-    rendered = LOOP.run_until_complete(CHANNELS["rest"].process(request, failing_assistant))
+    _, rendered = LOOP.run_until_complete(CHANNELS["rest"].run(request, Failing()))
     assert rendered.status == 500
     assert json.loads(rendered.body) == {
         "error": "the assistant could not handle the message; retry later"
     }
-    assert "Rasa failed to handle the message from sender s-500" in caplog.text
+    assert "the assistant failed to handle the message from sender s-500" in caplog.text
+    assert "RuntimeError: the tracker store is gone" in caplog.text

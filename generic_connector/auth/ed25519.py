@@ -1,0 +1,90 @@
+"""``ed25519``: a public-key signature over the request (Discord, Standard Webhooks ``v1a``)."""
+
+from typing import Any, Mapping, Optional
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from generic_connector.auth import AuthFailed, AuthScheme, register
+from generic_connector.auth._common import (
+    SignedRequest,
+    decode_text,
+    env_key,
+    needs_header,
+    signature_keys,
+)
+from generic_connector.request import IncomingRequest
+
+
+@register
+class Ed25519Scheme(AuthScheme):
+    """A signature in ``header`` that the platform's Ed25519 public key verifies over ``signed``.
+
+    Only the public key is configured: whoever reads it cannot sign requests.
+    """
+
+    name = "ed25519"
+    schema = {
+        "description": "an Ed25519 signature over the request, checked with a public key",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["type", "public_key_env", "header"],
+        "properties": {
+            "type": {"const": "ed25519", "description": "An Ed25519 signature."},
+            "public_key_env": env_key(
+                "Environment variable holding the platform's 32-byte Ed25519 public key."
+            ),
+            "key_encoding": {
+                "enum": ["hex", "base64", "whpk"],
+                "description": "How the public key is written: hex (Discord, the default), "
+                "base64, or whpk (Standard Webhooks' whpk_<base64>).",
+            },
+            "encoding": {
+                "enum": ["hex", "base64"],
+                "description": "How the signature is written: hex (Discord, the default) or "
+                "base64 (Standard Webhooks).",
+            },
+            **signature_keys(),
+        },
+        "allOf": [
+            needs_header("timestamp", "timestamp_header"),
+            needs_header("id", "id_header"),
+        ],
+    }
+
+    def __init__(self, section: Mapping[str, Any]) -> None:
+        super().__init__(section)
+        self.signature = SignedRequest(section)
+        self.encoding: str = section.get("encoding", "hex")
+        self._key = self._read_key(section["public_key_env"], section.get("key_encoding", "hex"))
+
+    def _read_key(self, name: str, encoding: str) -> Optional[Ed25519PublicKey]:
+        value = self.read_env(name)
+        if value is None:
+            return None
+        if encoding == "whpk" and value.startswith("whpk_"):
+            value = value[len("whpk_") :]
+        raw = decode_text(value.strip(), "hex" if encoding == "hex" else "base64")
+        try:
+            if raw is not None and len(raw) == 32:
+                return Ed25519PublicKey.from_public_bytes(raw)
+        except ValueError:
+            pass
+        self.unusable(f"environment variable {name} is not a 32-byte {encoding} Ed25519 key")
+        return None
+
+    async def verify(self, request: IncomingRequest, body: Any, now: float) -> None:
+        sent = self.signature.signatures(request)
+        message = self.signature.message(request, now)
+        if self._key is None:  # check() refuses before this
+            raise AuthFailed("no usable public key")
+        for text in sent:
+            signature = decode_text(text, self.encoding)
+            if signature is None or len(signature) != 64:
+                continue
+            try:
+                self._key.verify(signature, message)
+                return
+            except InvalidSignature:
+                continue
+        raise AuthFailed("signature does not match")

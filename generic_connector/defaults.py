@@ -1,0 +1,20 @@
+"""Every default of a channel's configuration, in one place (the schema's texts quote them)."""
+
+# limits
+MAX_BODY = 1_048_576  # bytes
+READ_TIMEOUT = 10.0  # seconds to receive the whole body
+MAX_CONCURRENT = 256  # requests a channel handles at once; more are answered 503
+# Above the largest batch a documented platform sends (Meta's webhooks: up to 1,000 updates).
+MAX_EVENTS = 2_000
+MAX_FORM_FIELDS = 1_000
+
+# idempotency
+IDEMPOTENCY_WINDOW = 3600.0  # seconds
+IDEMPOTENCY_MAX_KEYS = 100_000
+IDEMPOTENCY_STORE = "memory"
+
+# outbound
+OUTBOUND_TIMEOUT = 10.0
+OUTBOUND_RETRIES = 3
+OUTBOUND_BACKOFF = 0.5
+OUTBOUND_MAX_BACKOFF = 30.0

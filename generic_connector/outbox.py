@@ -1,0 +1,48 @@
+"""Where outbound requests wait for delivery: the outbox the pipeline puts them in.
+
+Outboxes are registered by name; the one here hands requests straight to this process's
+``Delivery`` (pooled connections, retries, per-conversation order).
+"""
+
+from typing import Any, Awaitable, Dict, List, Type
+
+from generic_connector.delivery import Delivery
+from generic_connector.outbound import OutboundRequest
+
+
+class Outbox:
+    """What the pipeline asks of an outbox; subclasses register with ``@register``."""
+
+    name = ""
+
+    async def put(self, conversation: str, requests: List[OutboundRequest]) -> Awaitable[Any]:
+        """Accept a conversation's requests after its earlier ones; awaiting the result waits
+        for their delivery. Once ``put`` returns, the requests are the outbox's to deliver."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Finish or hand back what is in flight."""
+
+
+OUTBOXES: Dict[str, Type[Outbox]] = {}
+
+
+def register(cls: Type[Outbox]) -> Type[Outbox]:
+    OUTBOXES[cls.name] = cls
+    return cls
+
+
+@register
+class MemoryOutbox(Outbox):
+    """Requests delivered from this process's memory: lost if the process dies."""
+
+    name = "memory"
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+
+    async def put(self, conversation: str, requests: List[OutboundRequest]) -> Awaitable[Any]:
+        return self.delivery.schedule(conversation, requests)
+
+    async def close(self) -> None:
+        await self.delivery.close()

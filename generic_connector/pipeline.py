@@ -1,0 +1,339 @@
+"""The request pipeline: every request goes through the same named stages, in this order.
+
+    limits → auth → decode → handshakes → events → mapping → de-duplication → Rasa
+    → answer → outbound
+
+Each stage is a small function of the pipeline and the request's ``Exchange``; it may await
+I/O, knows nothing of Sanic or Rasa, and either lets the request go on, sets the answer
+(a handshake, a duplicate), or raises ``HTTPError``. The channel runs this pipeline with Rasa as
+the ``Assistant``; the dry run and the mapping test cases run the same one with sample replies.
+"""
+
+import logging
+import os
+import time
+from typing import Any, Awaitable, Callable, List, Mapping, Optional, Tuple
+
+from generic_connector.answers import Rendered, RenderError
+from generic_connector.auth import AuthFailed, AuthUnavailable
+from generic_connector.config import ChannelConfig
+from generic_connector.errors import HTTPError
+from generic_connector.expressions import EvaluationError
+from generic_connector.functions import Scope
+from generic_connector.idempotency import IdempotencyStore, Replies, build_store
+from generic_connector.mapping import Extracted, IgnoreRule, MappingError
+from generic_connector.outbox import Outbox
+from generic_connector.request import IncomingRequest, decode_body, dumps
+
+logger = logging.getLogger(__name__)
+
+
+class Assistant:
+    """What the pipeline hands user messages to: Rasa in the channel, samples in the dry run."""
+
+    def ready(self) -> bool:
+        """False while the assistant cannot take messages (the model is loading)."""
+        return True
+
+    async def handle(self, message: Extracted) -> Replies:
+        """The bot's messages for one user message, in order."""
+        raise NotImplementedError
+
+
+class Exchange:
+    """One request on its way through the stages, and what each stage made of it."""
+
+    def __init__(self, request: IncomingRequest, request_id: str, now: float) -> None:
+        self.request = request
+        self.request_id = request_id
+        self.now = now
+        self.body: Any = {}
+        self.scope = Scope(request)
+        self.answer: Optional[Rendered] = None
+        self.handshake: Optional[str] = None  # the name of the handshake that answered
+        self.refusal: Optional[HTTPError] = None
+        self.events: List[Any] = []
+        self.messages: List[Extracted] = []
+        self.ignored: List[Tuple[int, str]] = []
+        # Per message: the bot's replies, and whether they are new (not a duplicate's).
+        self.replies: List[Replies] = []
+        self.fresh: List[bool] = []
+        self.outbound: List[Awaitable[Any]] = []
+
+    @property
+    def sender(self) -> Optional[str]:
+        return self.messages[0].sender_id if self.messages else None
+
+
+class Pipeline:
+    """A channel's stages, shared by ``rasa run``, the dry run and the mapping test cases."""
+
+    def __init__(
+        self,
+        config: ChannelConfig,
+        store: Optional[IdempotencyStore] = None,
+        outbox: Optional[Outbox] = None,
+        clock: Callable[[], float] = time.time,
+        outbound_environ: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.outbox = outbox
+        self.clock = clock
+        # The environment outbound templates read (the dry run shows variables by name).
+        self.outbound_environ = outbound_environ
+        self.stages = [
+            check_limits,
+            authenticate,
+            decode,
+            answer_handshake,
+            select_events,
+            map_events,
+            hand_to_assistant,  # de-duplication and Rasa, message by message
+            render_answer,
+            send_outbound,
+        ]
+
+    async def run(
+        self, request: IncomingRequest, assistant: Assistant, now: Optional[float] = None
+    ) -> Tuple[Exchange, Rendered]:
+        """Take a request through every stage; every refusal and failure becomes JSON here."""
+        exchange = Exchange(request, request_id(request), self.clock() if now is None else now)
+        try:
+            for stage in self.stages:
+                await stage(self, exchange, assistant)
+                if exchange.answer is not None and stage is not render_answer:
+                    break
+            answer = exchange.answer
+        except HTTPError as error:
+            exchange.refusal = error
+            answer = self.refusal(exchange, error)
+        except Exception:
+            logger.exception(
+                "Channel %s: request %s from sender %s failed",
+                self.config.name, exchange.request_id, exchange.sender,
+            )  # fmt: skip
+            answer = self.refusal(exchange, HTTPError(500, "the request could not be handled"))
+        assert answer is not None
+        headers = {**answer.headers, "X-Request-ID": exchange.request_id}
+        return exchange, Rendered(answer.body, answer.content_type, answer.status, headers)
+
+    def refusal(self, exchange: Exchange, error: HTTPError) -> Rendered:
+        """The JSON error answer; refusals are logged once, failures (5xx) where they happen."""
+        if error.status < 500:
+            logger.info(
+                "Channel %s: request %s refused with %d: %s",
+                self.config.name, exchange.request_id, error.status, error.reason or error.message,
+            )  # fmt: skip
+        body = dumps(error.body()).encode("utf-8")
+        return Rendered(body, "application/json", error.status, error.headers)
+
+
+async def check_limits(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
+    """Bodies over ``limits.max_body`` are refused before anything reads them."""
+    limit = pipeline.config.limits.max_body
+    if len(exchange.request.body) > limit:
+        raise HTTPError(413, f"request body is larger than {limit} bytes")
+
+
+async def authenticate(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
+    """The ``auth`` schemes, on POSTs; a token in a body field waits for ``decode``."""
+    auth = pipeline.config.auth
+    if auth is not None and not auth.needs_body and exchange.request.method == "POST":
+        await _check_auth(pipeline, exchange, None)
+
+
+async def decode(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
+    """The body as JSON or form fields, checked (Unicode, integer sizes, field counts)."""
+    request, config = exchange.request, pipeline.config
+    if request.method != "POST":
+        exchange.body = {}
+    else:
+        mapping = config.request
+        exchange.body = decode_body(
+            request, mapping.format, mapping.events is not None, config.limits.max_form_fields
+        )
+        if config.auth is not None and config.auth.needs_body:
+            await _check_auth(pipeline, exchange, exchange.body)
+    exchange.scope = Scope(request, exchange.body)
+
+
+async def _check_auth(pipeline: Pipeline, exchange: Exchange, body: Any) -> None:
+    auth = pipeline.config.auth
+    try:
+        await auth.check(exchange.request, body, exchange.now)
+    except AuthFailed as reason:
+        raise HTTPError(401, "unauthorized", auth.challenge, reason=str(reason)) from None
+    except AuthUnavailable as reason:
+        logger.error(
+            "Channel %s: request %s could not be authenticated: %s",
+            pipeline.config.name, exchange.request_id, reason,
+        )  # fmt: skip
+        raise HTTPError(
+            503, "authentication is unavailable; retry later", {"Retry-After": "5"}
+        ) from None
+
+
+async def answer_handshake(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
+    """Verification challenges answered from their templates; other routes need a handshake."""
+    request, scope = exchange.request, exchange.scope
+    for handshake in pipeline.config.handshakes:
+        if handshake.matches(request.method, request.path, exchange.body, scope):
+            logger.debug("Channel %s: handshake %r", pipeline.config.name, handshake.name)
+            if not handshake.verified(exchange.body, scope):
+                raise HTTPError(403, "verification failed")
+            exchange.handshake = handshake.name
+            exchange.answer = handshake.answer(exchange.body, scope)
+            return
+    if request.path != "/webhook" or request.method != "POST":
+        raise HTTPError(
+            400, f"no handshake of this channel matches {request.method} {request.path}"
+        )
+
+
+async def select_events(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
+    """The body itself, or what ``request.events`` selects; at most ``limits.max_events``."""
+    try:
+        exchange.events = pipeline.config.request.select_events(exchange.body, exchange.scope)
+    except (MappingError, EvaluationError) as error:
+        raise _unmappable(error) from None
+    limit = pipeline.config.limits.max_events
+    if len(exchange.events) > limit:
+        raise HTTPError(
+            413, f"the request holds {len(exchange.events)} events; this channel takes {limit}"
+        )
+
+
+async def map_events(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
+    """Ignore rules, then the fields of each event; all are mapped before any reaches Rasa."""
+    mapping, name = pipeline.config.request, pipeline.config.name
+    for index, event in enumerate(exchange.events):
+        try:
+            mapped = mapping.map(event, exchange.scope)
+        except (MappingError, EvaluationError) as error:
+            raise _unmappable(error) from None
+        if isinstance(mapped, IgnoreRule):
+            logger.info("Channel %s: event %d ignored by rule %r", name, index, mapped.name)
+            exchange.ignored.append((index, mapped.name))
+        else:
+            exchange.messages.append(mapped)
+
+
+def _unmappable(error: Exception) -> HTTPError:
+    if isinstance(error, MappingError):
+        return HTTPError(422, error.message, field=error.field, expression=error.expression)
+    assert isinstance(error, EvaluationError)
+    return HTTPError(422, str(error), expression=error.expression)
+
+
+async def hand_to_assistant(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
+    """Each message to the assistant in order, unless the same delivery was handled before."""
+    if exchange.messages and not assistant.ready():
+        # Rasa would drop the message and answer nothing.
+        raise HTTPError(503, "the assistant is not ready yet; retry later", {"Retry-After": "5"})
+    for message in exchange.messages:
+        key = dedup_key(pipeline, message)
+        earlier = await pipeline.store.claim(key) if key is not None else None
+        if earlier is not None:
+            logger.info(
+                "Channel %s: message %s from sender %s was already handled; not handled again",
+                pipeline.config.name, message.message_id, message.sender_id,
+            )  # fmt: skip
+            exchange.replies.append(earlier)
+            exchange.fresh.append(False)
+            continue
+        try:
+            replies = await assistant.handle(message)
+        except BaseException as error:  # cancelled too: the platform will retry
+            if key is not None:
+                await pipeline.store.release(key)
+            if isinstance(error, HTTPError) or not isinstance(error, Exception):
+                raise
+            logger.exception(
+                "Channel %s: request %s: the assistant failed to handle the message from "
+                "sender %s",
+                pipeline.config.name, exchange.request_id, message.sender_id,
+            )  # fmt: skip
+            raise HTTPError(
+                500, "the assistant could not handle the message; retry later"
+            ) from None
+        if key is not None:
+            # A duplicate gets the same answer: the replies are kept when the answer shows them.
+            kept = replies if pipeline.config.response.reads_messages else []
+            await pipeline.store.finish(key, kept)
+        exchange.replies.append(replies)
+        exchange.fresh.append(True)
+
+
+def make_store(config: ChannelConfig) -> Optional[IdempotencyStore]:
+    """The channel's idempotency store; none when messages have no id or the window is 0."""
+    settings = config.idempotency
+    if config.request.message_id is None or settings.window <= 0:
+        return None
+    return build_store(settings.store, window=settings.window, max_keys=settings.max_keys)
+
+
+def dedup_key(pipeline: Pipeline, message: Extracted) -> Optional[str]:
+    """The de-duplication key of a message, or None when it is not de-duplicated."""
+    if pipeline.store is None or message.message_id is None:
+        return None
+    # The channel's name too: a shared store serves several channels.
+    parts = (pipeline.config.name, message.sender_id, message.message_id, message.text)
+    return "\x1f".join(parts)
+
+
+async def render_answer(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
+    """The ``response`` template over every reply, in the order of the messages."""
+    replies = [reply for replies in exchange.replies for reply in replies]
+    try:
+        exchange.answer = pipeline.config.response.render(
+            replies, exchange.body, exchange.sender, exchange.scope
+        )
+    except (EvaluationError, RenderError) as error:
+        logger.error(
+            "Channel %s: request %s: the answer could not be rendered: %s",
+            pipeline.config.name, exchange.request_id, error,
+        )  # fmt: skip
+        raise HTTPError(500, "the answer could not be rendered") from None
+
+
+async def send_outbound(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
+    """New replies through the platform's API, each matched to the message it answers."""
+    outbound = pipeline.config.outbound
+    if outbound is None or pipeline.outbox is None:
+        return
+    scope = Scope(exchange.request, exchange.body, pipeline.outbound_environ)
+    for message, replies, fresh in zip(exchange.messages, exchange.replies, exchange.fresh):
+        if fresh and replies:
+            delivered = await deliver(pipeline, message.sender_id, replies, message, scope)
+            exchange.outbound.append(delivered)
+    if outbound.wait:
+        for delivered in exchange.outbound:
+            await delivered
+
+
+async def deliver(
+    pipeline: Pipeline,
+    recipient: str,
+    replies: Replies,
+    source: Optional[Extracted],
+    scope: Optional[Scope] = None,
+) -> Awaitable[Any]:
+    """Render the replies' API requests and put them in the outbox; the awaitable is their
+    delivery. Also for the messages Rasa sends on its own."""
+    assert pipeline.config.outbound is not None and pipeline.outbox is not None
+    requests, problems = pipeline.config.outbound.render_replies(replies, recipient, source, scope)
+    for problem in problems:
+        logger.error(
+            "Channel %s: a reply for conversation %s was not sent: %s",
+            pipeline.config.name, recipient, problem,
+        )  # fmt: skip
+    return await pipeline.outbox.put(recipient, requests)
+
+
+def request_id(request: IncomingRequest) -> str:
+    """The caller's ``X-Request-ID`` when it is a short token, else a new one."""
+    given = request.header("X-Request-ID")
+    if given and len(given) <= 128 and given.isascii() and given.isprintable():
+        return given
+    return os.urandom(8).hex()

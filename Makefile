@@ -16,16 +16,20 @@ test: setup
 	$(BIN)/generic-connector validate mappings/ credentials.yml
 	$(BIN)/python -m pytest
 
-# Side-by-side HTTP benchmark (stand-in agent, then a real rasa run), mapping micro-benchmark,
-# memory with one and ten channels. Needs wrk (installed from Debian's packages if missing).
+# Side-by-side HTTP benchmark: Rasa's own connectors against the generic channels with the
+# shipped mappings (Telegram, Slack, Twilio, Messenger, Mattermost, Rocket.Chat; replies to a
+# stand-in platform API), RestInput against rest.yml, in paired rounds with the stand-in
+# agent, then through a real rasa run; the mapping micro-benchmark; memory with one and ten
+# channels. Needs wrk (installed from Debian's packages if missing).
 bench: setup
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/run.py --rasa
 	$(BIN)/python bench/mappings.py
 	$(BIN)/python bench/memory.py
 
-# Where a request's time goes: py-spy samples the benchmark server under wrk load.
-ROUTE ?= telegram
+# Where a request's time goes: py-spy samples the benchmark server under wrk load. The default
+# route is telegram.yml delivering its replies to the stand-in Bot API (the outbound path).
+ROUTE ?= telegram-api
 profile: setup
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	@test -x $(BIN)/py-spy || uv pip install --quiet -p $(BIN)/python -e '.[bench]'

@@ -1,10 +1,15 @@
 """Profile the benchmark server under load with py-spy: where a request's time goes.
 
-Starts ``bench/server.py`` pinned to one core, drives one route with wrk from the other, and
-samples the server with py-spy meanwhile; prints the lines with the most own time and the
-channel's (and Rasa's) lines by time spent in them and below, as shares of all samples.
+Starts ``bench/server.py`` pinned to one core (with the stand-in platform API, as
+``bench/run.py`` does), drives one route with wrk from the other, and samples the server with
+py-spy meanwhile; prints the lines with the most own time and the channel's (and Rasa's)
+lines by time spent in them and below, as shares of all samples. ``telegram-api`` (the
+default) is the generic channel with ``mappings/telegram.yml`` delivering its replies to the
+stand-in Bot API: the outbound path; ``rasa-telegram`` is Rasa's ``TelegramInput`` doing the
+same (with the benchmark's loop fix).
 
-    .venv/bin/python bench/profile_server.py [rest|restlike|telegram] [--seconds 8]
+    .venv/bin/python bench/profile_server.py [telegram-api|rasa-telegram|rest|restlike|telegram]
+        [--seconds 8]
 
 (``make profile`` installs py-spy first.) Sampling slows the server down a little; the
 shares, not the request rate, are the result.
@@ -19,15 +24,20 @@ import tempfile
 from pathlib import Path
 from typing import Counter, Tuple
 
-from run import PYTHON, ROOT, ROUTES, lua, pinned, serving, wrk
+from run import PYTHON, bench_server, peer_routes, pinned, stub_routes, wrk
 
 LABELS = {
+    "telegram-api": "Telegram, generic",
+    "rasa-telegram": "Telegram, Rasa",
     "rest": "Rasa RestInput",
     "restlike": "generic, rest.yml",
     "telegram": "generic, telegram.yml",
 }
-ROUTE_OF = {name: next(r for r in ROUTES if r[0] == label) for name, label in LABELS.items()}
-OURS = ("generic_connector", "rasa/")
+ROUTE_OF = {
+    name: next(r for r in stub_routes() + peer_routes() if r.label == label)
+    for name, label in LABELS.items()
+}
+OURS = ("generic_connector", "rasa/", "aiohttp/", "aiogram/")
 
 
 def shares(raw: Path) -> Tuple[Counter[str], Counter[str], int]:
@@ -47,30 +57,32 @@ def shares(raw: Path) -> Tuple[Counter[str], Counter[str], int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("route", nargs="?", default="telegram", choices=sorted(ROUTE_OF))
+    parser.add_argument("route", nargs="?", default="telegram-api", choices=sorted(ROUTE_OF))
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--top", type=int, default=20)
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(PYTHON).with_name("py-spy"))
     if not Path(spy).exists():
         raise SystemExit("py-spy is not installed: make profile installs it")
-    label, path, template, headers = ROUTE_OF[args.route]
+    route = ROUTE_OF[args.route]
     raw = Path(tempfile.mkdtemp()) / "profile.txt"
-    with serving([PYTHON, str(ROOT / "bench" / "server.py")], "/webhooks/rest/") as server:
-        wrk(server.url + path, lua(template, headers, 10**9), 2, 32)  # warm-up
+    with bench_server() as (server, api):
+        url = server.url + route.path
+        wrk(url, route.script(10**9), 2, 32)  # warm-up
+        api.settle()
         record = subprocess.Popen(
             pinned(1, [spy, "record", "-r", "500", "-d", str(args.seconds), "-f", "raw",
                        "-o", str(raw), "--pid", str(server.pid)]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        rate, *_ = wrk(server.url + path, lua(template, headers), args.seconds + 1, 32)
+        rate, *_ = wrk(url, route.script(0), args.seconds + 1, 32)
         record.wait()
     own, below, total = shares(raw)
-    print(f"{label}: {rate:.0f} requests/s while sampled, {total} samples")
+    print(f"{route.label}: {rate:.0f} requests/s while sampled, {total} samples")
     print("\nown time (the line itself)")
     for frame, samples in own.most_common(args.top):
         print(f"{samples / total:6.1%}  {frame}")
-    print("\nthe channel's and Rasa's lines, with what they call")
+    print("\nthe channel's, Rasa's and the HTTP clients' lines, with what they call")
     mine = [(frame, samples) for frame, samples in below.most_common() if any(
         part in frame for part in OURS)]  # fmt: skip
     for frame, samples in mine[: args.top]:

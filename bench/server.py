@@ -7,8 +7,12 @@
 - ``POST /webhooks/rest/webhook``: Rasa's hand-written ``RestInput``;
 - ``POST /webhooks/restlike/webhook``: the generic channel with ``mappings/rest.yml``;
 - ``POST /webhooks/telegram/webhook``: the generic channel with ``mappings/telegram.yml``
-  (secret-token check on, replies in the answer), and ``/webhooks/telegram_once_off/webhook``
-  the same without remembering update ids (idempotency off).
+  (secret-token check on, its outbound section removed: no Bot API call), and
+  ``/webhooks/telegram_once_off/webhook`` the same without remembering update ids;
+- with ``BENCH_API_URL`` (the stand-in platform API, ``bench/standin_api.py``) set, the peer
+  routes of ``bench/peers.py``: Rasa's own Telegram, Slack, Twilio, Facebook, Mattermost and
+  Rocket.Chat connectors under ``/rasa/<name>/webhook`` and the generic channels with the
+  shipped mappings under ``/webhooks/peer_<platform>/webhook``, replying to the stand-in.
 
 The agent answers every message with one text, as a trained bot would, without NLU cost.
 Usage: ``python bench/server.py PORT [CHANNELS]`` (CHANNELS: how many generic REST channels).
@@ -106,7 +110,7 @@ def hand_written_telegram(on_new_message: Callable[[UserMessage], Awaitable[Any]
     return receive
 
 
-def app(channels: int = 1) -> Sanic:
+def app(channels: int = 1, api_url: str = "") -> Sanic:
     server = Sanic("generic_connector_bench", configure_logging=False)
     server.ctx.agent = StandInAgent()
 
@@ -131,6 +135,10 @@ def app(channels: int = 1) -> Sanic:
         name = "restlike" if index == 0 else f"restlike{index}"
         inputs.append(GenericChannel(load_channel({"mapping": "mappings/rest.yml", "name": name})))
     register(inputs, server, route="/webhooks/")
+    if api_url:
+        import peers
+
+        peers.register_peers(server, api_url, on_new_message)
 
     @server.listener("after_server_start")
     async def freeze_start_up_objects(*_: Any) -> None:
@@ -146,4 +154,9 @@ if __name__ == "__main__":
     os.chdir(ROOT)
     port = int(sys.argv[1])
     channels = int(sys.argv[2]) if len(sys.argv) > 2 else 1
-    app(channels).run(host="127.0.0.1", port=port, access_log=False, workers=1)
+    api_url = os.environ.get("BENCH_API_URL", "")
+    if api_url:
+        import peers
+
+        peers.set_environment(api_url)
+    app(channels, api_url).run(host="127.0.0.1", port=port, access_log=False, workers=1)

@@ -6,7 +6,9 @@ that the validation command does not pay for importing Rasa.
 
 from typing import Any
 
-__all__ = ["GenericChannel"]
+__version__ = "0.1.0"
+
+__all__ = ["GenericChannel", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -8,10 +8,10 @@ cannot be rendered raises ``RenderError``.
 import contextlib
 import json
 import re
-from typing import Any, ClassVar, Dict, List, Mapping, NamedTuple, Optional, Type
+from typing import Any, ClassVar, Dict, List, Mapping, NamedTuple, Optional, Type, Union
 from xml.sax.saxutils import escape, quoteattr
 
-from generic_connector.expressions import LITERALS, Expression
+from generic_connector.expressions import LITERALS, Expression, truthy
 from generic_connector.functions import Scope
 from generic_connector.request import dumps, is_json, media_type_of
 
@@ -106,12 +106,17 @@ class ResponseTemplate:
         status: int = 200,
         headers: Optional[Dict[str, str]] = None,
         format: Optional[str] = None,
+        when: Optional[str] = None,
     ) -> None:
+        # In a list of answers: this one is chosen when ``when`` is true (or absent).
+        self.when = Expression(when) if when else None
         self.body = Expression(body)
         self.content_type = content_type
         self.status = status
         self.headers = headers or {}
         self.format = format_for(content_type, format)
+        # The default, Rasa's REST answer: the messages as they are, nothing to evaluate.
+        self._messages_as_json = body == "messages" and isinstance(self.format, JSONFormat)
         # Whether answers depend on the bot's messages (a literal body does not).
         self.reads_messages = self.body.tree["type"] not in LITERALS
         # A literal body (Telegram's `{}`) is the same answer every time: rendered once.
@@ -134,12 +139,56 @@ class ResponseTemplate:
         """
         if self._constant is not None:
             return self._constant
+        if self._messages_as_json:
+            return self._rendered(messages)
         data = {"messages": messages, "request": body, "sender": sender_id}
         return self._rendered(self.body.search(data, scope))
 
     def _rendered(self, result: Any) -> Rendered:
         payload = self.format.write(result).encode("utf-8")
         return Rendered(payload, self.content_type, self.status, self.headers)
+
+    def expressions(self) -> List[Expression]:
+        return [self.body] + ([self.when] if self.when else [])
+
+
+class Responses:
+    """The ``response`` section: one template, or a list chosen by ``when``, in order.
+
+    A list lets the answer depend on the event: Viber's ``conversation_started`` answered with
+    a welcome, its messages with nothing. The first template whose ``when`` (over
+    ``{messages, request, sender}``) is true answers; one without ``when`` always matches.
+    """
+
+    def __init__(self, section: Union[Dict[str, Any], List[Dict[str, Any]], None]) -> None:
+        specs = section if isinstance(section, list) else [section or {}]
+        self.templates = [ResponseTemplate(**spec) for spec in specs]
+        # Whether answers depend on the bot's messages: replies of duplicates are kept then.
+        self.reads_messages = any(t.reads_messages or t.when for t in self.templates)
+
+    def render(
+        self, messages: List[Dict[str, Any]], body: Any, sender_id: Any, scope: Optional[Scope]
+    ) -> Rendered:
+        if len(self.templates) == 1:
+            return self.templates[0].render(messages, body, sender_id, scope)
+        data = {"messages": messages, "request": body, "sender": sender_id}
+        for template in self.templates:
+            if template.when is None or truthy(template.when.search(data, scope)):
+                return template.render(messages, body, sender_id, scope)
+        raise RenderError("no response template's `when` matched this request")
+
+    def expressions(self) -> List[Expression]:
+        return [e for template in self.templates for e in template.expressions()]
+
+
+class Deferral:
+    """``defer``: when the assistant takes longer than ``after`` seconds, answer with this
+    template at once and deliver the replies through ``outbound`` when they come (Discord's
+    deferred answer and follow-up webhook, Slack's ``response_url``)."""
+
+    def __init__(self, after: float, response: Optional[Dict[str, Any]] = None) -> None:
+        self.after = after
+        self.response = ResponseTemplate(**(response or {"body": "`{}`"}))
 
 
 _XML_NAME = re.compile(r"^[A-Za-z_][\w.-]*$")

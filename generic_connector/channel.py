@@ -16,14 +16,23 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from generic_connector.config import ChannelConfig, load_channel
-from generic_connector.delivery import Delivery
-from generic_connector.errors import ConfigError, HTTPError
+from generic_connector.config import ChannelConfig
+from generic_connector.errors import ConfigError, HTTPError, Unavailable
 from generic_connector.idempotency import Replies
 from generic_connector.mapping import Extracted
-from generic_connector.outbox import MemoryOutbox
-from generic_connector.pipeline import Assistant, Pipeline, deliver, make_store
+from generic_connector.metrics import CONTENT_TYPE, exposition
+from generic_connector.outbox import build_outbox
+from generic_connector.pipeline import (
+    Assistant,
+    Pipeline,
+    deliver,
+    handle_stored,
+    make_store,
+    unique_id,
+)
+from generic_connector.redis_inbox import RedisInbox, RetryLater
 from generic_connector.request import IncomingRequest, dumps
+from generic_connector.validate import load_startup_channel
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +75,14 @@ class DeliveringOutputChannel(GenericOutputChannel):
 class RasaAssistant(Assistant):
     """Rasa behind the pipeline's ``Assistant``: one ``UserMessage`` per mapped message."""
 
-    def __init__(self, channel_name: str, on_new_message: OnNewMessage, agent: Any) -> None:
+    def __init__(self, channel_name: str, on_new_message: OnNewMessage, app: Any) -> None:
         self.channel_name = channel_name
         self.on_new_message = on_new_message
-        self.agent = agent
+        self.app = app  # its agent is replaced when Rasa loads another model
 
     def ready(self) -> bool:
-        return self.agent is None or self.agent.is_ready()
+        agent = getattr(self.app.ctx, "agent", None)
+        return agent is None or agent.is_ready()
 
     async def handle(self, message: Extracted) -> Replies:
         collector = GenericOutputChannel(self.channel_name)
@@ -81,7 +91,7 @@ class RasaAssistant(Assistant):
             collector,
             message.sender_id,
             input_channel=message.input_channel,
-            message_id=message.message_id,
+            message_id=message.message_id or unique_id(),
             metadata=message.metadata,
         )
         try:
@@ -108,7 +118,7 @@ class GenericChannel(InputChannel):
             logging.getLogger("rasa").getEffectiveLevel()
         )
         try:
-            return cls(load_channel(credentials, label="generic channel"))
+            return cls(load_startup_channel(credentials))
         except ConfigError as error:
             raise GenericChannelConfigError(
                 f"invalid generic channel configuration:\n{error}"
@@ -116,16 +126,20 @@ class GenericChannel(InputChannel):
 
     def __init__(self, config: ChannelConfig) -> None:
         self.config = config
-        self.delivery = Delivery(config.name, config.outbound) if config.outbound else None
-        outbox = MemoryOutbox(self.delivery) if self.delivery else None
+        outbox = build_outbox(config) if config.outbound else None
         self.pipeline = Pipeline(config, make_store(config), outbox)
+        if config.request.ack == "early":
+            store = config.store
+            self.pipeline.inbox = RedisInbox(
+                config.name, store.url, store.prefix, store.visibility_timeout
+            )
         self.in_flight = 0
 
     def name(self) -> str:  # type: ignore[override]
         return self.config.name
 
     def get_output_channel(self) -> Optional[GenericOutputChannel]:
-        if self.delivery is None:
+        if self.pipeline.outbox is None:
             return None
         return DeliveringOutputChannel(self.config.name, self.pipeline)
 
@@ -136,20 +150,65 @@ class GenericChannel(InputChannel):
 
         @webhook.route("/", methods=["GET"])
         async def health(request: Request) -> HTTPResponse:
+            """Readiness: the model is loaded and the shared store answers; else 503."""
+            problems = []
+            agent = getattr(request.app.ctx, "agent", None)
+            if agent is not None and not agent.is_ready():
+                problems.append("the model is not loaded yet")
+            try:
+                if self.pipeline.store is not None:
+                    await self.pipeline.store.check()
+            except Unavailable as reason:
+                problems.append(str(reason))
+            if problems:
+                return response.json({"status": "unavailable", "problems": problems}, status=503)
             return response.json({"status": "ok"})
+
+        @webhook.route("/metrics", methods=["GET"])
+        async def metrics(request: Request) -> HTTPResponse:
+            """Every generic channel's metrics, in Prometheus' text format."""
+            return HTTPResponse(exposition(), content_type=CONTENT_TYPE)
+
+        @webhook.listener("after_server_start")
+        async def start(app: Any, *_: Any) -> None:
+            # A shared store that cannot be reached is said at once; requests are answered 503
+            # until it can, and it is used as soon as it is back, without a restart.
+            try:
+                if self.pipeline.store is not None:
+                    await self.pipeline.store.check()
+                if self.pipeline.outbox is not None:
+                    await self.pipeline.outbox.start()
+                if self.pipeline.inbox is not None:
+                    assistant = RasaAssistant(self.config.name, on_new_message, app)
+                    await self.pipeline.inbox.start(self._stored_handler(assistant))
+            except Unavailable as reason:
+                logger.error(
+                    "Channel %s: %s; requests are answered 503 until it can be",
+                    self.config.name,
+                    reason,
+                )
 
         @webhook.listener("after_server_stop")
         async def close(*_: Any) -> None:
+            # In this order: stored messages being handled may still put replies in the outbox.
+            if self.pipeline.inbox is not None:
+                await self.pipeline.inbox.close()
             if self.pipeline.outbox is not None:
                 await self.pipeline.outbox.close()
             if self.pipeline.store is not None:
                 await self.pipeline.store.close()
+            if self.pipeline.fetcher is not None:
+                await self.pipeline.fetcher.close()
+
+        assistants: Dict[Any, RasaAssistant] = {}  # one per Sanic app
 
         def receiver(path: str) -> Callable[[Request], Awaitable[HTTPResponse]]:
             async def receive_request(request: Request) -> HTTPResponse:
-                assistant = RasaAssistant(
-                    self.config.name, on_new_message, getattr(request.app.ctx, "agent", None)
-                )
+                assistant = assistants.get(request.app)
+                if assistant is None:
+                    assistant = assistants[request.app] = RasaAssistant(
+                        self.config.name, on_new_message, request.app
+                    )
                 return await self.receive(request, path, assistant)
 
             return receive_request
@@ -163,6 +222,18 @@ class GenericChannel(InputChannel):
                 receiver(path), path, methods=methods, name=f"receive_{index}", stream=True
             )
         return webhook
+
+    def _stored_handler(
+        self, assistant: "RasaAssistant"
+    ) -> Callable[[Dict[str, Any]], Awaitable[None]]:
+        """What the inbox's workers do with an early acknowledged message."""
+
+        async def handle(entry: Dict[str, Any]) -> None:
+            if not assistant.ready():
+                raise RetryLater(5, "the model is not loaded yet")
+            await handle_stored(self.pipeline, entry, assistant)
+
+        return handle
 
     async def receive(self, request: Request, path: str, assistant: Assistant) -> HTTPResponse:
         """Read the body within the limits, run the pipeline, write its answer."""
@@ -188,13 +259,13 @@ class GenericChannel(InputChannel):
             incoming = IncomingRequest(
                 body, request.headers, None, request.method, path, source=request
             )
-            _, answer = await self.pipeline.run(incoming, assistant)
+            exchange, answer = await self.pipeline.run(incoming, assistant)
         finally:
             self.in_flight -= 1
         return HTTPResponse(
             answer.body,
             status=answer.status,
-            headers=answer.headers,
+            headers={**answer.headers, "X-Request-ID": exchange.request_id},
             content_type=answer.content_type,
         )
 
@@ -206,15 +277,31 @@ async def read_body(request: Request, max_body: int, timeout: float) -> bytes:
         raise HTTPError(413, f"request body is larger than {max_body} bytes")
     if request.stream is None:  # not streamed (a test client): Sanic read it already
         return request.body
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    if length is not None and length.isdigit() and len(request.stream.recv_buffer) >= int(length):
+        # Already received with the headers (most webhooks): no read can wait, no timer needed.
+        return await _read_all(request, max_body)
+    # One timer for the whole body, rather than asyncio.wait_for around every read, which
+    # made a task per read.
+    task = asyncio.current_task()
+    expired = []
+    timer = asyncio.get_running_loop().call_later(
+        timeout, lambda: expired.append(True) or task.cancel()
+    )
+    try:
+        return await _read_all(request, max_body)
+    except asyncio.CancelledError:
+        if expired:
+            raise HTTPError(408, f"the request body did not arrive within {timeout:g} s") from None
+        raise
+    finally:
+        timer.cancel()
+
+
+async def _read_all(request: Request, max_body: int) -> bytes:
     chunks: List[bytes] = []
     size = 0
     while True:
-        try:
-            chunk = await asyncio.wait_for(request.stream.read(), deadline - loop.time())
-        except asyncio.TimeoutError:
-            raise HTTPError(408, f"the request body did not arrive within {timeout:g} s") from None
+        chunk = await request.stream.read()
         if chunk is None:
             return b"".join(chunks)
         size += len(chunk)

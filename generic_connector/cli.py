@@ -1,24 +1,35 @@
-"""The command line: ``generic-connector validate | dry-run | schema``."""
+"""The command line: ``generic-connector validate | dry-run | schema | mappings | ...``."""
 
 import argparse
+import difflib
 import json
 import logging
 import os
+import platform
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from generic_connector import __version__, deliveries, onboarding
 from generic_connector.config import (
+    SCHEMA,
     SCHEMA_PATH,
     ChannelConfig,
     check_channel,
     load_yaml,
+    ready_mappings,
     write_schema,
 )
 from generic_connector.dryrun import simulate
 from generic_connector.errors import ConfigError
 from generic_connector.request import IncomingRequest
-from generic_connector.validate import expand, is_generic_key, summary, validate_file
+from generic_connector.validate import (
+    credentials_schema,
+    expand,
+    is_generic_key,
+    summary,
+    validate_file,
+)
 
 SAMPLE_REPLY = "This is a sample bot reply."
 
@@ -40,10 +51,23 @@ class UsageError(Exception):
     """Arguments that do not make sense together."""
 
 
+def version() -> str:
+    """``generic-connector 0.1.0 (Rasa 3.6.21, Python 3.9.2)``."""
+    from importlib import metadata
+
+    try:
+        rasa = f"Rasa {metadata.version('rasa')}"
+    except metadata.PackageNotFoundError:
+        rasa = "Rasa not installed"
+    return f"generic-connector {__version__} ({rasa}, Python {platform.python_version()})"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="generic-connector", description="Check generic channel mappings before deploying."
+        prog="generic-connector",
+        description="Check, try out and look up generic channel mappings for Rasa.",
     )
+    parser.add_argument("--version", action="version", version=version())
     commands = parser.add_subparsers(dest="command", required=True)
 
     validate = commands.add_parser(
@@ -59,6 +83,18 @@ def _parser() -> argparse.ArgumentParser:
         "(default: credentials.yml and mappings/ where they exist)",
     )
     validate.add_argument("--format", choices=("text", "json"), default="text")
+    check_env = validate.add_mutually_exclusive_group()
+    check_env.add_argument(
+        "--check-env",
+        dest="check_env",
+        action="store_true",
+        default=None,
+        help="the environment variables the channels read must be set, as rasa run requires "
+        "(default in CI, i.e. when CI is set: on for credentials files)",
+    )
+    check_env.add_argument(
+        "--no-check-env", dest="check_env", action="store_false", help="do not check them"
+    )
     validate.set_defaults(run=_validate)
 
     dry = commands.add_parser(
@@ -89,21 +125,109 @@ def _parser() -> argparse.ArgumentParser:
     )
     dry.set_defaults(run=_dry_run)
 
-    schema = commands.add_parser("schema", help="print the path of the mapping JSON Schema")
+    schema = commands.add_parser(
+        "schema",
+        help="the JSON Schema of mapping files (or of credentials.yml), for editors",
+        description="Without options: the path of the mapping schema inside the installed "
+        "package. --print writes the schema to standard output, --write FILE to a file (for "
+        "an editor set-up that does not depend on where the package is installed).",
+    )
+    schema.add_argument(
+        "--credentials",
+        action="store_true",
+        help="the schema of credentials.yml, with generic channel entries checked",
+    )
+    schema.add_argument("--print", action="store_true", help="print the schema itself")
     schema.add_argument(
         "--write",
-        action="store_true",
-        help="write it anew from the registries (auth schemes, formats, stores, kinds)",
+        nargs="?",
+        const=SCHEMA_PATH,
+        type=Path,
+        metavar="FILE",
+        help="write the schema to FILE; without FILE, write the package's own schema.json "
+        "anew from the registries (auth schemes, formats, stores, kinds)",
     )
     schema.set_defaults(run=_schema)
+
+    mappings = commands.add_parser(
+        "mappings",
+        help="list the ready mappings shipped inside the package",
+        description="A credentials entry names one without a path: `mapping: telegram`. "
+        "With NAME: the path of that mapping's file, to read or copy.",
+    )
+    mappings.add_argument("name", nargs="?", help="print the path of this ready mapping")
+    mappings.add_argument("--format", choices=("text", "json"), default="text")
+    mappings.set_defaults(run=_mappings)
+
+    deliveries.add_commands(commands)
+    onboarding.add_commands(commands)
     return parser
 
 
 def _schema(args: argparse.Namespace) -> int:
-    if args.write:
-        write_schema()
+    document = credentials_schema() if args.credentials else SCHEMA
+    if args.write is not None:
+        target: Path = args.write
+        if target == SCHEMA_PATH:
+            if args.credentials:
+                raise UsageError("--credentials --write needs a FILE to write to")
+            write_schema()
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+            target.write_text(text, encoding="utf-8")
+        print(target)
+        return 0
+    if args.print or args.credentials:
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+        return 0
     print(SCHEMA_PATH)
     return 0
+
+
+def _mappings(args: argparse.Namespace) -> int:
+    ready = ready_mappings()
+    if args.name is not None:
+        name = args.name[:-4] if args.name.endswith(".yml") else args.name
+        if name not in ready:
+            close = difflib.get_close_matches(name, list(ready), n=1)
+            known = f"the ready ones: {', '.join(ready)}"
+            known = f"did you mean {close[0]!r}?" if close else known
+            raise UsageError(f"no ready mapping {args.name!r}; {known}")
+        print(ready[name])
+        return 0
+    rows = [_describe_mapping(name, path) for name, path in ready.items()]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    width = max((len(row["name"]) for row in rows), default=0)
+    for row in rows:
+        print(f"{row['name']:<{width}}  {row['description']}")
+        env = [", ".join(row["env"])] if row["env"] else []
+        env += [f"optional: {', '.join(row['optional_env'])}"] if row["optional_env"] else []
+        if env:
+            print(f"{'':<{width}}  env: {'; '.join(env)}")
+    print(f"{len(rows)} ready mappings; use one with `mapping: <name>` in credentials.yml")
+    return 0
+
+
+def _describe_mapping(name: str, path: Path) -> Dict[str, Any]:
+    """A ready mapping's name, description and environment variables."""
+    row: Dict[str, Any] = {"name": name, "file": str(path), "description": ""}
+    row.update(env=[], optional_env=[])
+    try:
+        document = load_yaml(path)
+    except ConfigError:
+        row["description"] = "(not readable)"
+        return row
+    if isinstance(document, dict):
+        row["description"] = str(document.get("description", "")).strip()
+    config, _, _ = check_channel(document, name)
+    if config is not None:
+        row["env"] = config.env_names()
+        optional = {n for e in config.expressions() for n in e.optional_env_names}
+        row["optional_env"] = sorted(optional - set(row["env"]))
+    return row
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -113,7 +237,7 @@ def _validate(args: argparse.Namespace) -> int:
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
-    reports = [validate_file(path) for path in expand(paths)]
+    reports = [validate_file(path, check_env=args.check_env) for path in expand(paths)]
     valid, invalid, findings = summary(reports)
     if args.format == "json":
         print(json.dumps({"valid": not invalid, "files": [r.as_dict() for r in reports]}, indent=2))

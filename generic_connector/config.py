@@ -18,7 +18,7 @@ import jsonschema
 
 # redis_outbox and redis_store register the outbox and store for several replicas.
 from generic_connector import defaults, redis_outbox, redis_store  # noqa: F401
-from generic_connector.answers import ANSWER_FORMATS, ResponseTemplate
+from generic_connector.answers import ANSWER_FORMATS, Deferral, Responses, ResponseTemplate
 from generic_connector.auth import AuthScheme, auth_schema, build_auth
 from generic_connector.errors import ConfigError, Finding
 from generic_connector.expressions import (
@@ -47,8 +47,9 @@ def _registered(schema: Dict[str, Any]) -> Dict[str, Any]:
     """
     schema = json.loads(json.dumps(schema))
     schema["properties"]["auth"] = auth_schema()
-    schema["properties"]["idempotency"]["properties"]["store"]["enum"] = sorted(STORES)
-    schema["definitions"]["response"]["properties"]["format"]["enum"] = sorted(ANSWER_FORMATS)
+    schema["properties"]["store"]["properties"]["type"]["enum"] = sorted(STORES)
+    for answer in ("response", "response_choice"):
+        schema["definitions"][answer]["properties"]["format"]["enum"] = sorted(ANSWER_FORMATS)
     outbound = schema["properties"]["outbound"]
     outbound.pop("required", None)  # text or turn: the loader says which is missing
     outbound["properties"].update(template_schemas())
@@ -84,11 +85,26 @@ class Limits:
 
 @dataclass(frozen=True)
 class Idempotency:
-    """``idempotency``: how long handled message ids are remembered, and where."""
+    """``idempotency``: how long handled message ids are remembered."""
 
     window: float = defaults.IDEMPOTENCY_WINDOW
     max_keys: int = defaults.IDEMPOTENCY_MAX_KEYS
-    store: str = defaults.IDEMPOTENCY_STORE
+
+
+@dataclass(frozen=True)
+class Store:
+    """``store``: where de-duplication and pending deliveries live — this process's memory,
+    or Redis, shared by every replica (and every channel of a process, one pool per URL)."""
+
+    type: str = defaults.STORE
+    url_env: Optional[str] = None
+    prefix: str = defaults.STORE_PREFIX
+    visibility_timeout: float = defaults.VISIBILITY_TIMEOUT
+    running_timeout: float = defaults.RUNNING_TIMEOUT
+
+    @property
+    def url(self) -> str:
+        return os.environ.get(self.url_env or "", "")
 
 
 @dataclass(frozen=True)
@@ -97,16 +113,19 @@ class ChannelConfig:
 
     name: str
     request: RequestMapping
-    response: ResponseTemplate
+    response: Responses
     handshakes: List[Handshake]
     outbound: Optional[Outbound] = None
     auth: Optional[AuthScheme] = None
     limits: Limits = Limits()
     idempotency: Idempotency = Idempotency()
+    store: Store = Store()
     auth_section: Any = None  # the auth scheme's keys, to build it again (test cases' env)
+    defer: Optional[Deferral] = None
 
     def expressions(self) -> List[Expression]:
-        found = self.request.expressions() + [self.response.body]
+        found = self.request.expressions() + self.response.expressions()
+        found += [self.defer.response.body] if self.defer else []
         found += self.outbound.expressions() if self.outbound else []
         return found + [e for h in self.handshakes for e in h.expressions()]
 
@@ -118,6 +137,7 @@ class ChannelConfig:
     def env_names(self) -> List[str]:
         """Environment variables the channel needs: env('NAME') and the auth secrets."""
         names = {name for e in self.expressions() for name in e.env_names}
+        names |= {self.store.url_env} if self.store.url_env else set()
         return sorted(names | set(self.auth.env_names() if self.auth else []))
 
     def routes(self) -> List[Tuple[str, str]]:
@@ -166,24 +186,20 @@ def _json_type_name(expected: Any) -> str:
 
 
 def _merge(entry: Dict[str, Any], base_dir: Path) -> Tuple[LocatedDict, List[Finding]]:
-    """The entry completed by its mapping file; keys given in the entry win."""
+    """The entry completed by its mapping file; keys given in the entry win.
+
+    ``mapping:`` is a file (relative paths start from ``base_dir``) or, when no such file
+    exists, the name of a ready mapping shipped inside the package (``mapping: telegram``).
+    """
     merged = LocatedDict()
     findings: List[Finding] = []
     mapping_ref = entry.get("mapping")
     if isinstance(mapping_ref, str) and mapping_ref:
-        path = Path(mapping_ref)
-        if not path.is_absolute():
-            path = Path(os.path.relpath(base_dir / path))
         position = getattr(entry, "positions", {}).get("mapping", (None, None, None))
-        if not path.is_file():
-            findings.append(
-                Finding(
-                    "mapping",
-                    f"mapping file {mapping_ref!r} not found",
-                    "relative paths start from the directory rasa run is started in",
-                    *position,
-                )
-            )
+        path = resolve_mapping(mapping_ref, base_dir)
+        if path is None:
+            message, hint = _mapping_not_found(mapping_ref)
+            findings.append(Finding("mapping", message, hint, *position))
         else:
             try:
                 document = load_yaml(path)
@@ -241,7 +257,20 @@ def check_channel(
         where = locate(merged, path) or origin
         findings.append(Finding(_dotted(prefix, path), message, hint, *where))
     if not findings:
-        for path, message, hint in _outbound_problems(merged.get("outbound")):
+        problems = _outbound_problems(merged.get("outbound"))
+        problems += _fetch_problems(merged.get("request", {}).get("fetch"))
+        store = merged.get("store", {})
+        shared = store.get("type", defaults.STORE) != "memory"
+        if merged["request"].get("ack") == "early" and not shared:
+            hint = "early acknowledgement stores the messages: set store: {type: redis, ...}"
+            problems.append((["request", "ack"], "needs a shared store", hint))
+        if shared and "url_env" not in store:
+            hint = "name the environment variable that holds the URL, e.g. REDIS_URL"
+            problems.append((["store"], "a shared store needs url_env", hint))
+        if "defer" in merged and "outbound" not in merged:
+            hint = "add an outbound section for the replies that come after the answer"
+            problems.append((["defer"], "deferred replies need outbound", hint))
+        for path, message, hint in problems:
             where = locate(merged, path) or origin
             findings.append(Finding(_dotted(prefix, path), message, hint, *where))
     if findings:
@@ -342,6 +371,21 @@ def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Tuple[List[Any
     return problems
 
 
+def _fetch_problems(section: Optional[List[Any]]) -> List[Tuple[List[Any], str, str]]:
+    """Fetch URLs whose host comes from request data with no allow-list; repeated names."""
+    problems: List[Tuple[List[Any], str, str]] = []
+    names: List[str] = []
+    for index, spec in enumerate(section or []):
+        where = ["request", "fetch", index]
+        if spec["name"] in names:
+            problems.append((where + ["name"], f"fetch {spec['name']!r} is declared twice", ""))
+        names.append(spec["name"])
+        if "allow_hosts" not in spec and _reads_request(spec["url"]):
+            hint = "list the hosts it may call in allow_hosts"
+            problems.append((where + ["url"], "the URL's host is built from request data", hint))
+    return problems
+
+
 def _reads_request(expression: str) -> bool:
     """Whether the host of the URL ``expression`` gives may come from request data.
 
@@ -410,13 +454,15 @@ def _build(document: Dict[str, Any]) -> ChannelConfig:
     return ChannelConfig(
         name=name,
         request=RequestMapping(default_input_channel=name, **document["request"]),
-        response=ResponseTemplate(**document.get("response", {})),
+        response=Responses(document.get("response")),
+        defer=Deferral(**document["defer"]) if "defer" in document else None,
         handshakes=handshakes,
         outbound=Outbound.from_config(document["outbound"]) if "outbound" in document else None,
         auth=build_auth(document["auth"]) if "auth" in document else None,
         auth_section=document.get("auth"),
         limits=Limits(**document.get("limits", {})),
         idempotency=Idempotency(**document.get("idempotency", {})),
+        store=Store(**document.get("store", {})),
     )
 
 
@@ -433,3 +479,67 @@ def load_channel(entry: Any, label: str = "") -> ChannelConfig:
     if config is None:
         raise ConfigError(findings)
     return config
+
+
+# Ready mappings: the files of mappings/, shipped inside the package as generic_connector/mappings/.
+READY_SUFFIXES = (".yml", ".yaml")
+
+
+def ready_mappings_dir() -> Optional[Path]:
+    """Where the ready mappings are: ``generic_connector/mappings/`` in an installed package,
+    ``mappings/`` beside the package in a source checkout (an editable install, an sdist)."""
+    package = Path(__file__).resolve().parent
+    if (package / "mappings").is_dir():
+        return package / "mappings"
+    checkout = package.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "mappings").is_dir():
+        return checkout / "mappings"
+    return None
+
+
+def ready_mappings() -> Dict[str, Path]:
+    """The ready mappings by name (``telegram``: its file), in name order."""
+    folder = ready_mappings_dir()
+    if folder is None:
+        return {}
+    files = sorted(p for p in folder.iterdir() if p.suffix in READY_SUFFIXES and p.is_file())
+    return {path.stem: path for path in files}
+
+
+def ready_name(reference: str) -> Optional[str]:
+    """The ready mapping a ``mapping:`` value can name: a bare name such as ``telegram`` (or
+    ``telegram.yml``), never a path."""
+    if not reference or "/" in reference or "\\" in reference or reference.startswith("."):
+        return None
+    for suffix in READY_SUFFIXES:
+        if reference.endswith(suffix):
+            return reference[: -len(suffix)]
+    return reference
+
+
+def resolve_mapping(reference: str, base_dir: Path) -> Optional[Path]:
+    """The file a ``mapping:`` value names: that file when it exists (relative paths start from
+    ``base_dir``), else the ready mapping of that name, else None."""
+    path = Path(reference)
+    if not path.is_absolute():
+        path = Path(os.path.relpath(base_dir / path))
+    if path.is_file():
+        return path
+    name = ready_name(reference)
+    return None if name is None else ready_mappings().get(name)
+
+
+def _mapping_not_found(reference: str) -> Tuple[str, str]:
+    """(message, hint) for a ``mapping:`` value that names no file and no ready mapping."""
+    ready = ready_mappings()
+    name = ready_name(reference)
+    listing = "`generic-connector mappings` lists the ready ones"
+    if name is not None:
+        close = difflib.get_close_matches(name, list(ready), n=1)
+        hint = f"did you mean '{close[0]}'? {listing}" if close else listing
+        return f"no mapping file {reference!r} here and no ready mapping {name!r}", hint
+    hint = "relative paths start from the directory rasa run is started in"
+    stem = Path(reference).stem
+    if stem in ready:
+        hint += f"; the ready mapping ships inside the package: mapping: {stem}"
+    return f"mapping file {reference!r} not found", hint

@@ -11,10 +11,19 @@ MAX_FORM_FIELDS = 1_000
 # idempotency
 IDEMPOTENCY_WINDOW = 3600.0  # seconds
 IDEMPOTENCY_MAX_KEYS = 100_000
-IDEMPOTENCY_STORE = "memory"
+
+# store: shared state for several replicas
+STORE = "memory"
+STORE_PREFIX = "generic_connector"
+VISIBILITY_TIMEOUT = 30.0  # seconds before a dead replica's pending deliveries are taken over
+RUNNING_TIMEOUT = 30.0  # seconds before a dead replica's claim of a message id expires
 
 # outbound
 OUTBOUND_TIMEOUT = 10.0
 OUTBOUND_RETRIES = 3
 OUTBOUND_BACKOFF = 0.5
 OUTBOUND_MAX_BACKOFF = 30.0
+
+# fetch before mapping
+FETCH_TIMEOUT = 5.0  # seconds per attempt
+FETCH_RETRIES = 2

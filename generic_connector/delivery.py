@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 
+from generic_connector.metrics import ChannelMetrics
 from generic_connector.outbound import Outbound, OutboundRequest
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Delivery:
         self._session: Optional[aiohttp.ClientSession] = None
         self._tails: Dict[str, asyncio.Task] = {}  # each conversation's last task
         self._tasks: Set[asyncio.Task] = set()  # every task not done yet
+        self.metrics = ChannelMetrics(channel)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -87,15 +89,21 @@ class Delivery:
 
         Never raises (but for cancellation): an unexpected error is logged like a failure.
         """
+        self.metrics.pending.inc()
         try:
-            return await self._send(conversation, request)
+            delivered = await self._send(conversation, request)
+            (self.metrics.delivered if delivered else self.metrics.failed).inc()
+            return delivered
         except Exception as error:  # a bug or a library's surprise must not kill the task
             subject = getattr(request, "subject", "a message")
             logger.error(
                 "Channel %s: delivering %s for conversation %s failed unexpectedly: %s",
                 self.channel, subject, conversation, describe(error),
             )  # fmt: skip
+            self.metrics.failed.inc()
             return False
+        finally:
+            self.metrics.pending.dec()
 
     async def _send(self, conversation: str, request: OutboundRequest) -> bool:
         if not self.outbound.allows(request):
@@ -135,6 +143,7 @@ class Delivery:
                 if not retryable(error):
                     break
             if attempt + 1 < attempts:
+                self.metrics.retried.inc()
                 await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
         logger.error(
             "Channel %s: could not deliver %s for conversation %s after %d attempt(s); %s",

@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Dict, Iterator, List, Optional
 
 from generic_connector.answers import Rendered
 from generic_connector.config import ChannelConfig, rebuild_auth
+from generic_connector.fetch import SampleFetcher
 from generic_connector.idempotency import Replies
 from generic_connector.mapping import Extracted
 from generic_connector.outbound import OutboundRequest
@@ -52,16 +53,24 @@ def simulate(
     request: IncomingRequest,
     replies: Optional[List[Dict[str, Any]]] = None,
     now: Optional[float] = None,
+    fetched: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """What the channel would hand to Rasa and answer for ``request``.
 
     ``replies`` are the bot messages Rasa is assumed to produce for each user message
-    (without ``recipient_id``); ``now`` is the time signatures are checked at. The request
+    (without ``recipient_id``); ``now`` is the time signatures are checked at; ``fetched``
+    the sample answers of ``request.fetch`` by name. The request
     goes through the channel's own pipeline, with outbound requests recorded, not sent, and
     environment variables in them shown by name.
     """
     recorder = Recorder()
-    pipeline = Pipeline(config, make_store(config), recorder, outbound_environ=_masked(config))
+    pipeline = Pipeline(
+        config,
+        make_store(config),
+        recorder,
+        outbound_environ=_masked(config),
+        fetcher=SampleFetcher(fetched),
+    )
     exchange, answer = asyncio.run(pipeline.run(request, SampleAssistant(replies), now))
     if exchange.refusal is not None:
         result = {"status": answer.status, "error": json.loads(answer.body), "messages": []}
@@ -115,8 +124,7 @@ def _answer(rendered: Rendered) -> Dict[str, Any]:
     return {
         "response": {
             "content_type": rendered.content_type,
-            # The request id differs on every request: the mapping's own headers are shown.
-            "headers": {k: v for k, v in rendered.headers.items() if k != "X-Request-ID"},
+            "headers": dict(rendered.headers),
             "body": json.loads(text) if as_json and text else text,
         }
     }
@@ -166,7 +174,9 @@ def run_case(config: ChannelConfig, case: Dict[str, Any], base_dir: Path) -> Lis
     with _environment(case.get("env", {})):
         config = rebuild_auth(config)  # it reads its secrets when built: in this environment
         request = case_request(case, base_dir)
-        result = simulate(config, request, case.get("replies"), case.get("time"))
+        result = simulate(
+            config, request, case.get("replies"), case.get("time"), case.get("fetched")
+        )
     expect = case["expect"]
     messages = result.get("messages", [])
     failures = []

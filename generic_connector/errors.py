@@ -32,6 +32,13 @@ class HTTPError(Exception):
         return {"error": self.message, **self.details}
 
 
+class Unavailable(Exception):
+    """A shared store the channel needs cannot be reached now: the platform should retry (503).
+
+    The message says which one, never a password.
+    """
+
+
 @dataclass(frozen=True)
 class Finding:
     """One problem in a channel configuration, located as precisely as the source allows."""

@@ -194,8 +194,13 @@ def json_type(value: Any) -> str:
         return "a boolean"
     if isinstance(value, (int, float)):
         return "a number"
-    names = {str: "a string", dict: "an object", list: "a list", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):  # YAML's objects are dicts that remember positions
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return "null" if value is None else type(value).__name__
 
 
 def optional(source: Optional[str]) -> Optional[Expression]:

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Union
 
 from generic_connector.compiler import Compiled, compile_mapping
 from generic_connector.expressions import Expression, json_type, optional
+from generic_connector.fetch import FetchTemplate
 from generic_connector.functions import FUNCTIONS, Scope
 
 
@@ -42,9 +43,9 @@ def _scalar(value: Any, field: str, expression: Expression) -> Optional[str]:
     """A string or number as text; None when the expression found nothing."""
     if value is None or value == "":
         return None
-    if isinstance(value, str):
+    if type(value) is str:
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
+    if type(value) is int:
         if not _SMALLEST <= value <= _LARGEST:
             raise MappingError(
                 f"{field} is a number beyond 64 bits (`{expression.source}`)",
@@ -62,6 +63,8 @@ def _scalar(value: Any, field: str, expression: Expression) -> Optional[str]:
 
 
 def _required(value: Any, field: str, expression: Expression) -> str:
+    if type(value) is str and value:  # nearly always
+        return value
     text = _scalar(value, field, expression)
     if text is None:
         raise MappingError(
@@ -94,8 +97,15 @@ class RequestMapping:
         events: Optional[str] = None,
         ignore: Optional[List[Dict[str, str]]] = None,
         format: str = "json",
+        fetch: Optional[List[Dict[str, Any]]] = None,
+        ack: str = "late",
     ) -> None:
         self.format = format
+        # early: the mapped messages are stored and the webhook answered before Rasa runs.
+        self.ack = ack
+        # Requests whose answers the rules and fields read as fetched.<name> (the pipeline
+        # makes them; the mapping only knows their templates).
+        self.fetch = [FetchTemplate(**spec) for spec in fetch or []]
         self.events = optional(events)
         self.ignore = [IgnoreRule(rule["name"], Expression(rule["when"])) for rule in ignore or []]
         self.sender = Expression(sender)
@@ -177,6 +187,8 @@ class RequestMapping:
         return [self.sender, self.text, self.input_channel, self.metadata, self.message_id]
 
     def expressions(self) -> List[Expression]:
-        """Every expression, in the order an event meets them: events, rules, fields."""
-        found = [self.events] + [rule.when for rule in self.ignore] + self._field_expressions()
+        """Every expression, in the order an event meets them: events, fetch, rules, fields."""
+        fetched = [e for template in self.fetch for e in template.expressions()]
+        found = [self.events, *fetched] + [rule.when for rule in self.ignore]
+        found += self._field_expressions()
         return [e for e in found if e is not None]

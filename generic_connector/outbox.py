@@ -23,6 +23,14 @@ class Outbox:
     async def close(self) -> None:
         """Finish or hand back what is in flight."""
 
+    async def start(self) -> None:
+        """Begin delivering (a shared outbox's workers); raise when it cannot be reached."""
+
+    @classmethod
+    def for_channel(cls, config: Any) -> "Outbox":
+        """The outbox for a channel's ``outbound`` and ``store`` settings."""
+        raise NotImplementedError
+
 
 OUTBOXES: Dict[str, Type[Outbox]] = {}
 
@@ -30,6 +38,11 @@ OUTBOXES: Dict[str, Type[Outbox]] = {}
 def register(cls: Type[Outbox]) -> Type[Outbox]:
     OUTBOXES[cls.name] = cls
     return cls
+
+
+def build_outbox(config: Any) -> Outbox:
+    """The outbox registered as the channel's ``store.type``."""
+    return OUTBOXES[config.store.type].for_channel(config)
 
 
 @register
@@ -40,6 +53,10 @@ class MemoryOutbox(Outbox):
 
     def __init__(self, delivery: Delivery) -> None:
         self.delivery = delivery
+
+    @classmethod
+    def for_channel(cls, config: Any) -> "MemoryOutbox":
+        return cls(Delivery(config.name, config.outbound))
 
     async def put(self, conversation: str, requests: List[OutboundRequest]) -> Awaitable[Any]:
         return self.delivery.schedule(conversation, requests)

@@ -466,6 +466,20 @@ class RedisOutbox(Outbox):
 
     # The pipeline's side ----------------------------------------------------------------------
 
+    @classmethod
+    def for_channel(cls, config: Any) -> "RedisOutbox":
+        store = config.store
+        # Masked wherever a request is shown (deliveries list/show, logs): every variable read.
+        secrets = {name: os.environ[name] for name in config.env_names() if os.environ.get(name)}
+        return cls(
+            config.name,
+            config.outbound,
+            store.url,
+            prefix=store.prefix,
+            visibility_timeout=store.visibility_timeout,
+            secrets=secrets,
+        )
+
     async def start(self) -> None:
         """Check that Redis answers (StoreUnavailable, naming host and port, when not) and start
         this replica's delivery worker; ``put`` starts it too when nobody did."""

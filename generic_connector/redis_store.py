@@ -33,6 +33,7 @@ import redis.exceptions
 import ujson
 
 from generic_connector import defaults
+from generic_connector.errors import Unavailable
 from generic_connector.idempotency import IdempotencyStore, Replies, register
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ UNREACHABLE: Tuple[type, ...] = (
 )
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(Unavailable):
     """Redis cannot be reached. The message names host, port and database, never a password."""
 
     def __init__(self, url: str, error: Optional[BaseException] = None, doing: str = "") -> None:
@@ -211,6 +212,17 @@ class RedisStore(IdempotencyStore):
         self.redis = RedisClient(url, pool)
         # Keys this store claimed and still handles: their claim value and renewing task.
         self._claims: Dict[str, Tuple[bytes, asyncio.Task[None]]] = {}
+
+    @classmethod
+    def for_channel(cls, config: Any) -> "RedisStore":
+        store = config.store
+        return cls(
+            config.idempotency.window,
+            config.idempotency.max_keys,
+            store.url,
+            prefix=store.prefix,
+            running_timeout=store.running_timeout,
+        )
 
     def _key(self, key: str) -> str:
         digest = hashlib.sha256(key.encode("utf-8", errors="surrogatepass")).hexdigest()

@@ -4,14 +4,17 @@ The servers are started together when the first end-to-end test asks for one, so
 their start-up (about 15 s each) overlaps.
 """
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
 from tests.platform_api import PlatformAPI
-from tests.rasa_process import RasaServer, free_port, train
-from tests.signing import WEBHOOK_SECRETS
+from tests.rasa_process import ROOT, RasaServer, free_port, train
+from tests.signing import CHAT_ISSUER, WEBHOOK_SECRETS, chat_jwks
 
 # Channels served by the main test server, beside Rasa's own REST channel.
 MAIN_CREDENTIALS = """
@@ -45,6 +48,12 @@ generic_connector.channels.fragile:
   name: fragile
   request: {sender: sender, text: message}
   response: {body: "split(request.message, request.separator)"}
+
+# De-duplication in a Redis that is not there: readiness and webhooks answer 503.
+generic_connector.channels.storeless:
+  name: storeless
+  request: {sender: sender, text: message, message_id: id}
+  store: {type: redis, url_env: DEAD_REDIS_URL}
 """
 
 # Every shipped platform mapping, as a user would configure them.
@@ -62,6 +71,11 @@ PLATFORMS = [
     "zulip",
     "standard-webhooks",
     "chatwoot",
+    "discord",
+    "google-chat",
+    "vonage",
+    "webex",
+    "telnyx",
 ]
 PLATFORM_CREDENTIALS = (
     "".join(
@@ -90,6 +104,12 @@ API_TOKENS = {
     "VIBER_BOT_NAME": "Viber Bot",
     "CHATWOOT_BOT_TOKEN": "chatwoot-test-token",
     "CHATWOOT_ACCOUNT_ID": "42",
+    "GOOGLE_CHAT_PROJECT_NUMBER": "1234567890",
+    "VONAGE_API_KEY": "a1b2c3d",
+    "VONAGE_API_SECRET": "vonage-test-secret",
+    "WEBEX_BOT_TOKEN": "webex-test-token",
+    "WEBEX_BOT_EMAIL": "bot@webex.bot",
+    "TELNYX_API_KEY": "telnyx-test-key",
 }
 
 
@@ -103,8 +123,14 @@ def api_urls(api: PlatformAPI) -> Dict[str, str]:
         "LINE_API_URL": f"{api.url}/line",
         "VIBER_API_URL": f"{api.url}/viber",
         "CHATWOOT_URL": f"{api.url}/chatwoot",
+        "VONAGE_API_URL": f"{api.url}/vonage",
+        "WEBEX_API_URL": f"{api.url}/webex",
+        "TELNYX_API_URL": f"{api.url}/telnyx",
     }
 
+
+# A Redis URL where nothing listens, for the main credentials' storeless channel.
+DEAD_REDIS = {"DEAD_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
 
 # A tracker store on disk, for a server that is killed and restarted.
 SQLITE_ENDPOINTS = """
@@ -140,7 +166,11 @@ def platform_api() -> Iterator[PlatformAPI]:
 
 @pytest.fixture(scope="session")
 def servers(
-    model: Path, tmp_path_factory: pytest.TempPathFactory, platform_api: PlatformAPI
+    model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    platform_api: PlatformAPI,
+    jwks_server: "JsonDocuments",
+    webex_messages: None,
 ) -> Iterator[Dict[str, RasaServer]]:
     folder = tmp_path_factory.mktemp("servers")
     (folder / "credentials.yml").write_text(MAIN_CREDENTIALS)
@@ -148,9 +178,13 @@ def servers(
     (folder / "platforms.yml").write_text(PLATFORM_CREDENTIALS)
     (folder / "sqlite.yml").write_text(SQLITE_ENDPOINTS.format(db=folder / "trackers.db"))
     started = {
-        "main": RasaServer(model, folder / "credentials.yml", folder / "main.log"),
+        "main": RasaServer(model, folder / "credentials.yml", folder / "main.log", env=DEAD_REDIS),
         "failing": RasaServer(
-            model, folder / "credentials.yml", folder / "failing.log", folder / "endpoints.yml"
+            model,
+            folder / "credentials.yml",
+            folder / "failing.log",
+            folder / "endpoints.yml",
+            env=DEAD_REDIS,
         ),
         "platforms": RasaServer(
             model,
@@ -160,7 +194,11 @@ def servers(
         ),
     }
     started["durable"] = RasaServer(
-        model, folder / "credentials.yml", folder / "durable.log", folder / "sqlite.yml"
+        model,
+        folder / "credentials.yml",
+        folder / "durable.log",
+        folder / "sqlite.yml",
+        env=DEAD_REDIS,
     )
     yield started
     for server in started.values():
@@ -189,3 +227,79 @@ def platforms_rasa(servers: Dict[str, RasaServer]) -> RasaServer:
 def durable_rasa(servers: Dict[str, RasaServer]) -> RasaServer:
     """The main channels over a SQLite tracker store, for kill-and-restart tests."""
     return servers["durable"].wait_ready()
+
+
+# --- A key server for JWT-protected channels, and the Webex messages the stand-in API returns.
+
+
+class JsonDocuments:
+    """A real HTTP server on 127.0.0.1 answering GET paths with fixed JSON documents.
+
+    It binds its port when created (at import), so channel entries can name its URL before the
+    servers start; the session fixture ``jwks_server`` serves it and closes it at the end.
+    """
+
+    def __init__(self, documents: Dict[str, Any]) -> None:
+        self.documents = documents
+        self.hits: List[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+                server.hits.append(self.path)
+                found = self.path in server.documents
+                body = json.dumps(server.documents.get(self.path, {"error": "not found"}))
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body.encode())))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def start(self) -> None:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+JWKS = JsonDocuments({"/jwks": chat_jwks()})
+
+# The Google Chat mapping with its keys from the local key server instead of Google's
+# certificates: the same channel, end to end, with tokens signed here.
+PLATFORM_CREDENTIALS += f"""
+generic_connector.channels.chatjwks:
+  mapping: mappings/google-chat.yml
+  name: google-chat-jwks
+  auth:
+    type: jwt
+    algorithms: [RS256]
+    jwks_url: {JWKS.url}/jwks
+    issuer: {CHAT_ISSUER}
+    audience_env: GOOGLE_CHAT_PROJECT_NUMBER
+"""
+
+
+@pytest.fixture(scope="session")
+def jwks_server() -> Iterator[JsonDocuments]:
+    """The key server of the ``google-chat-jwks`` channel, serving before the servers start."""
+    JWKS.start()
+    yield JWKS
+    JWKS.close()
+
+
+@pytest.fixture(scope="session")
+def webex_messages(platform_api: PlatformAPI) -> None:
+    """The stand-in API answers Webex's Get Message Details with the documented example."""
+    answer = json.loads((ROOT / "tests/payloads/webex/get_message_response.json").read_text())
+    platform_api.plan(
+        lambda r: r.method == "GET" and r.path.startswith("/webex/v1/messages/"),
+        [(200, {}, answer)] * 1000,
+    )

@@ -69,3 +69,108 @@ def signature_headers(platform: str, body: bytes) -> Dict[str, str]:
             "webhook-signature": "v1," + base64.b64encode(mac).decode(),
         }
     return {}
+
+
+# --- Ed25519, JWT and SHA-1 signers of the mappings added with Discord, Telnyx, Vonage, Webex
+# and Google Chat. The key pairs are RFC 8032 section 7.1 TEST 1 (Discord) and TEST 2 (Telnyx)
+# (tests/payloads/ed25519/), derived here from their published seeds, so the mappings' test cases
+# and these helpers sign with the same keys.
+import hashlib as _hashlib  # noqa: E402
+import json as _json  # noqa: E402
+
+import jwt as _jwt  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import rsa as _rsa  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # noqa: E402
+from jwt.algorithms import RSAAlgorithm as _RSAAlgorithm  # noqa: E402
+
+DISCORD_SIGNING_KEY = Ed25519PrivateKey.from_private_bytes(
+    bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+)
+TELNYX_SIGNING_KEY = Ed25519PrivateKey.from_private_bytes(
+    bytes.fromhex("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb")
+)
+
+
+def _raw_public(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+WEBHOOK_SECRETS.update(
+    {
+        "DISCORD_PUBLIC_KEY": _raw_public(DISCORD_SIGNING_KEY).hex(),
+        "TELNYX_PUBLIC_KEY": base64.b64encode(_raw_public(TELNYX_SIGNING_KEY)).decode(),
+        "VONAGE_SIGNATURE_SECRET": "vonage-test-signature-secret-0123456789",
+        "WEBEX_WEBHOOK_SECRET": "webex-webhook-secret",
+    }
+)
+
+
+def discord_headers(body: bytes, key: Ed25519PrivateKey = DISCORD_SIGNING_KEY) -> Dict[str, str]:
+    """Discord's interaction headers: hex Ed25519 over timestamp + body."""
+    stamp = str(int(time.time()))
+    return {
+        "X-Signature-Ed25519": key.sign(stamp.encode() + body).hex(),
+        "X-Signature-Timestamp": stamp,
+    }
+
+
+def vonage_token(body: bytes, secret: str = "", **claims: object) -> str:
+    """A Vonage signed-webhook JWT (HS256, the documented sample JWT's claims) for ``body``."""
+    payload = {
+        "iat": int(time.time()),
+        "jti": "c5ba8f24-1a14-4c10-bfdf-3fbe8ce511b5",
+        "iss": "Vonage",
+        "payload_hash": _hashlib.sha256(body).hexdigest(),
+        "api_key": "a1b2c3d",
+        "application_id": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+        **claims,
+    }
+    return _jwt.encode(payload, secret or WEBHOOK_SECRETS["VONAGE_SIGNATURE_SECRET"], "HS256")
+
+
+_documented_signature_headers = signature_headers
+
+
+def signature_headers(platform: str, body: bytes) -> Dict[str, str]:  # noqa: F811
+    """The authentication headers ``platform`` would send with ``body`` now."""
+    if platform == "discord":
+        return discord_headers(body)
+    if platform == "telnyx":
+        stamp = str(int(time.time()))
+        signature = TELNYX_SIGNING_KEY.sign(stamp.encode() + b"|" + body)
+        return {
+            "telnyx-signature-ed25519": base64.b64encode(signature).decode(),
+            "telnyx-timestamp": stamp,
+        }
+    if platform == "vonage":
+        return {"Authorization": "Bearer " + vonage_token(body)}
+    if platform == "webex":
+        mac = _hmac(WEBHOOK_SECRETS["WEBEX_WEBHOOK_SECRET"], body, hashlib.sha1)
+        return {"X-Spark-Signature": mac.hex()}
+    return _documented_signature_headers(platform, body)
+
+
+# Google Chat-style tokens (RS256, issuer chat@system.gserviceaccount.com) signed with a key
+# made for this test run; its public half is served as a JWK set by tests/conftest.py.
+CHAT_ISSUER = "chat@system.gserviceaccount.com"
+CHAT_PROJECT_NUMBER = "1234567890"
+CHAT_KEY_ID = "test-chat-key"
+CHAT_SIGNING_KEY = _rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def chat_jwks() -> Dict[str, object]:
+    """The JWK set holding the public key of ``CHAT_SIGNING_KEY``."""
+    jwk = _json.loads(_RSAAlgorithm.to_jwk(CHAT_SIGNING_KEY.public_key()))
+    jwk.update({"kid": CHAT_KEY_ID, "alg": "RS256", "use": "sig"})
+    return {"keys": [jwk]}
+
+
+def chat_token(key: object = None, algorithm: str = "RS256", **claims: object) -> str:
+    """A bearer token as Google Chat sends it (project-number audience), valid for an hour."""
+    now = int(time.time())
+    payload = {"iss": CHAT_ISSUER, "aud": CHAT_PROJECT_NUMBER, "iat": now, "exp": now + 3600}
+    payload.update(claims)
+    headers = {"kid": CHAT_KEY_ID} if algorithm != "none" else None
+    signing_key = None if algorithm == "none" else (key or CHAT_SIGNING_KEY)
+    return _jwt.encode(payload, signing_key, algorithm=algorithm, headers=headers)

@@ -47,7 +47,9 @@ def test_shipped_mappings_and_credentials_are_valid_and_their_cases_pass(
         (
             GOOD_MAPPING.replace("message.text", "message text"),
             ":4:3: m.request.text: expression does not compile: "
-            "Unexpected token: text at column 9 (fix the JMESPath expression)",
+            "`text` at column 9 follows `message` with nothing joining them (join them with an "
+            "operator: message.text for a path, message || text for either; a key holding a "
+            'space is quoted: "message text")',
         ),
         (
             GOOD_MAPPING + "respones:\n  status: 200\n",

@@ -59,10 +59,10 @@ def test_a_message_goes_through_and_the_answer_is_the_replies() -> None:
 
 
 def test_the_request_id_is_taken_from_the_caller_or_made_up() -> None:
-    _, given, _, _ = run(SIMPLE, b'{"user": "u", "text": "t"}', {"X-Request-ID": "req-42"})
-    assert given.headers["X-Request-ID"] == "req-42"
-    _, made, _, _ = run(SIMPLE, b'{"user": "u", "text": "t"}', {"X-Request-ID": "bad\nid"})
-    assert len(made.headers["X-Request-ID"]) == 16 and made.headers["X-Request-ID"] != "bad\nid"
+    given, _, _, _ = run(SIMPLE, b'{"user": "u", "text": "t"}', {"X-Request-ID": "req-42"})
+    assert given.request_id == "req-42"
+    made, _, _, _ = run(SIMPLE, b'{"user": "u", "text": "t"}', {"X-Request-ID": "bad\nid"})
+    assert len(made.request_id) == 32 and made.request_id != "bad\nid"
 
 
 def test_a_body_over_the_limit_is_refused_before_auth_reads_it() -> None:
@@ -206,3 +206,77 @@ def test_a_duplicate_is_answered_but_its_replies_are_not_sent_again() -> None:
     assert asyncio.run(twice()) == [200, 200]
     assert len(assistant.handled) == 1
     assert len(recorder.requests) == 1
+
+
+CHOOSING = {
+    "name": "choosing",
+    "request": {"sender": "user", "text": "text || 'started'", "ignore": []},
+    "response": [
+        {"when": "request.event == 'conversation_started'", "body": "{welcome: 'Hello!'}"},
+        {"body": "`{}`", "status": 202},
+    ],
+}
+
+
+def test_the_first_answer_whose_when_matches_answers() -> None:
+    _, started, _, _ = run(CHOOSING, b'{"user": "u", "event": "conversation_started"}')
+    assert (started.status, json.loads(started.body)) == (200, {"welcome": "Hello!"})
+    _, message, _, _ = run(CHOOSING, b'{"user": "u", "event": "message", "text": "hi"}')
+    assert (message.status, json.loads(message.body)) == (202, {})
+
+
+class Held(Echo):
+    """Answers only when the test lets it."""
+
+    go: asyncio.Event  # made in the test's event loop
+
+    async def handle(self, message: Extracted) -> Replies:
+        await self.go.wait()
+        return await super().handle(message)
+
+
+DEFERRING = {
+    "name": "deferring",
+    "request": {"sender": "user", "text": "text", "metadata": "{token: token}"},
+    "response": {"body": "{type: `4`, content: messages[0].text}"},
+    "defer": {"after": 0.05, "response": {"body": "{type: `5`}"}},
+    "outbound": {
+        "turn": {
+            "url": "join('', ['https://discord.example/webhooks/', metadata.token])",
+            "body": "{content: messages[0].text}",
+        },
+        "allow_hosts": ["discord.example"],
+    },
+}
+
+
+def test_a_slow_assistant_gets_the_deferred_answer_and_its_replies_go_through_outbound() -> None:
+    config = load_channel(DEFERRING)
+    recorder = Recorder()
+    pipeline = Pipeline(config, None, recorder)
+    assistant = Held()
+    body = b'{"user": "u", "text": "slow", "token": "t-1"}'
+
+    async def scenario() -> Tuple[Rendered, List[Any]]:
+        assistant.go = asyncio.Event()
+        _, answer = await pipeline.run(IncomingRequest.from_parts(body), assistant)
+        before = list(recorder.requests)  # answered while the assistant still works
+        assistant.go.set()
+        for _ in range(100):  # until the late delivery ran
+            await asyncio.sleep(0)
+            if recorder.requests:
+                break
+        return answer, before
+
+    answer, before = asyncio.run(scenario())
+    assert json.loads(answer.body) == {"type": 5}
+    assert before == []
+    [late] = recorder.requests
+    assert late.url == "https://discord.example/webhooks/t-1"
+    assert json.loads(late.body) == {"content": "re: slow"}
+
+
+def test_an_assistant_in_time_answers_normally_and_nothing_goes_through_outbound() -> None:
+    _, answer, recorder, _ = run(DEFERRING, b'{"user": "u", "text": "quick", "token": "t"}')
+    assert json.loads(answer.body) == {"type": 4, "content": "re: quick"}
+    assert recorder.requests == []

@@ -80,7 +80,7 @@ def test_documented_payload_through_rasa(
 ) -> None:
     config = load_channel({"mapping": f"mappings/{name}.yml"})
     request = case_request(case, ROOT / "mappings")
-    expected = simulate(config, request, case.get("replies"), case.get("time"))
+    expected = simulate(config, request, case.get("replies"), case.get("time"), case.get("fetched"))
     # The dry run agrees with the case (a refusal only where the case expects one)...
     assert ("error" in expected) == (case["expect"].get("status", 200) >= 400), expected
     status, headers, body = send_case(platforms_rasa, name, case)  # ...and so does Rasa.
@@ -126,7 +126,7 @@ def test_documented_payload_through_rasa(
         tracker = platforms_rasa.tracker(message["sender"])
         replies = bot_replies_after(tracker, message["message_id"], message["text"])
         assert replies, "the assistant answered nothing"
-        rendered = simulate(config, request, replies, case.get("time"))
+        rendered = simulate(config, request, replies, case.get("time"), case.get("fetched"))
         assert headers["content-type"] == rendered["response"]["content_type"]
         if name == "twilio":
             assert body.decode() == rendered["response"]["body"]

@@ -1,0 +1,164 @@
+"""Fetching before mapping: requests whose JSON answers the mapping reads as ``fetched``.
+
+Some platforms' webhooks carry only ids (Webex's ``messages/created``): the message must be
+fetched from the platform's API before it can be mapped. ``request.fetch`` declares those
+requests; each event's answers are put under ``fetched.<name>`` in the event the ignore rules
+and fields see. A fetch that fails answers 503, so the platform retries. The dry run and the
+mapping test cases take sample answers (a case's ``fetched``) instead of HTTP.
+"""
+
+import asyncio
+import json
+import logging
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from generic_connector import defaults
+from generic_connector.expressions import Expression
+from generic_connector.functions import Scope
+
+logger = logging.getLogger(__name__)
+
+# Answers beyond this many bytes are refused: a fetched message, not a download.
+MAX_ANSWER = 1_048_576
+_RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+class FetchFailed(Exception):
+    """The platform's API did not give a usable answer; the message is for the log."""
+
+
+class FetchRequest(NamedTuple):
+    name: str
+    method: str
+    url: str
+    headers: Dict[str, str]
+
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.url).hostname or "").lower()
+
+
+class FetchTemplate:
+    """One entry of ``request.fetch``: JMESPath over the event, as the mapping's fields."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        method: str = "GET",
+        headers: Optional[Dict[str, str]] = None,
+        timeout: float = defaults.FETCH_TIMEOUT,
+        retries: int = defaults.FETCH_RETRIES,
+        allow_hosts: Optional[List[str]] = None,
+    ) -> None:
+        self.name = name
+        self.method = method
+        self.url = Expression(url)
+        self.headers = {key: Expression(value) for key, value in (headers or {}).items()}
+        self.timeout = timeout
+        self.retries = retries
+        self.allow_hosts = [host.lower() for host in allow_hosts] if allow_hosts else None
+
+    def expressions(self) -> List[Expression]:
+        return [self.url, *self.headers.values()]
+
+    def render(self, event: Any, scope: Optional[Scope]) -> FetchRequest:
+        """The request for ``event``; FetchFailed when the template gives no usable one."""
+        url = self.url.search(event, scope)
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+            raise FetchFailed(f"fetch {self.name!r}: the url template gave no http(s) URL")
+        headers = {}
+        for key, expression in self.headers.items():
+            value = expression.search(event, scope)
+            if value is None:
+                continue
+            value = value if isinstance(value, str) else json.dumps(value)
+            if "\r" in value or "\n" in value:
+                raise FetchFailed(f"fetch {self.name!r}: header {key} holds a line break")
+            headers[key] = value
+        request = FetchRequest(self.name, self.method, url, headers)
+        if self.allow_hosts is not None and request.host not in self.allow_hosts:
+            raise FetchFailed(f"fetch {self.name!r}: host {request.host!r} is not in allow_hosts")
+        return request
+
+
+class Fetcher:
+    """Gives the JSON answer of a fetch request."""
+
+    async def fetch(self, request: FetchRequest, template: FetchTemplate) -> Any:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Give back connections."""
+
+
+class HTTPFetcher(Fetcher):
+    """Real requests: one pooled session, retries with backoff, no redirects followed."""
+
+    def __init__(self) -> None:
+        self._session: Optional[aiohttp.ClientSession] = None
+
+    async def fetch(self, request: FetchRequest, template: FetchTemplate) -> Any:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        problem = ""
+        for attempt in range(template.retries + 1):
+            if attempt:
+                await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
+            try:
+                async with self._session.request(
+                    request.method,
+                    request.url,
+                    headers=request.headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=template.timeout),
+                ) as answer:
+                    if answer.status < 300:
+                        return _json(await answer.content.read(MAX_ANSWER + 1), request.name)
+                    problem = f"HTTP {answer.status}"
+                    if answer.status not in _RETRY_STATUSES:
+                        break
+            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                # The exception's text may hold the URL, and with it a token: its type only.
+                problem = type(error).__name__
+        raise FetchFailed(f"fetch {request.name!r} failed: {problem}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class SampleFetcher(Fetcher):
+    """The dry run's and test cases' stand-in: sample answers by fetch name."""
+
+    def __init__(self, answers: Optional[Mapping[str, Any]] = None) -> None:
+        self.answers = dict(answers or {})
+        self.requests: List[FetchRequest] = []
+
+    async def fetch(self, request: FetchRequest, template: FetchTemplate) -> Any:
+        self.requests.append(request)
+        if request.name not in self.answers:
+            raise FetchFailed(f"fetch {request.name!r}: no sample answer (give it in `fetched`)")
+        return self.answers[request.name]
+
+
+def _json(raw: bytes, name: str) -> Any:
+    if len(raw) > MAX_ANSWER:
+        raise FetchFailed(f"fetch {name!r}: the answer is larger than {MAX_ANSWER} bytes")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise FetchFailed(f"fetch {name!r}: the answer is not JSON") from None
+
+
+async def fetched_event(
+    event: Any, templates: List[FetchTemplate], fetcher: Fetcher, scope: Optional[Scope]
+) -> Any:
+    """The event with ``fetched: {name: answer, ...}`` added (a copy; the body is not changed)."""
+    answers: Dict[str, Any] = {}
+    for template in templates:
+        answers[template.name] = await fetcher.fetch(template.render(event, scope), template)
+    return {**event, "fetched": answers} if isinstance(event, dict) else {"fetched": answers}

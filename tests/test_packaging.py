@@ -1,0 +1,561 @@
+"""The package as a Rasa team installs and runs it: metadata, the wheel and the sdist, the
+ready mappings inside the package, the schemas, the container's entry point and health check,
+and (end-to-end) a built wheel in a fresh virtualenv beside Rasa answering through rasa run."""
+
+import ast
+import http.server
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+
+import jsonschema
+import pytest
+import yaml
+
+import generic_connector
+from generic_connector.cli import main
+from generic_connector.config import SCHEMA, SCHEMA_PATH, check_channel, ready_mappings
+from tests.platform_api import PlatformAPI
+from tests.rasa_process import ENV, ROOT, free_port, request
+
+try:
+    import tomllib  # type: ignore[import-not-found]
+except ImportError:  # Python < 3.11: tomli, or the copy setuptools vendors
+    try:
+        import tomli as tomllib  # type: ignore[no-redef]
+    except ImportError:
+        from setuptools._vendor import tomli as tomllib  # type: ignore[no-redef]
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+PROJECT = PYPROJECT["project"]
+BIN = Path(sys.executable).parent
+UV = shutil.which("uv")
+ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
+HEALTHCHECK = ROOT / "docker" / "healthcheck.py"
+
+
+def run(capsys: pytest.CaptureFixture, *args: str) -> Tuple[int, List[str]]:
+    code = main(list(args))
+    return code, capsys.readouterr().out.splitlines()
+
+
+# --- Metadata -----------------------------------------------------------------------------
+
+
+def test_version_everywhere() -> None:
+    version = generic_connector.__version__
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "generic_connector.__version__"
+    }
+    for command in ([str(BIN / "generic-connector")], [sys.executable, "-m", "generic_connector"]):
+        result = subprocess.run(
+            [*command, "--version"], capture_output=True, text=True, check=True, cwd=ROOT
+        )
+        assert result.stdout.startswith(f"generic-connector {version} (Rasa 3.6."), result.stdout
+
+
+def test_pep_621_metadata() -> None:
+    assert PROJECT["license"] == "Apache-2.0"  # an SPDX expression, not the deprecated table
+    assert PROJECT["license-files"] == ["LICENSE"]
+    assert "Apache License" in (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "version" in PROJECT["dynamic"]
+    classifiers = PROJECT["classifiers"]
+    for python in ("3.8", "3.9", "3.10"):
+        assert f"Programming Language :: Python :: {python}" in classifiers
+    assert "Typing :: Typed" in classifiers
+    assert not [c for c in classifiers if c.startswith("License ::")]  # the expression says it
+    assert {"Homepage", "Source", "Issues", "Changelog"} <= set(PROJECT["urls"])
+    assert (ROOT / "generic_connector" / "py.typed").is_file()
+    assert generic_connector.__version__ in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+
+
+def test_every_package_is_listed() -> None:
+    """The package list is explicit (for the mappings' own package): nothing may be left out."""
+    found = {"generic_connector.mappings"}
+    for init in (ROOT / "generic_connector").rglob("__init__.py"):
+        found.add(".".join(init.parent.relative_to(ROOT).parts))
+    assert set(PYPROJECT["tool"]["setuptools"]["packages"]) == found
+
+
+def _imports() -> Set[str]:
+    names: Set[str] = set()
+    for path in (ROOT / "generic_connector").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names - {"generic_connector", "__future__"}
+
+
+def _is_stdlib(name: str) -> bool:
+    if name in sys.builtin_module_names:
+        return True
+    spec = importlib.util.find_spec(name)
+    origin = spec and (spec.origin or next(iter(spec.submodule_search_locations or []), None))
+    stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
+    return bool(origin) and "site-packages" not in origin and stdlib in Path(origin).parents
+
+
+def _distributions() -> Dict[str, str]:
+    """Top-level module -> distribution name (lower case), from the installed metadata."""
+    from importlib import metadata
+
+    owners: Dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"].lower()
+        top = (dist.read_text("top_level.txt") or "").split()
+        top += [f.parts[0].split(".")[0] for f in dist.files or [] if f.parts and len(f.parts) > 1]
+        for module in top:
+            owners.setdefault(module, name)
+    return owners
+
+
+def test_dependencies_match_every_import() -> None:
+    third_party = {name for name in _imports() if not _is_stdlib(name)}
+    owners = _distributions()
+    needed = {owners[name] for name in third_party}
+    declared = {
+        dependency.split(">")[0].split("<")[0].split("[")[0].split("=")[0].strip().lower()
+        for dependency in PROJECT["dependencies"]
+    }
+    assert needed <= declared, f"imported but not declared: {needed - declared}"
+    assert declared - needed <= {"cryptography"}, f"declared, not imported: {declared - needed}"
+
+
+# --- Ready mappings -----------------------------------------------------------------------
+
+
+def test_ready_mappings_are_the_files_of_mappings() -> None:
+    assert set(ready_mappings()) == {p.stem for p in (ROOT / "mappings").glob("*.yml")}
+
+
+def test_mappings_command(capsys: pytest.CaptureFixture) -> None:
+    code, out = run(capsys, "mappings")
+    assert code == 0
+    names = [line.split()[0] for line in out if line and not line.startswith(" ")]
+    assert names[:-1] == sorted(ready_mappings())
+    telegram = out.index(next(line for line in out if line.startswith("telegram ")))
+    assert out[telegram + 1].split() == [
+        "env:", "TELEGRAM_BOT_TOKEN,", "TELEGRAM_SECRET_TOKEN;", "optional:", "TELEGRAM_API_URL"
+    ]  # fmt: skip
+    assert run(capsys, "mappings", "telegram") == (0, [str(ready_mappings()["telegram"])])
+    code, out = run(capsys, "mappings", "--format", "json")
+    rows = {row["name"]: row for row in json.loads("\n".join(out))}
+    assert rows["myio"]["env"] == [] and rows["twilio"]["env"] == ["TWILIO_AUTH_TOKEN"]
+    with pytest.raises(SystemExit) as raised:
+        main(["mappings", "telgram"])
+    assert raised.value.code == 2
+    assert "did you mean 'telegram'?" in capsys.readouterr().err
+
+
+def test_a_ready_mapping_named_without_a_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no mappings/ here, as in a project that installed the package
+    for reference in ("telegram", "telegram.yml"):
+        config, findings, _ = check_channel({"mapping": reference})
+        assert findings == [] and config is not None and config.name == "telegram"
+    # Keys beside it replace the mapping's.
+    config, _, _ = check_channel({"mapping": "myio", "name": "shop"})
+    assert config is not None and config.name == "shop"
+
+
+def test_a_file_of_that_name_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("telegram").write_text("name: mine\nrequest: {sender: a, text: b}\n")
+    config, _, _ = check_channel({"mapping": "telegram"})
+    assert config is not None and config.name == "mine"
+
+
+def test_unknown_ready_mapping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    _, [finding], _ = check_channel({"mapping": "telgram"})
+    assert (finding.message, finding.hint) == (
+        "no mapping file 'telgram' here and no ready mapping 'telgram'",
+        "did you mean 'telegram'? `generic-connector mappings` lists the ready ones",
+    )
+    _, [finding], _ = check_channel({"mapping": "mappings/telegram.yml"})
+    assert finding.hint == (
+        "relative paths start from the directory rasa run is started in; the ready mapping "
+        "ships inside the package: mapping: telegram"
+    )
+
+
+# --- Schemas ------------------------------------------------------------------------------
+
+
+def test_schema_commands(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    assert run(capsys, "schema") == (0, [str(SCHEMA_PATH)])
+    code, out = run(capsys, "schema", "--print")
+    assert json.loads("\n".join(out)) == SCHEMA
+    target = tmp_path / ".vscode" / "generic-connector.schema.json"
+    assert run(capsys, "schema", "--write", str(target)) == (0, [str(target)])
+    assert json.loads(target.read_text(encoding="utf-8")) == SCHEMA
+    with pytest.raises(SystemExit):
+        main(["schema", "--credentials", "--write"])
+
+
+def credentials_validator(capsys: pytest.CaptureFixture, tmp_path: Path) -> Any:
+    target = tmp_path / "credentials.schema.json"
+    assert run(capsys, "schema", "--credentials", "--write", str(target))[0] == 0
+    schema = json.loads(target.read_text(encoding="utf-8"))
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+def test_credentials_schema(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    validator = credentials_validator(capsys, tmp_path)
+    repository = yaml.safe_load((ROOT / "credentials.yml").read_text(encoding="utf-8"))
+    assert list(validator.iter_errors(repository)) == []
+    fine = {
+        "rest": None,
+        "slack": {"slack_token": "xoxb"},
+        "generic_connector.channels.tg": {"mapping": "telegram"},
+    }
+    assert list(validator.iter_errors(fine)) == []
+    for wrong in (
+        {"generic_connector.channel.shop": {"mapping": "telegram"}},  # misspelt key
+        {"generic_connector.channels.a.b": {"mapping": "telegram"}},  # a label with a dot
+        {"generic_connector.channels.tg": {"name": "tg"}},  # neither a mapping nor a request
+        {"generic_connector.channels.tg": {"mapping": "telegram", "respones": {}}},
+        {"generic_connector.channels.tg": {"name": "t", "request": {"sender": "a"}}},
+    ):
+        assert list(validator.iter_errors(wrong)), wrong
+
+
+# --- The wheel and the sdist --------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+    """``uv build``: the sdist, and the wheel built from it."""
+    if UV is None:
+        pytest.skip("uv is not installed")
+    out = tmp_path_factory.mktemp("dist")
+    result = subprocess.run(
+        [UV, "build", "--out-dir", str(out), str(ROOT)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "deprecat" not in result.stderr.lower(), result.stderr[-3000:]
+    [wheel] = out.glob("*.whl")
+    [sdist] = out.glob("*.tar.gz")
+    return {"wheel": wheel, "sdist": sdist}
+
+
+def test_wheel_contents(built: Dict[str, Path]) -> None:
+    version = generic_connector.__version__
+    with zipfile.ZipFile(built["wheel"]) as wheel:
+        names = set(wheel.namelist())
+        metadata = wheel.read(f"generic_connector-{version}.dist-info/METADATA").decode()
+    assert f"generic_connector-{version}.dist-info/licenses/LICENSE" in names
+    assert {"generic_connector/py.typed", "generic_connector/schema.json"} <= names
+    shipped = {n.rsplit("/", 1)[1] for n in names if n.startswith("generic_connector/mappings/")}
+    assert shipped == {p.name for p in (ROOT / "mappings").glob("*.yml")}
+    assert "License-Expression: Apache-2.0" in metadata
+    assert "Project-URL: Changelog, " in metadata
+    assert not [n for n in names if n.startswith("tests/")]
+
+
+def test_sdist_carries_what_its_tests_need(built: Dict[str, Path]) -> None:
+    with tarfile.open(built["sdist"]) as sdist:
+        names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    needed = {
+        "LICENSE", "CHANGELOG.md", "README.md", "Makefile", "credentials.yml", "Dockerfile",
+        "docker-compose.yml", "docker/entrypoint.sh", "docker/healthcheck.py",
+        "tests/conftest.py", "tests/__init__.py", "tests/rasa_process.py", "tests/signing.py",
+        "tests/platform_api.py", "demo/domain.yml", "demo/config.yml", "scripts/setup.sh",
+    }  # fmt: skip
+    assert needed <= names, needed - names
+    for folder in ("tests/payloads", "tests/jmespath_compliance", "mappings"):
+        in_repo = {str(p.relative_to(ROOT)) for p in (ROOT / folder).rglob("*") if p.is_file()}
+        assert in_repo - names == set(), folder
+    assert not [n for n in names if "__pycache__" in n or n.startswith("demo/models")]
+
+
+def test_sdist_tests_run(built: Dict[str, Path], tmp_path: Path) -> None:
+    """Unpacked, the sdist's own tests pass against its own code."""
+    with tarfile.open(built["sdist"]) as sdist:
+        sdist.extractall(tmp_path)
+    [unpacked] = tmp_path.glob("generic_connector-*")
+    env = {**ENV, "PYTHONPATH": str(unpacked), "CI": ""}
+    where = subprocess.run(
+        [sys.executable, "-c", "import generic_connector; print(generic_connector.__file__)"],
+        cwd=unpacked, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert Path(where.stdout.strip()).parent.parent == unpacked
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not e2e",
+         "tests/test_config.py", "tests/test_mapping.py", "tests/test_validate_mistakes.py"],
+        cwd=unpacked, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " passed" in result.stdout
+
+
+# --- The container's entry point and health check, outside a container -------------------
+
+FAKE_RASA = """#!/bin/sh
+echo "rasa $*"
+"""
+
+
+@pytest.fixture
+def fake_rasa(tmp_path: Path) -> Dict[str, str]:
+    """PATH with a stand-in `rasa` that prints its arguments, and the real generic-connector."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "rasa").write_text(FAKE_RASA)
+    (bin_dir / "rasa").chmod(0o755)
+    (bin_dir / "generic-connector").symlink_to(BIN / "generic-connector")
+    return {**ENV, "PATH": f"{bin_dir}:/usr/bin:/bin", "CI": ""}
+
+
+def entrypoint(cwd: Path, env: Dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["sh", str(ENTRYPOINT), *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+def test_entrypoint_checks_credentials_then_runs_rasa(
+    tmp_path: Path, fake_rasa: Dict[str, str]
+) -> None:
+    (tmp_path / "credentials.yml").write_text(
+        "rest:\ngeneric_connector.GenericChannel:\n  mapping: myio\n"
+    )
+    result = entrypoint(tmp_path, fake_rasa, "run", "--enable-api", "--port", "5005")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "credentials.yml: ok (myio)",
+        "1 file: 1 valid, 0 invalid, 0 findings",
+        "rasa run --enable-api --port 5005",
+    ]
+
+
+def test_entrypoint_stops_on_a_broken_file(tmp_path: Path, fake_rasa: Dict[str, str]) -> None:
+    creds = tmp_path / "prod.yml"
+    creds.write_text(
+        "generic_connector.channels.a:\n  mapping: myio\n"
+        "generic_connector.channels.b:\n  mapping: myio\n"
+        "generic_connector.channels.tg:\n  mapping: telegram\n"
+    )
+    env = {k: v for k, v in fake_rasa.items() if not k.startswith("TELEGRAM_")}
+    result = entrypoint(tmp_path, env, "run", "--credentials", str(creds))
+    assert result.returncode == 1
+    assert f"rasa run --credentials {creds}" not in result.stdout  # rasa was not started
+    assert result.stdout.splitlines()[:3] == [
+        f"{creds}:5:1: telegram: environment variable TELEGRAM_BOT_TOKEN is not set "
+        "(the mapping reads it; set it before rasa run starts)",
+        f"{creds}:5:1: telegram: environment variable TELEGRAM_SECRET_TOKEN is not set "
+        "(the mapping reads it; set it before rasa run starts)",
+        f"{creds}:3:1: myio: two generic channels are named 'myio' (each generic channel "
+        "needs a name of its own: it is its URL /webhooks/<name>/)",
+    ]
+    assert result.stderr == f"entrypoint: {creds} is not valid, so rasa run is not started\n"
+    skipped = entrypoint(
+        tmp_path, {**env, "GENERIC_CONNECTOR_VALIDATE": "0"}, "run", f"--credentials={creds}"
+    )
+    assert skipped.stdout == f"rasa run --credentials={creds}\n"
+
+
+def test_entrypoint_passes_other_commands_to_rasa(
+    tmp_path: Path, fake_rasa: Dict[str, str]
+) -> None:
+    (tmp_path / "credentials.yml").write_text("generic_connector.channel.broken:\n  mapping: x\n")
+    for args in (["train", "--fixed-model-name", "m"], ["run", "actions"], ["--version"]):
+        result = entrypoint(tmp_path, fake_rasa, *args)
+        assert (result.returncode, result.stdout) == (0, f"rasa {' '.join(args)}\n")
+
+
+class _Stub(http.server.BaseHTTPRequestHandler):
+    status_answer = 200
+
+    def do_GET(self) -> None:  # noqa: N802
+        code = self.status_answer if self.path.startswith("/status") else 200
+        self.send_response(code)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def stub_server() -> Iterator[http.server.HTTPServer]:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Stub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+
+
+def healthcheck(*args: str, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(HEALTHCHECK), *args], capture_output=True, text=True, env=env
+    )
+
+
+def test_healthcheck(stub_server: http.server.HTTPServer) -> None:
+    url = f"http://127.0.0.1:{stub_server.server_address[1]}"
+    assert healthcheck("--url", url).returncode == 0
+    _Stub.status_answer = 409
+    loading = healthcheck("--url", url, "--ready")
+    assert (loading.returncode, loading.stderr) == (
+        1,
+        f"not ready: {url}/status gave 409: the model is not loaded yet\n",
+    )
+    _Stub.status_answer = 404  # rasa run without --enable-api
+    assert healthcheck("--url", url, "--ready").returncode == 0
+    _Stub.status_answer = 200
+    assert healthcheck("--ready", env={**ENV, "HEALTHCHECK_URL": url}).returncode == 0
+    down = healthcheck("--url", f"http://127.0.0.1:{free_port()}")
+    assert down.returncode == 1 and down.stderr.startswith("not alive: GET ")
+
+
+def test_dockerfile_and_compose() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "\nFROM rasa/rasa:3.6.21\n" in dockerfile
+    assert "pip install --no-cache-dir /tmp/wheels/*.whl" in dockerfile
+    assert 'ENTRYPOINT ["generic-connector-entrypoint"]' in dockerfile
+    assert "docker/entrypoint.sh /usr/local/bin/generic-connector-entrypoint" in dockerfile
+    assert "HEALTHCHECK" in dockerfile
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    services = compose["services"]
+    assert set(services) == {"redis", "assistant", "proxy"}
+    assistant = services["assistant"]
+    assert assistant["deploy"]["replicas"] == 2
+    assert assistant["healthcheck"]["test"] == ["CMD", "generic-connector-healthcheck", "--ready"]
+    assert assistant["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["proxy"]["depends_on"]["assistant"]["condition"] == "service_healthy"
+    assert all("healthcheck" in service for service in services.values())
+    for volume in assistant["volumes"] + services["proxy"]["volumes"]:
+        source = volume.split(":")[0]
+        if source.startswith("./docker/") or source == "./credentials.yml":
+            assert (ROOT / source).is_file(), source
+    endpoints = yaml.safe_load((ROOT / "docker" / "endpoints.yml").read_text(encoding="utf-8"))
+    assert endpoints["tracker_store"]["type"] == endpoints["lock_store"]["type"] == "redis"
+    assert "http://assistant:5005" in (ROOT / "docker" / "nginx.conf").read_text(encoding="utf-8")
+    assert subprocess.run(["sh", "-n", str(ENTRYPOINT)]).returncode == 0
+
+
+# --- End to end: the wheel in a fresh virtualenv beside Rasa ------------------------------
+
+TELEGRAM_SECRET = "s3cret-token"
+CREDENTIALS = """\
+rest:
+
+generic_connector.GenericChannel:
+  mapping: myio
+
+generic_connector.channels.telegram:
+  mapping: telegram
+"""
+
+
+@pytest.fixture(scope="module")
+def installed(built: Dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new virtualenv with Rasa 3.6.21 and the built wheel, nothing of this repository."""
+    venv = tmp_path_factory.mktemp("venv") / "env"
+    subprocess.run([UV, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    subprocess.run(
+        [UV, "pip", "install", "-q", "-p", str(venv / "bin" / "python"), "rasa==3.6.21",
+         str(built["wheel"])],
+        check=True, timeout=600,
+    )  # fmt: skip
+    return venv
+
+
+@pytest.mark.e2e
+def test_installed_wheel_answers_through_rasa_run(
+    installed: Path, tmp_path: Path, platform_api: PlatformAPI
+) -> None:
+    bin_dir = installed / "bin"
+    version = subprocess.run(
+        [str(bin_dir / "generic-connector"), "--version"], capture_output=True, text=True
+    )
+    assert version.stdout.startswith(f"generic-connector {generic_connector.__version__} ")
+    location = subprocess.run(
+        [str(bin_dir / "python"), "-c", "import generic_connector as g; print(g.__file__)"],
+        capture_output=True, text=True, cwd=tmp_path, check=True,
+    )  # fmt: skip
+    assert str(installed) in location.stdout  # the installed package, not this checkout
+
+    project = tmp_path / "assistant"
+    project.mkdir()
+    env = {**ENV, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RASA_TELEMETRY_ENABLED": "false"}
+    env.pop("PYTHONPATH", None)
+    subprocess.run(
+        [str(bin_dir / "rasa"), "init", "--no-prompt", "--init-dir", str(project)],
+        cwd=project, env=env, check=True, timeout=600,
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    (project / "credentials.yml").write_text(CREDENTIALS)
+    env.update(
+        TELEGRAM_BOT_TOKEN="123456:test-token",
+        TELEGRAM_SECRET_TOKEN=TELEGRAM_SECRET,
+        TELEGRAM_API_URL=f"{platform_api.url}/telegram",
+    )
+    port = free_port()
+    log = (tmp_path / "rasa.log").open("wb")
+    # The image's entry point, outside a container: validate, then exec rasa run.
+    server = subprocess.Popen(
+        ["sh", str(ENTRYPOINT), "run", "--enable-api", "--port", str(port),
+         "--interface", "127.0.0.1", "--credentials", "credentials.yml"],
+        cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while healthcheck("--url", url, "--ready").returncode != 0:
+            assert server.poll() is None, (tmp_path / "rasa.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (tmp_path / "rasa.log").read_text()[-3000:]
+            time.sleep(0.5)
+        first_line = (tmp_path / "rasa.log").read_text().splitlines()[0]
+        assert first_line == (
+            "credentials.yml: ok (myio, telegram; reads TELEGRAM_BOT_TOKEN, TELEGRAM_SECRET_TOKEN)"
+        )
+
+        body = json.dumps({"sender": "u1", "message": "hello"}).encode()
+        status, _, answer = request(
+            f"{url}/webhooks/myio/webhook", body, {"Content-Type": "application/json"}
+        )
+        assert status == 200, answer
+        [reply] = json.loads(answer)
+        assert reply["recipient_id"] == "u1" and reply["text"]  # moodbot's greeting
+
+        update = {
+            "update_id": 1,
+            "message": {
+                "message_id": 7, "date": 1700000000, "text": "hello",
+                "chat": {"id": 42, "type": "private"},
+                "from": {"id": 42, "is_bot": False, "first_name": "Ann"},
+            },
+        }  # fmt: skip
+        headers = {
+            "Content-Type": "application/json",
+            "X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET,
+        }
+        status, _, answer = request(
+            f"{url}/webhooks/telegram/webhook", json.dumps(update).encode(), headers
+        )
+        assert status == 200, answer
+        # The stand-in API is shared with other tests: this bot token is this test's.
+        path = "/telegram/bot123456:test-token/sendMessage"
+        [sent] = platform_api.received(lambda r: r.path == path, 1, timeout=30)
+        assert sent.json["chat_id"] == "42" and sent.json["text"]
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()

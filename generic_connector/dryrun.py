@@ -156,7 +156,8 @@ def case_request(case: Dict[str, Any], base_dir: Path) -> IncomingRequest:
 
 
 @contextmanager
-def _environment(variables: Dict[str, str]) -> Iterator[None]:
+def environment(variables: Dict[str, str]) -> Iterator[None]:
+    """The variables a test case sets, while its dry run runs."""
     saved = {name: os.environ.get(name) for name in variables}
     os.environ.update(variables)
     try:
@@ -171,7 +172,7 @@ def _environment(variables: Dict[str, str]) -> Iterator[None]:
 
 def run_case(config: ChannelConfig, case: Dict[str, Any], base_dir: Path) -> List[str]:
     """Run one test case; return what differs from its expectations (empty when it passes)."""
-    with _environment(case.get("env", {})):
+    with environment(case.get("env", {})):
         config = rebuild_auth(config)  # it reads its secrets when built: in this environment
         request = case_request(case, base_dir)
         result = simulate(

@@ -16,7 +16,6 @@ import os
 import re
 import tempfile
 import textwrap
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -25,7 +24,7 @@ from urllib.parse import parse_qs
 import yaml
 
 from generic_connector.config import SCHEMA, SCHEMA_PATH, check_channel
-from generic_connector.dryrun import case_request, simulate
+from generic_connector.dryrun import case_request, environment, simulate
 from generic_connector.request import FORM, media_type_of
 from generic_connector.validate import validate_file
 
@@ -562,7 +561,7 @@ def build(sources: List[Source], name: str, out: Optional[Path] = None) -> Start
         run = dict(case)
         if source.body_path is not None:  # the output's folder may not exist yet
             run["body_file"] = str(source.body_path)
-        with _environment(case.get("env", {})):
+        with environment(case.get("env", {})):
             result = simulate(config, case_request(run, Path.cwd()))
         case["expect"] = _expect(result, fields)
         tests.append(case)
@@ -570,21 +569,6 @@ def build(sources: List[Source], name: str, out: Optional[Path] = None) -> Start
     starter = Starter(name, guessed, document, skipped=skipped)
     starter.text = render(starter, sources, out)
     return starter
-
-
-@contextmanager
-def _environment(variables: Dict[str, str]) -> Iterator[None]:
-    """The variables a test case sets, while its dry run runs."""
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _scalar(value: Any) -> str:

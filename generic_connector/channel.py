@@ -12,6 +12,8 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
 from rasa.core.lock_store import LockError
 from rasa.shared.exceptions import RasaException
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
@@ -96,7 +98,7 @@ class RasaAssistant(Assistant):
         )
         try:
             await self.on_new_message(user_message)
-        except LockError:
+        except (LockError, RedisConnectionError, RedisTimeoutError):  # the lock store is down
             logger.error(
                 "Channel %s: could not lock the conversation of sender %s "
                 "(busy, or lock store down)",

@@ -404,6 +404,24 @@ async def _hand_over(
         )  # fmt: skip
         raise HTTPError(500, "the assistant could not handle the message; retry later") from None
     pipeline.metrics.assistant_seconds.observe(time.perf_counter() - started)
+    config = pipeline.config
+    if replies and config.outbound and pipeline.outbox is not None and config.defer is None:
+        # In the outbox before the id is remembered as handled: were the outbox unreachable,
+        # the platform's retry must be handled again, not answered from memory unsent.
+        try:
+            exchange.outbound.append(
+                await deliver(
+                    pipeline,
+                    message.sender_id,
+                    replies,
+                    message,
+                    _outbound_scope(pipeline, exchange),
+                )
+            )
+        except BaseException:
+            if key is not None:
+                await pipeline.store.release(key)
+            raise
     if key is not None:
         # A duplicate gets the same answer: the replies are kept when the answer shows them.
         kept = replies if pipeline.config.response.reads_messages else []
@@ -444,20 +462,31 @@ def render_answer(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) 
 
 
 async def send_outbound(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
-    """New replies through the platform's API, each matched to the message it answers."""
+    """New replies through the platform's API, each matched to the message it answers.
+
+    They were put in the outbox as each message was handled (``_hand_over``); this waits for
+    their delivery with ``outbound.wait``. With ``defer``, the replies of a deferred request are
+    put in the outbox here, and those in time are not sent (the answer carried them).
+    """
     outbound = pipeline.config.outbound
     if outbound is None or pipeline.outbox is None:
         return
-    if pipeline.config.defer is not None and not exchange.deferred:
-        return  # in time: the answer carried the replies
-    scope = Scope(exchange.request, exchange.body, pipeline.outbound_environ)
-    for message, replies, fresh in zip(exchange.messages, exchange.replies, exchange.fresh):
-        if fresh and replies:
-            delivered = await deliver(pipeline, message.sender_id, replies, message, scope)
-            exchange.outbound.append(delivered)
+    if pipeline.config.defer is not None:
+        if not exchange.deferred:
+            return
+        scope = _outbound_scope(pipeline, exchange)
+        for message, replies, fresh in zip(exchange.messages, exchange.replies, exchange.fresh):
+            if fresh and replies:
+                delivered = await deliver(pipeline, message.sender_id, replies, message, scope)
+                exchange.outbound.append(delivered)
     if outbound.wait:
         for delivered in exchange.outbound:
             await delivered
+
+
+def _outbound_scope(pipeline: Pipeline, exchange: Exchange) -> Scope:
+    """What outbound templates' env() and header() read (the dry run shows variables by name)."""
+    return Scope(exchange.request, exchange.body, pipeline.outbound_environ)
 
 
 async def deliver(

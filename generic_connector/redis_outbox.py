@@ -636,10 +636,14 @@ class RedisOutbox(Outbox):
 
     async def _work(self, conversation: str) -> None:
         """Send the conversation's requests in order while this replica holds its lease."""
-        renewing = asyncio.ensure_future(self._renew(conversation))
+        finished = asyncio.Event()
+        renewing = asyncio.ensure_future(self._renew(conversation, finished))
         try:
             await self._send_queue(conversation, renewing)
         finally:
+            # Both: a cancellation can be lost inside redis-py's connection check, and a
+            # renewal that outlived its work would hold the lease with nothing behind it.
+            finished.set()
             renewing.cancel()
 
     async def _send_queue(self, conversation: str, renewing: "asyncio.Task[None]") -> None:
@@ -694,11 +698,13 @@ class RedisOutbox(Outbox):
             if await self._dead(conversation, entry, attempts, outcome) < 0:
                 return
 
-    async def _renew(self, conversation: str) -> None:
+    async def _renew(self, conversation: str, finished: asyncio.Event) -> None:
         """Keep the lease while the conversation is worked on; return once it is lost."""
         keys = [self.keys.lease(conversation), self.keys.ready]
         while True:
             await asyncio.sleep(self.visibility_timeout / 3)
+            if finished.is_set():
+                return
             try:
                 renewed = await self.redis.run(
                     RENEW, 2, *keys, self.token, self._visibility_ms, conversation

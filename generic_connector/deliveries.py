@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import redis
 import redis.exceptions
 
+from generic_connector.redis_inbox import REQUEUE_INBOUND, inbox_base
 from generic_connector.redis_outbox import REQUEUE, dead_key, outbox_base
 from generic_connector.redis_store import (
     CONNECT_TIMEOUT,
@@ -163,13 +164,20 @@ def run_retry(args: argparse.Namespace) -> int:
     done = 0
     with _connection(args) as client:
         script = client.register_script(REQUEUE)
+        # Early acknowledged messages go back to their inbox; this script leaves the rest alone.
+        inbound = client.register_script(REQUEUE_INBOUND)
         base = outbox_base(args.prefix)
         if args.all:
             ids = [e["id"] for e in _entries(client, args.prefix, args.channel, None)]
         else:
             ids = args.ids
+        dead = [dead_key(args.prefix)]
         for entry_id in ids:
-            if _valid_id(entry_id) and script(keys=[dead_key(args.prefix)], args=[entry_id, base]):
+            back = _valid_id(entry_id) and (
+                inbound(keys=dead, args=[entry_id, inbox_base(args.prefix)])
+                or script(keys=dead, args=[entry_id, base])
+            )
+            if back:
                 done += 1
             else:
                 missing.append(entry_id)

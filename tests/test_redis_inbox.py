@@ -2,6 +2,7 @@
 one handling per message, retries, the dead-letter stream, a replica that dies mid-handling,
 an outage, and a graceful shut-down."""
 
+import argparse
 import asyncio
 import json
 import logging
@@ -13,12 +14,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 import pytest
 import redis
 
+from generic_connector import deliveries
 from generic_connector.redis_inbox import (
-    REQUEUE_INBOUND,
     RedisInbox,
     RetryLater,
     dedup_key,
-    inbox_base,
 )
 from generic_connector.redis_store import StoreUnavailable, new_pool
 from tests.redis_server import RedisServer, fresh, serve
@@ -224,6 +224,14 @@ def test_a_message_that_fails_once_is_retried_and_handled_once(redis_url: str) -
     assert client(redis_url).hlen(f"{STREAM}:attempts") == 0
 
 
+def deliveries_cli(*argv: str) -> int:
+    """``generic-connector deliveries ...`` as the command line runs it."""
+    parser = argparse.ArgumentParser()
+    deliveries.add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["deliveries", *argv])
+    return args.run(args)
+
+
 def test_a_poison_message_goes_to_the_dead_letter_stream_and_the_rest_is_handled(
     redis_url: str, caplog: Any
 ) -> None:
@@ -247,8 +255,7 @@ def test_a_poison_message_goes_to_the_dead_letter_stream_and_the_rest_is_handled
             # ``deliveries retry`` for an inbound entry: back in the inbox, handled this time.
             healed = True
             [(dead_id, _)] = client(redis_url).xrange(DEAD)
-            requeue = client(redis_url).register_script(REQUEUE_INBOUND)
-            assert requeue(keys=[DEAD], args=[dead_id, inbox_base("generic_connector")])
+            assert deliveries_cli("retry", dead_id.decode(), "--url", redis_url) == 0
             await until(lambda: len(recorder.handled) == 5)
         finally:
             await replicas.close()

@@ -28,12 +28,13 @@ import redis
 import redis.exceptions
 
 from generic_connector.redis_inbox import REQUEUE_INBOUND, inbox_base
-from generic_connector.redis_outbox import REQUEUE, dead_key, outbox_base
+from generic_connector.redis_outbox import REQUEUE, outbox_base
 from generic_connector.redis_store import (
     CONNECT_TIMEOUT,
     DEFAULT_PREFIX,
     SOCKET_TIMEOUT,
     StoreUnavailable,
+    dead_key,
 )
 
 DEFAULT_URL = "redis://localhost:6379/0"

@@ -22,7 +22,7 @@ import re
 import socket
 import ssl
 import time
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
@@ -118,13 +118,7 @@ class Delivery:
         for attempt in range(attempts):
             delay: Optional[float] = None
             try:
-                async with self._client().request(
-                    request.method,
-                    request.url,
-                    data=request.body,
-                    headers=request.headers,
-                    allow_redirects=False,
-                ) as answer:
+                async with sent(self._client(), request) as answer:
                     if answer.status < 300:
                         await _drain(answer)
                         return True
@@ -241,6 +235,20 @@ def scrub(text: str, request: OutboundRequest) -> str:
     for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
         text = text.replace(secret, _HIDDEN)
     return text[:ANSWER_LOGGED]
+
+
+def sent(session: aiohttp.ClientSession, request: OutboundRequest) -> Any:
+    """``async with sent(session, request) as answer``: one attempt at an outbound request.
+
+    Redirects are not followed: an allowed host could otherwise send a reply elsewhere.
+    """
+    return session.request(
+        request.method,
+        request.url,
+        data=request.body,
+        headers=request.headers,
+        allow_redirects=False,
+    )
 
 
 def retry_after(value: Optional[str], limit: float = 120.0) -> Optional[float]:

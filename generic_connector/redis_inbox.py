@@ -80,6 +80,7 @@ from generic_connector.redis_store import (
     UNREACHABLE,
     RedisClient,
     StoreUnavailable,
+    dead_key,
     redis_location,
 )
 
@@ -105,11 +106,6 @@ class RetryLater(Exception):
 
 
 # Keys ------------------------------------------------------------------------------------------
-
-
-def dead_key(prefix: str) -> str:
-    """The dead-letter stream, shared with the outbox."""
-    return f"{prefix}:dead"
 
 
 def inbox_base(prefix: str) -> str:

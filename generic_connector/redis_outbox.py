@@ -52,6 +52,7 @@ from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 import aiohttp
 import redis.asyncio as aioredis
 
+from generic_connector.delivery import sent
 from generic_connector.outbound import Outbound, OutboundRequest
 from generic_connector.outbox import Outbox, register
 from generic_connector.redis_store import (
@@ -59,6 +60,7 @@ from generic_connector.redis_store import (
     UNREACHABLE,
     RedisClient,
     StoreUnavailable,
+    dead_key,
     redis_location,
 )
 
@@ -72,10 +74,6 @@ CREDENTIAL_HEADERS = ("authorization", "cookie", "token", "secret", "key", "sign
 
 
 # Keys ------------------------------------------------------------------------------------------
-
-
-def dead_key(prefix: str) -> str:
-    return f"{prefix}:dead"
 
 
 def outbox_base(prefix: str) -> str:
@@ -802,13 +800,7 @@ class RedisOutbox(Outbox):
         if not self.outbound.allows(request):
             return Outcome(False, problem="the host is not in outbound.allow_hosts")
         try:
-            async with self._client().request(
-                request.method,
-                request.url,
-                data=request.body,
-                headers=request.headers,
-                allow_redirects=False,
-            ) as answer:
+            async with sent(self._client(), request) as answer:
                 status = answer.status
                 if status < 300:
                     await answer.read()

@@ -65,6 +65,11 @@ class StoreUnavailable(Unavailable):
         super().__init__(f"Redis at {self.where} cannot be reached{what}{reason}")
 
 
+def dead_key(prefix: str) -> str:
+    """The dead-letter stream, shared by the outbox and the inbox of every channel."""
+    return f"{prefix}:dead"
+
+
 def redis_location(url: str) -> str:
     """``host:port/db`` of a Redis URL (``unix:/path`` for sockets), without user or password."""
     try:

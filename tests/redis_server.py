@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
 import pytest
 
@@ -57,16 +57,19 @@ class RedisServer:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def persistence(self) -> List[str]:
+        """Options for what the server keeps on disk: nothing."""
+        return ["--save", "", "--appendonly", "no"]
+
     def start(self, timeout: float = 10.0) -> "RedisServer":
         """Start the server (if it is not running) and wait until it answers PING."""
         if self.running:
             return self
         command = [
-            self.binary,
+            str(self.binary),
             "--port", str(self.port),
             "--bind", self.host,
-            "--save", "",
-            "--appendonly", "no",
+            *self.persistence(),
             "--daemonize", "no",
             "--loglevel", "warning",
         ]  # fmt: skip

@@ -14,7 +14,6 @@ import http.client
 import json
 import re
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -42,32 +41,18 @@ class DurableRedis(RedisServer):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    def start(self, timeout: float = 10.0) -> "DurableRedis":
-        if self.running:
-            return self
-        command = [
-            str(self.binary),
-            "--port", str(self.port),
-            "--bind", self.host,
-            "--dir", str(self.folder),
-            "--save", "",
-            "--appendonly", "yes",
-            "--appendfsync", "always",
-            "--daemonize", "no",
-            "--loglevel", "warning",
-        ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + timeout
-        while not self.ping():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"redis-server did not answer PING on port {self.port}")
-            time.sleep(0.02)
-        return self
+    def persistence(self) -> List[str]:
+        """An append-only file, synced on every write: a restart keeps trackers and replies."""
+        return [
+            "--dir",
+            str(self.folder),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]
 
     def keys(self, pattern: str) -> List[str]:
         """KEYS ``pattern`` in database 0 (a test's handful of keys)."""

@@ -52,6 +52,7 @@ from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 import aiohttp
 import redis.asyncio as aioredis
 
+from generic_connector import defaults
 from generic_connector.delivery import sent
 from generic_connector.outbound import Outbound, OutboundRequest
 from generic_connector.outbox import Outbox, register
@@ -421,7 +422,7 @@ class RedisOutbox(Outbox):
         outbound: Outbound,
         url: str = "redis://localhost:6379/0",
         prefix: str = DEFAULT_PREFIX,
-        visibility_timeout: float = 30.0,
+        visibility_timeout: float = defaults.VISIBILITY_TIMEOUT,
         secrets: Optional[Mapping[str, str]] = None,
         retries: Optional[int] = None,
         poll_interval: float = 0.5,

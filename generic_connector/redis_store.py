@@ -202,7 +202,7 @@ class RedisStore(IdempotencyStore):
         max_keys: int = defaults.IDEMPOTENCY_MAX_KEYS,  # unused: Redis expiry bounds the keys
         url: str = "redis://localhost:6379/0",
         prefix: str = DEFAULT_PREFIX,
-        running_timeout: float = 30.0,
+        running_timeout: float = defaults.RUNNING_TIMEOUT,
         clock: Callable[[], float] = time.time,
         *,
         pool: Optional[aioredis.ConnectionPool] = None,

@@ -152,25 +152,22 @@ class ResponseTemplate:
         return [self.body] + ([self.when] if self.when else [])
 
 
-class Responses:
-    """The ``response`` section: one template, or a list chosen by ``when``, in order.
+class ResponseChoice:
+    """A ``response`` list: the first template whose ``when`` is true answers.
 
     A list lets the answer depend on the event: Viber's ``conversation_started`` answered with
-    a welcome, its messages with nothing. The first template whose ``when`` (over
-    ``{messages, request, sender}``) is true answers; one without ``when`` always matches.
+    a welcome, its messages with nothing. ``when`` is evaluated over ``{messages, request,
+    sender}``; a template without ``when`` always matches.
     """
 
-    def __init__(self, section: Union[Dict[str, Any], List[Dict[str, Any]], None]) -> None:
-        specs = section if isinstance(section, list) else [section or {}]
-        self.templates = [ResponseTemplate(**spec) for spec in specs]
+    def __init__(self, templates: List[ResponseTemplate]) -> None:
+        self.templates = templates
         # Whether answers depend on the bot's messages: replies of duplicates are kept then.
-        self.reads_messages = any(t.reads_messages or t.when for t in self.templates)
+        self.reads_messages = any(t.reads_messages or t.when for t in templates)
 
     def render(
         self, messages: List[Dict[str, Any]], body: Any, sender_id: Any, scope: Optional[Scope]
     ) -> Rendered:
-        if len(self.templates) == 1:
-            return self.templates[0].render(messages, body, sender_id, scope)
         data = {"messages": messages, "request": body, "sender": sender_id}
         for template in self.templates:
             if template.when is None or truthy(template.when.search(data, scope)):
@@ -179,6 +176,17 @@ class Responses:
 
     def expressions(self) -> List[Expression]:
         return [e for template in self.templates for e in template.expressions()]
+
+
+def build_response(
+    section: Union[Dict[str, Any], List[Dict[str, Any]], None],
+) -> Union[ResponseTemplate, ResponseChoice]:
+    """The ``response`` section: one template, or a list of them chosen by ``when``."""
+    specs = section if isinstance(section, list) else [section or {}]
+    templates = [ResponseTemplate(**spec) for spec in specs]
+    if len(templates) == 1 and templates[0].when is None:
+        return templates[0]
+    return ResponseChoice(templates)
 
 
 class Deferral:

@@ -12,13 +12,19 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
 import jsonschema
 
 # redis_outbox and redis_store register the outbox and store for several replicas.
 from generic_connector import defaults, redis_outbox, redis_store  # noqa: F401
-from generic_connector.answers import ANSWER_FORMATS, Deferral, Responses, ResponseTemplate
+from generic_connector.answers import (
+    ANSWER_FORMATS,
+    Deferral,
+    ResponseChoice,
+    ResponseTemplate,
+    build_response,
+)
 from generic_connector.auth import AuthScheme, auth_schema, build_auth
 from generic_connector.errors import ConfigError, Finding
 from generic_connector.expressions import (
@@ -113,7 +119,7 @@ class ChannelConfig:
 
     name: str
     request: RequestMapping
-    response: Responses
+    response: Union[ResponseTemplate, ResponseChoice]
     handshakes: List[Handshake]
     outbound: Optional[Outbound] = None
     auth: Optional[AuthScheme] = None
@@ -454,7 +460,7 @@ def _build(document: Dict[str, Any]) -> ChannelConfig:
     return ChannelConfig(
         name=name,
         request=RequestMapping(default_input_channel=name, **document["request"]),
-        response=Responses(document.get("response")),
+        response=build_response(document.get("response")),
         defer=Deferral(**document["defer"]) if "defer" in document else None,
         handshakes=handshakes,
         outbound=Outbound.from_config(document["outbound"]) if "outbound" in document else None,

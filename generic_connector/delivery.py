@@ -89,10 +89,10 @@ class Delivery:
 
         Never raises (but for cancellation): an unexpected error is logged like a failure.
         """
-        self.metrics.pending.inc()
+        self.metrics.pending += 1
         try:
             delivered = await self._send(conversation, request)
-            (self.metrics.delivered if delivered else self.metrics.failed).inc()
+            self.metrics.outbound["delivered" if delivered else "failed"] += 1
             return delivered
         except Exception as error:  # a bug or a library's surprise must not kill the task
             subject = getattr(request, "subject", "a message")
@@ -100,10 +100,10 @@ class Delivery:
                 "Channel %s: delivering %s for conversation %s failed unexpectedly: %s",
                 self.channel, subject, conversation, describe(error),
             )  # fmt: skip
-            self.metrics.failed.inc()
+            self.metrics.outbound["failed"] += 1
             return False
         finally:
-            self.metrics.pending.dec()
+            self.metrics.pending -= 1
 
     async def _send(self, conversation: str, request: OutboundRequest) -> bool:
         if not self.outbound.allows(request):
@@ -137,7 +137,7 @@ class Delivery:
                 if not retryable(error):
                     break
             if attempt + 1 < attempts:
-                self.metrics.retried.inc()
+                self.metrics.outbound["retried"] += 1
                 await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
         logger.error(
             "Channel %s: could not deliver %s for conversation %s after %d attempt(s); %s",

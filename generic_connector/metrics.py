@@ -1,80 +1,137 @@
-"""Prometheus metrics of every generic channel of the process, in one registry.
+"""Prometheus metrics of every generic channel of the process.
 
-Each channel serves them at ``GET /webhooks/<name>/metrics`` (``metrics.path``); they are the
-same for every channel, labelled by channel. Names follow Prometheus' conventions: counters end
-in ``_total``, durations are in seconds.
+Each channel serves them at ``GET /webhooks/<name>/metrics``; they are the same for every
+channel, labelled by channel. Names follow Prometheus' conventions: counters end in
+``_total``, durations are in seconds.
+
+A channel counts in plain integers (``ChannelMetrics``) and a collector turns the counts into
+Prometheus series when they are scraped. prometheus_client's own labelled counters and
+histogram take a lock and several calls per update: 1.5 µs of a 13 µs request in the
+in-process benchmark, against 0.3 µs for the plain counts.
 """
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import bisect
+import weakref
+from collections import Counter
+from typing import Dict, Iterator, List, Tuple
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
-REGISTRY = CollectorRegistry(auto_describe=True)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-REQUESTS = Counter(
-    "generic_connector_requests_total",
-    "Webhook requests answered, by channel and HTTP status.",
-    ["channel", "status"],
-    registry=REGISTRY,
-)
-EVENTS_IGNORED = Counter(
-    "generic_connector_events_ignored_total",
-    "Events acknowledged but not handed to Rasa, by the ignore rule that matched.",
-    ["channel", "rule"],
-    registry=REGISTRY,
-)
-DUPLICATES = Counter(
-    "generic_connector_duplicates_total",
-    "Messages recognised as already handled (the same message id), not handled again.",
-    ["channel"],
-    registry=REGISTRY,
-)
-ASSISTANT_SECONDS = Histogram(
-    "generic_connector_assistant_seconds",
-    "Time Rasa took to handle one user message (NLU, policies, actions).",
-    ["channel"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-    registry=REGISTRY,
-)
-OUTBOUND_ATTEMPTS = Counter(
-    "generic_connector_outbound_attempts_total",
-    "Requests to platforms' APIs, by outcome: delivered, retried, failed.",
-    ["channel", "outcome"],
-    registry=REGISTRY,
-)
-OUTBOUND_PENDING = Gauge(
-    "generic_connector_outbound_pending",
-    "Outbound requests of this process waiting for delivery.",
-    ["channel"],
-    registry=REGISTRY,
-)
+# Upper bounds of the assistant-time histogram, in seconds.
+ASSISTANT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+OUTCOMES = ("delivered", "retried", "failed")
+
+
+class ChannelMetrics:
+    """One channel's counts (or one part's: the pipeline and its delivery count apart)."""
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.requests: Counter[int] = Counter()  # answers by HTTP status
+        self.ignored: Counter[str] = Counter()  # events by the ignore rule that matched
+        self.duplicates = 0
+        self.outbound: Counter[str] = Counter(dict.fromkeys(OUTCOMES, 0))  # attempts by outcome
+        self.pending = 0  # outbound requests waiting for delivery
+        # Messages by the first bucket their handling time fits in (the last one: beyond all).
+        self.assistant_times = [0] * (len(ASSISTANT_BUCKETS) + 1)
+        self.assistant_seconds = 0.0
+        _ALL.add(self)
+
+    def handled(self, seconds: float) -> None:
+        """One user message handled by the assistant in ``seconds``."""
+        self.assistant_times[bisect.bisect_left(ASSISTANT_BUCKETS, seconds)] += 1
+        self.assistant_seconds += seconds
+
+
+_ALL: "weakref.WeakSet[ChannelMetrics]" = weakref.WeakSet()
+
+
+class ChannelsCollector(Collector):
+    """Every channel's counts as Prometheus series, summed by channel name."""
+
+    def collect(self) -> Iterator:
+        channels = sorted(_ALL, key=lambda metrics: metrics.channel)
+        requests = CounterMetricFamily(
+            "generic_connector_requests",
+            "Webhook requests answered, by channel and HTTP status.",
+            labels=["channel", "status"],
+        )
+        for (channel, status), count in _summed(channels, "requests").items():
+            requests.add_metric([channel, str(status)], count)
+        ignored = CounterMetricFamily(
+            "generic_connector_events_ignored",
+            "Events acknowledged but not handed to Rasa, by the ignore rule that matched.",
+            labels=["channel", "rule"],
+        )
+        for (channel, rule), count in _summed(channels, "ignored").items():
+            ignored.add_metric([channel, rule], count)
+        attempts = CounterMetricFamily(
+            "generic_connector_outbound_attempts",
+            "Requests to platforms' APIs, by outcome: delivered, retried, failed.",
+            labels=["channel", "outcome"],
+        )
+        for (channel, outcome), count in _summed(channels, "outbound").items():
+            attempts.add_metric([channel, outcome], count)
+        duplicates = CounterMetricFamily(
+            "generic_connector_duplicates",
+            "Messages recognised as already handled (the same message id), not handled again.",
+            labels=["channel"],
+        )
+        pending = GaugeMetricFamily(
+            "generic_connector_outbound_pending",
+            "Outbound requests of this process waiting for delivery.",
+            labels=["channel"],
+        )
+        assistant = HistogramMetricFamily(
+            "generic_connector_assistant_seconds",
+            "Time Rasa took to handle one user message (NLU, policies, actions).",
+            labels=["channel"],
+        )
+        for channel, parts in _by_channel(channels).items():
+            duplicates.add_metric([channel], sum(part.duplicates for part in parts))
+            pending.add_metric([channel], sum(part.pending for part in parts))
+            assistant.add_metric([channel], *_histogram(parts))
+        yield from (requests, ignored, duplicates, assistant, attempts, pending)
+
+
+def _by_channel(channels: List[ChannelMetrics]) -> Dict[str, List[ChannelMetrics]]:
+    parts: Dict[str, List[ChannelMetrics]] = {}
+    for metrics in channels:
+        parts.setdefault(metrics.channel, []).append(metrics)
+    return parts
+
+
+def _summed(channels: List[ChannelMetrics], name: str) -> Dict[Tuple[str, object], int]:
+    """One of the ``Counter`` attributes, summed by (channel, label)."""
+    totals: Dict[Tuple[str, object], int] = {}
+    for metrics in channels:
+        for label, count in getattr(metrics, name).items():
+            key = (metrics.channel, label)
+            totals[key] = totals.get(key, 0) + count
+    return totals
+
+
+def _histogram(parts: List[ChannelMetrics]) -> Tuple[List[Tuple[str, int]], float]:
+    """Cumulative bucket counts (Prometheus' ``le`` buckets, ``+Inf`` last) and the sum."""
+    counts = [sum(column) for column in zip(*(part.assistant_times for part in parts))]
+    bounds = [str(float(bound)) for bound in ASSISTANT_BUCKETS] + ["+Inf"]
+    cumulative, running = [], 0
+    for bound, count in zip(bounds, counts):
+        running += count
+        cumulative.append((bound, running))
+    return cumulative, sum(part.assistant_seconds for part in parts)
+
+
+REGISTRY = CollectorRegistry(auto_describe=False)
+REGISTRY.register(ChannelsCollector())
 
 
 def exposition() -> bytes:
     """The metrics in Prometheus' text format."""
     return generate_latest(REGISTRY)
-
-
-CONTENT_TYPE = CONTENT_TYPE_LATEST
-
-
-class ChannelMetrics:
-    """One channel's series, bound once: ``labels()`` on every request would cost more."""
-
-    def __init__(self, channel: str) -> None:
-        self.channel = channel
-        self._requests: dict = {}
-        self.duplicates = DUPLICATES.labels(channel)
-        self.assistant_seconds = ASSISTANT_SECONDS.labels(channel)
-        self.delivered = OUTBOUND_ATTEMPTS.labels(channel, "delivered")
-        self.retried = OUTBOUND_ATTEMPTS.labels(channel, "retried")
-        self.failed = OUTBOUND_ATTEMPTS.labels(channel, "failed")
-        self.pending = OUTBOUND_PENDING.labels(channel)
-
-    def answered(self, status: int) -> None:
-        counter = self._requests.get(status)
-        if counter is None:
-            counter = self._requests[status] = REQUESTS.labels(self.channel, str(status))
-        counter.inc()
-
-    def ignored(self, rule: str) -> None:
-        EVENTS_IGNORED.labels(self.channel, rule).inc()

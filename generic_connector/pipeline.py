@@ -1,7 +1,7 @@
 """The request pipeline: every request goes through the same named stages, in this order.
 
-    limits → auth → decode → handshakes → events → mapping → de-duplication → Rasa
-    → answer → outbound
+    limits → auth → decode → (auth by a body field) → handshakes → events → fetch → mapping
+    → early acknowledgement → de-duplication and Rasa → answer → outbound
 
 Each stage is a small function of the pipeline and the request's ``Exchange`` — a coroutine
 function where it awaits I/O (auth keys, fetches, Rasa, outbox), a plain one otherwise, which
@@ -103,8 +103,9 @@ class Pipeline:
         # here instead of returning at once on every request.
         stages = [
             check_limits,
-            authenticate if config.auth else None,
+            authenticate if config.auth and not config.auth.needs_body else None,
             decode,
+            authenticate_body if config.auth and config.auth.needs_body else None,
             answer_handshake,
             select_events,
             fetch_data if config.request.fetch else None,
@@ -153,7 +154,7 @@ class Pipeline:
             )  # fmt: skip
             answer = self.refusal(exchange, HTTPError(500, "the request could not be handled"))
         assert answer is not None
-        self.metrics.answered(answer.status)
+        self.metrics.requests[answer.status] += 1
         return exchange, answer
 
     def refusal(self, exchange: Exchange, error: HTTPError) -> Rendered:
@@ -176,12 +177,11 @@ def check_limits(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -
 
 async def authenticate(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
     """The ``auth`` schemes, on POSTs; a token in a body field waits for ``decode``."""
-    auth = pipeline.config.auth
-    if auth is not None and not auth.needs_body and exchange.request.method == "POST":
+    if exchange.request.method == "POST":
         await _check_auth(pipeline, exchange, None)
 
 
-async def decode(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
+def decode(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
     """The body as JSON or form fields, checked (Unicode, integer sizes, field counts)."""
     request, config = exchange.request, pipeline.config
     if request.method != "POST":
@@ -191,9 +191,13 @@ async def decode(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -
         exchange.body = decode_body(
             request, mapping.format, mapping.events is not None, config.limits.max_form_fields
         )
-        if config.auth is not None and config.auth.needs_body:
-            await _check_auth(pipeline, exchange, exchange.body)
     exchange.scope.body = exchange.body
+
+
+async def authenticate_body(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
+    """The ``auth`` schemes that read a body field (a token in the payload), on POSTs."""
+    if exchange.request.method == "POST":
+        await _check_auth(pipeline, exchange, exchange.body)
 
 
 async def _check_auth(pipeline: Pipeline, exchange: Exchange, body: Any) -> None:
@@ -276,7 +280,7 @@ def map_events(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> 
         if isinstance(mapped, IgnoreRule):
             logger.info("Channel %s: event %d ignored by rule %r", name, index, mapped.name)
             exchange.ignored.append((index, mapped.name))
-            pipeline.metrics.ignored(mapped.name)
+            pipeline.metrics.ignored[mapped.name] += 1
         else:
             exchange.messages.append(mapped)
 
@@ -387,7 +391,7 @@ async def _hand_over(
         )  # fmt: skip
         exchange.replies.append(earlier)
         exchange.fresh.append(False)
-        pipeline.metrics.duplicates.inc()
+        pipeline.metrics.duplicates += 1
         return
     started = time.perf_counter()
     try:
@@ -403,7 +407,7 @@ async def _hand_over(
             pipeline.config.name, exchange.request_id, message.sender_id,
         )  # fmt: skip
         raise HTTPError(500, "the assistant could not handle the message; retry later") from None
-    pipeline.metrics.assistant_seconds.observe(time.perf_counter() - started)
+    pipeline.metrics.handled(time.perf_counter() - started)
     config = pipeline.config
     if replies and config.outbound and pipeline.outbox is not None and config.defer is None:
         # In the outbox before the id is remembered as handled: were the outbox unreachable,

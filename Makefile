@@ -19,11 +19,13 @@ test: setup
 # Side-by-side HTTP benchmark: Rasa's own connectors against the generic channels with the
 # shipped mappings (Telegram, Slack, Twilio, Messenger, Mattermost, Rocket.Chat; replies to a
 # stand-in platform API), RestInput against rest.yml, in paired rounds with the stand-in
-# agent, then through a real rasa run; the mapping micro-benchmark; memory with one and ten
-# channels. Needs wrk (installed from Debian's packages if missing).
+# agent, then through a real rasa run; telegram.yml on the Redis store against in memory, and
+# acknowledged early under a fixed rate; the mapping micro-benchmark; memory with one and ten
+# channels. Needs wrk (installed from Debian's packages if missing) and redis-server (setup).
 bench: setup
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/run.py --rasa
+	$(BIN)/python bench/store.py
 	$(BIN)/python bench/mappings.py
 	$(BIN)/python bench/memory.py
 

@@ -12,12 +12,16 @@
 - with ``BENCH_API_URL`` (the stand-in platform API, ``bench/standin_api.py``) set, the peer
   routes of ``bench/peers.py``: Rasa's own Telegram, Slack, Twilio, Facebook, Mattermost and
   Rocket.Chat connectors under ``/rasa/<name>/webhook`` and the generic channels with the
-  shipped mappings under ``/webhooks/peer_<platform>/webhook``, replying to the stand-in.
+  shipped mappings under ``/webhooks/peer_<platform>/webhook``, replying to the stand-in;
+- with ``BENCH_REDIS_URL`` set too, ``store_channels()``: ``telegram.yml`` in memory, on
+  Redis and acknowledged early, under ``/webhooks/store_<kind>/webhook``.
 
 The agent answers every message with one text, as a trained bot would, without NLU cost.
 Usage: ``python bench/server.py PORT [CHANNELS]`` (CHANNELS: how many generic REST channels).
 """
 
+import asyncio
+import copy
 import gc
 import hmac
 import os
@@ -44,6 +48,10 @@ from generic_connector.config import load_channel, load_yaml  # noqa: E402
 REPLY = "Hello! I am the generic connector demo."
 
 
+# Channels whose messages the stand-in agent takes this long over (an agent with slow actions).
+SLOW_CHANNELS = {"store_early": 2.0}
+
+
 class StandInAgent:
     """What ``app.ctx.agent`` offers the channels, answering one text per message."""
 
@@ -51,6 +59,9 @@ class StandInAgent:
         return True
 
     async def handle_message(self, message: UserMessage) -> List[Dict[str, Any]]:
+        slow = SLOW_CHANNELS.get(message.output_channel.name())
+        if slow:
+            await asyncio.sleep(slow)
         await message.output_channel.send_response(message.sender_id, {"text": REPLY})
         return []
 
@@ -62,6 +73,27 @@ def telegram_channel(remember_updates: bool = True) -> GenericChannel:
     if not remember_updates:
         document.update(name="telegram_once_off", idempotency={"window": 0})
     return GenericChannel(load_channel(document))
+
+
+def store_channels(api_url: str) -> List[GenericChannel]:
+    """``telegram.yml`` delivering to the stand-in Bot API three ways: in memory
+    (``store_memory``), with the Redis store and outbox (``store_redis``, at
+    ``BENCH_REDIS_URL``) and acknowledged early (``store_early``, its agent taking 2 s).
+    Each sends to a path of its own at the stand-in, which counts them apart."""
+    channels = []
+    for name, extra in (
+        ("store_memory", {}),
+        ("store_redis", {"store": {"type": "redis", "url_env": "BENCH_REDIS_URL"}}),
+        ("store_early", {"store": {"type": "redis", "url_env": "BENCH_REDIS_URL"}}),
+    ):
+        document = copy.deepcopy(dict(load_yaml(ROOT / "mappings" / "telegram.yml")))
+        document.update(name=name, **extra)
+        if name == "store_early":
+            document["request"]["ack"] = "early"
+        token = os.environ["TELEGRAM_BOT_TOKEN"]
+        document["outbound"]["defaults"]["url"] = f"'{api_url}/{name}/bot{token}/sendMessage'"
+        channels.append(GenericChannel(load_channel(document)))
+    return channels
 
 
 def hand_written_telegram(on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Callable:
@@ -139,6 +171,8 @@ def app(channels: int = 1, api_url: str = "") -> Sanic:
         import peers
 
         peers.register_peers(server, api_url, on_new_message)
+    if api_url and os.environ.get("BENCH_REDIS_URL"):
+        register(store_channels(api_url), server, route="/webhooks/")
 
     @server.listener("after_server_start")
     async def freeze_start_up_objects(*_: Any) -> None:

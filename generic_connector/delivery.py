@@ -50,10 +50,7 @@ class Delivery:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.outbound.timeout),
-                connector=aiohttp.TCPConnector(limit=100),
-            )
+            self._session = client_session(self.outbound.timeout)
         return self._session
 
     def schedule(self, conversation: str, requests: List[OutboundRequest]) -> "asyncio.Task[None]":
@@ -235,6 +232,17 @@ def scrub(text: str, request: OutboundRequest) -> str:
     for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
         text = text.replace(secret, _HIDDEN)
     return text[:ANSWER_LOGGED]
+
+
+def client_session(timeout: float) -> aiohttp.ClientSession:
+    """The pooled session of a channel's outbound requests (its process's outbox or the
+    shared one). Cookies a platform's API sets are not kept: they would go out with every
+    later conversation's requests."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        connector=aiohttp.TCPConnector(limit=100),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
 
 
 def sent(session: aiohttp.ClientSession, request: OutboundRequest) -> Any:

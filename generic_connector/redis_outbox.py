@@ -53,7 +53,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from generic_connector import defaults
-from generic_connector.delivery import sent
+from generic_connector.delivery import client_session, sent
 from generic_connector.outbound import Outbound, OutboundRequest
 from generic_connector.outbox import Outbox, register
 from generic_connector.redis_store import (
@@ -181,9 +181,10 @@ local last = redis.call('HGET', KEYS[4], id) or ''
 return {head, attempts, last}
 """.replace("{n}", str(ID_LENGTH))
 
-# KEYS lease, queue, attempts, answers, pending; ARGV token, id. Pops the head if it is still
-# that request (even when the lease was lost: the next holder then skips it); the requests
-# left, or -1 when the lease is lost.
+# KEYS lease, queue, attempts, answers, pending, ready; ARGV token, id, conversation. Pops the
+# head if it is still that request (even when the lease was lost: the next holder then skips
+# it); the requests left, or -1 when the lease is lost. With none left the conversation is
+# given back here, as RELEASE would (one round trip less for most deliveries).
 DONE = """
 local head = redis.call('LINDEX', KEYS[2], 0)
 if head and string.sub(head, 1, {n}) == ARGV[2] then redis.call('LPOP', KEYS[2]) end
@@ -191,7 +192,12 @@ redis.call('HDEL', KEYS[3], ARGV[2])
 redis.call('HDEL', KEYS[4], ARGV[2])
 redis.call('SREM', KEYS[5], ARGV[2])
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-return redis.call('LLEN', KEYS[2])
+local left = redis.call('LLEN', KEYS[2])
+if left == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[6], ARGV[3])
+end
+return left
 """.replace("{n}", str(ID_LENGTH))
 
 # KEYS lease, queue, attempts, answers, pending, dead; ARGV token, id, then the stream entry's
@@ -670,8 +676,8 @@ class RedisOutbox(Outbox):
             outcome = await self._send(entry)
             if outcome.delivered:
                 left = await self.redis.run(
-                    DONE, 5, lease, queue, keys.attempts, keys.answers, keys.pending,
-                    self.token, entry["id"],
+                    DONE, 6, lease, queue, keys.attempts, keys.answers, keys.pending,
+                    keys.ready, self.token, entry["id"], conversation,
                 )  # fmt: skip
                 self._left(entry["id"])
                 logger.debug(
@@ -679,9 +685,7 @@ class RedisOutbox(Outbox):
                     self.channel, entry["kind"], conversation, outcome.status,
                 )  # fmt: skip
                 if left <= 0:
-                    if left == 0:
-                        await self._release(conversation, 0)
-                    return
+                    return  # nothing left, and given back; or the lease was lost
                 continue
             if outcome.retry and attempts < self.max_attempts:
                 delay = self._delay(attempts, outcome.delay)
@@ -789,10 +793,7 @@ class RedisOutbox(Outbox):
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.outbound.timeout),
-                connector=aiohttp.TCPConnector(limit=100),
-            )
+            self._session = client_session(self.outbound.timeout)
         return self._session
 
     async def _send(self, entry: Dict[str, Any]) -> Outcome:

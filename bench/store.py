@@ -1,0 +1,119 @@
+"""The shared store's cost: telegram.yml on Redis against in memory, and early acknowledgement.
+
+Starts a local ``redis-server``, the stand-in Bot API and ``bench/server.py`` with the store
+channels (``store_channels()``: ``telegram.yml`` delivering every reply to the stand-in).
+
+1. **Redis against memory**: ``store_memory`` and ``store_redis`` (de-duplication and the
+   outbox in Redis) driven by wrk in turns over paired rounds; the server's CPU time per
+   request counts until the replies are delivered. Target: Redis at most 1.25x memory.
+2. **Early acknowledgement**: ``store_early`` (``request.ack: early``; the stand-in agent takes
+   2 s per message) under a fixed rate of 1,000 requests/s (``bench/fixed_rate.py``, latency
+   counted from each request's due time). Target: webhook p99 at most 20 ms.
+
+    .venv/bin/python bench/store.py [--seconds 5] [--rounds 5] [--rate 1000]
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import peers  # noqa: E402
+from run import (  # noqa: E402
+    PYTHON,
+    ROOT,
+    Route,
+    check,
+    machine,
+    measure,
+    median_figures,
+    pinned,
+    ratios,
+    serving,
+    spread,
+    stand_in_api,
+)
+
+sys.path.insert(0, str(ROOT))
+from tests.redis_server import RedisServer  # noqa: E402
+
+REDIS_CPU = 1.25  # at most, Redis / memory, CPU per request
+EARLY_P99_MS = 20.0  # at most, at EARLY_RATE with a 2 s agent
+TOKEN = peers.SECRETS["TELEGRAM_BOT_TOKEN"]
+
+
+def route(kind: str) -> Route:
+    return Route(
+        f"telegram.yml, {kind}",
+        f"/webhooks/store_{kind}/webhook",
+        lambda start: peers.lua(peers.TELEGRAM, start),
+        f"/store_{kind}/bot{TOKEN}/sendMessage",
+    )
+
+
+def early_ack(url: str, rate: float, seconds: int) -> dict:
+    """One fixed-rate run against the early acknowledging channel, pinned beside the API."""
+    template = peers.TELEGRAM_BODY.replace("%d", "{n}", 1).replace("%d", "{s}", 1)
+    secret = peers.SECRETS["TELEGRAM_SECRET_TOKEN"]
+    command = [
+        PYTHON, str(ROOT / "bench" / "fixed_rate.py"), url, "--rate", str(rate),
+        "--seconds", str(seconds), "--body-template", template,
+        "--header", f"X-Telegram-Bot-Api-Secret-Token: {secret}", "--start", str(5 * 10**9),
+    ]  # fmt: skip
+    done = subprocess.run(pinned(1, command), capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=1000)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    redis = RedisServer()
+    redis.start()
+    try:
+        with stand_in_api() as api:
+            env = {"BENCH_API_URL": api.url, "BENCH_REDIS_URL": redis.url}
+            command = [PYTHON, str(ROOT / "bench" / "server.py")]
+            with serving(command, "/webhooks/rest/", env=env) as server:
+                routes = [route("memory"), route("redis")]
+                labels = [r.label for r in routes]
+                runs = measure(
+                    server, api, routes, [labels], args.seconds, args.connections, args.rounds
+                )
+                cpu = server.cpu_seconds()
+                early = early_ack(server.url + "/webhooks/store_early/webhook", args.rate, 10)
+                early["cpu_us"] = (server.cpu_seconds() - cpu) / early["requests"] * 1e6
+    finally:
+        redis.stop()
+    title = f"wrk -t1 -c{args.connections} -d{args.seconds}s, median of {args.rounds} rounds"
+    print(f"\nOne Sanic worker, stand-in agent, replies to the stand-in Bot API ({title})")
+    print(f"{'route':<24}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}"
+          f"{'delivered/s':>13}")  # fmt: skip
+    for label in labels:
+        rate, p50, p99, cpu_us, delivered, _ = median_figures(runs[label])
+        print(f"{label:<24}{rate:>8.0f}{p50:>9.2f}{p99:>9.2f}{cpu_us:>12.1f}{delivered:>13.0f}")
+    cpu = ratios(runs, labels[1], labels[0], "cpu_us")
+    print(
+        f"Redis / memory: CPU per request {spread(cpu)}, "
+        f"delivered/s {spread(ratios(runs, labels[1], labels[0], 'delivered'))}; "
+        f"target CPU <= {REDIS_CPU:.2f}x: {check(cpu[0] <= REDIS_CPU)}"
+    )
+    print(
+        f"\nEarly acknowledgement, agent taking 2 s per message, {args.rate:.0f} requests/s "
+        f"for 10 s (fixed rate): {early['requests']} requests, answers {early['statuses']}, "
+        f"p50 {early['p50_ms']} ms, p99 {early['p99_ms']} ms, max {early['max_ms']} ms, "
+        f"{early['rate']} requests/s achieved, server CPU {early['cpu_us']:.0f} µs per "
+        f"request; target p99 <= {EARLY_P99_MS:.0f} ms: "
+        f"{check(early['p99_ms'] <= EARLY_P99_MS and set(early['statuses']) == {'200'})}"
+    )
+
+
+if __name__ == "__main__":
+    main()

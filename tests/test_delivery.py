@@ -11,7 +11,7 @@ import pytest
 
 from generic_connector.delivery import Delivery, retry_after
 from generic_connector.outbound import Outbound, OutboundRequest, RequestTemplate
-from tests.platform_api import PlatformAPI
+from tests.platform_api import PlatformAPI, json_field
 
 
 def outbound(**options: float) -> Outbound:
@@ -224,3 +224,20 @@ def test_retry_after_http_date() -> None:
     from email.utils import formatdate
 
     assert 8 <= retry_after(formatdate(time.time() + 10, usegmt=True)) <= 10
+
+
+def test_cookies_a_platform_sets_are_not_sent_with_later_requests(api: PlatformAPI) -> None:
+    # By name, not IP: a cookie jar keeps no cookies for IP addresses, so the test would pass
+    # without the fix.
+    url = f"http://localhost:{api.port}/send"
+    api.plan(lambda r: True, [(200, {"Set-Cookie": "session=conversation-c1; Path=/"}, {})])
+    delivery = Delivery("t", outbound())
+
+    async def both() -> List[bool]:
+        first = await delivery.send("c1", request(url, "for c1"))
+        return [first, await delivery.send("c2", request(url, "for c2"))]
+
+    [sent] = run(delivery, both())
+    assert sent == [True, True]
+    second = api.received(json_field("text", "for c2"), 1)[0]
+    assert "Cookie" not in second.headers and "cookie" not in second.headers

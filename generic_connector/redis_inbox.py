@@ -82,6 +82,7 @@ from generic_connector.redis_store import (
     StoreUnavailable,
     dead_key,
     redis_location,
+    wait_for_event,
 )
 
 logger = logging.getLogger(__name__)
@@ -447,9 +448,17 @@ class RedisInbox:
 
     @property
     def worker(self) -> Optional["asyncio.Task[None]"]:
-        """This process's reading worker; cancelling it stops every handler at once and
-        leaves leases and pending entries to expire, as if the process had died."""
+        """This process's reading worker (``kill`` stops it as a dying process would)."""
         return self._worker
+
+    def kill(self) -> None:
+        """Stop at once, as if the process had died: handlers stop where they are, leases and
+        pending entries are left to expire. A flag as well as a cancellation: redis-py can
+        lose a cancellation that arrives during a command, and the worker would go on."""
+        self._killed = True
+        for task in [self._worker, *self._active.values()]:
+            if task is not None:
+                task.cancel()
 
     # Reading ----------------------------------------------------------------------------------
 
@@ -467,7 +476,7 @@ class RedisInbox:
         loop = asyncio.get_running_loop()
         next_claim = 0.0
         try:
-            while not self._closing:
+            while not self._closing and not self._killed:
                 try:
                     if loop.time() >= next_claim:
                         await self._claim_idle()
@@ -575,8 +584,7 @@ class RedisInbox:
         if self._stopping is None:
             await asyncio.sleep(delay)
             return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay)
+        await wait_for_event(self._stopping, delay)
 
     def _unreachable(self, error: BaseException) -> None:
         if not self._down:
@@ -613,7 +621,7 @@ class RedisInbox:
         keys = self.keys
         lease, order = keys.lease(conversation), keys.order(conversation)
         assert self._handler is not None
-        while not self._closing:
+        while not self._closing and not self._killed:
             if renewing.done():
                 self._leased.discard(conversation)
                 return  # the lease was lost: whoever holds it now goes on

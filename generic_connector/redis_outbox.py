@@ -63,6 +63,7 @@ from generic_connector.redis_store import (
     StoreUnavailable,
     dead_key,
     redis_location,
+    wait_for_event,
 )
 
 logger = logging.getLogger(__name__)
@@ -466,6 +467,7 @@ class RedisOutbox(Outbox):
         self._waiters: Dict[str, Tuple[asyncio.Future[None], Set[str]]] = {}
         self._wake: Optional[asyncio.Event] = None
         self._closing = False
+        self._killed = False  # kill(): stopped as a dying process would
         self._session: Optional[aiohttp.ClientSession] = None
         self._down = False
 
@@ -535,9 +537,17 @@ class RedisOutbox(Outbox):
 
     @property
     def worker(self) -> Optional["asyncio.Task[None]"]:
-        """This replica's delivery worker; cancelling it stops every send at once and leaves
-        the leases to expire, as if the process had died."""
+        """This replica's delivery worker (``kill`` stops it as a dying process would)."""
         return self._worker
+
+    def kill(self) -> None:
+        """Stop at once, as if the process had died: sends stop where they are, leases are
+        left to expire. A flag as well as a cancellation: redis-py can lose a cancellation
+        that arrives during a command, and the worker would go on sending."""
+        self._killed = True
+        for task in [self._worker, *self._active.values()]:
+            if task is not None:
+                task.cancel()
 
     def _start_worker(self) -> None:
         if self._worker is None and not self._closing:
@@ -549,7 +559,7 @@ class RedisOutbox(Outbox):
     async def _run(self) -> None:
         assert self._wake is not None
         try:
-            while not self._closing:
+            while not self._closing and not self._killed:
                 self._wake.clear()
                 try:
                     await self._acquire()
@@ -562,8 +572,7 @@ class RedisOutbox(Outbox):
                     logger.exception(
                         "Channel %s: the outbox worker failed; it goes on", self.channel
                     )
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                await wait_for_event(self._wake, self.poll_interval)
         except asyncio.CancelledError:
             # Killed: sends stop where they are, leases are left to expire.
             for task in list(self._active.values()):
@@ -654,7 +663,7 @@ class RedisOutbox(Outbox):
     async def _send_queue(self, conversation: str, renewing: "asyncio.Task[None]") -> None:
         keys = self.keys
         lease, queue = keys.lease(conversation), keys.queue(conversation)
-        while not self._closing:
+        while not self._closing and not self._killed:
             if renewing.done():
                 return  # the lease was lost: whoever holds it now sends
             begun = await self.redis.run(

@@ -65,6 +65,19 @@ class StoreUnavailable(Unavailable):
         super().__init__(f"Redis at {self.where} cannot be reached{what}{reason}")
 
 
+async def wait_for_event(event: asyncio.Event, timeout: float) -> None:
+    """Return once ``event`` is set or ``timeout`` seconds have passed.
+
+    Not ``asyncio.wait_for(event.wait(), timeout)``: on Python 3.9 that returns normally when
+    a cancellation arrives as the event is set, and the cancelled worker goes on running.
+    """
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        waiter.cancel()
+
+
 def dead_key(prefix: str) -> str:
     """The dead-letter stream, shared by the outbox and the inbox of every channel."""
     return f"{prefix}:dead"

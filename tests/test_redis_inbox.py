@@ -308,7 +308,7 @@ def test_a_replica_killed_mid_handling_is_taken_over_after_the_visibility_timeou
             await until(lambda: bool(starts))  # handling the first one
             survivor = await replicas.start(recorder.handler("survivor", timed("survivor", 0.0)))
             assert doomed.worker is not None
-            doomed.worker.cancel()  # killed: no hand-back, no clean-up
+            doomed.kill()  # no hand-back, no clean-up
             await asyncio.wait([doomed.worker])
             killed = time.monotonic()
             await until(lambda: len(recorder.handled) == 3, 10)
@@ -474,7 +474,7 @@ def test_a_message_that_kills_its_replica_on_the_last_attempt_goes_to_the_dead_l
             await until(lambda: bool(began))
             survivor = await replicas.start(recorder.handler("survivor"))
             assert doomed.worker is not None
-            doomed.worker.cancel()  # the message's only attempt died with its replica
+            doomed.kill()  # the message's only attempt died with its replica
             await until(lambda: len(recorder.handled) == 1, 10)
             assert survivor.worker is not None
         finally:

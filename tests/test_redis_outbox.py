@@ -181,7 +181,7 @@ def test_a_replica_killed_mid_send_is_taken_over_after_the_visibility_timeout(
                 await asyncio.sleep(0.02)
             survivor = await replicas.start()
             assert doomed.worker is not None
-            doomed.worker.cancel()  # killed: no hand-back, no clean-up
+            doomed.kill()  # no hand-back, no clean-up
             await asyncio.wait([doomed.worker])
             await asyncio.sleep(0)  # its sends are cancelled too
             killed = time.monotonic()

@@ -8,9 +8,11 @@ so that a platform accepts the URL and starts sending.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import re
+import signal
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -298,8 +300,14 @@ async def serve(
     capture.done = asyncio.Event()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", capture.handle)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # A platform's keep-alive connection must not hold up the stop for aiohttp's 60 s default.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
+    loop = asyncio.get_running_loop()
+    # Ctrl-C ends the wait like --count does, so the server is shut down in order; a
+    # KeyboardInterrupt raised in the middle of the loop could leave it waiting.
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # main thread only
+        loop.add_signal_handler(signal.SIGINT, capture.done.set)
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
@@ -313,6 +321,8 @@ async def serve(
         say(f"capturing requests on http://{host}:{port}/ into {settings.out_dir}/ ({stop})")
         await capture.done.wait()
     finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGINT)
         await runner.cleanup()
     return capture
 

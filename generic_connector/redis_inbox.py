@@ -506,10 +506,7 @@ class RedisInbox:
                     await self._pause(self._claim_every)
         except asyncio.CancelledError:
             if not self._closing:
-                # Killed: handlers stop where they are, leases and entries are left to expire.
-                self._killed = True
-                for task in list(self._active.values()):
-                    task.cancel()
+                self.kill()  # handlers stop where they are, leases and entries expire
             raise
 
     async def _read(self, count: int) -> None:

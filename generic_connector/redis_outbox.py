@@ -574,9 +574,7 @@ class RedisOutbox(Outbox):
                     )
                 await wait_for_event(self._wake, self.poll_interval)
         except asyncio.CancelledError:
-            # Killed: sends stop where they are, leases are left to expire.
-            for task in list(self._active.values()):
-                task.cancel()
+            self.kill()  # sends stop where they are, leases are left to expire
             raise
 
     async def _acquire(self) -> None:

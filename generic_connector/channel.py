@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
 
+# The longest wait between two attempts to start the workers while the store is down.
+START_RETRY = 5.0
+
 
 class GenericChannelConfigError(RasaException):
     """A generic channel's configuration is invalid; Rasa prints it as one line and exits."""
@@ -136,6 +139,7 @@ class GenericChannel(InputChannel):
                 config.name, store.url, store.prefix, store.visibility_timeout
             )
         self.in_flight = 0
+        self._starting: Optional[asyncio.Future[None]] = None
 
     def name(self) -> str:  # type: ignore[override]
         return self.config.name
@@ -162,6 +166,7 @@ class GenericChannel(InputChannel):
                     await self.pipeline.store.check()
             except Unavailable as reason:
                 problems.append(str(reason))
+            problems += self._stopped_workers()
             if problems:
                 return response.json({"status": "unavailable", "problems": problems}, status=503)
             return response.json({"status": "ok"})
@@ -174,24 +179,13 @@ class GenericChannel(InputChannel):
         @webhook.listener("after_server_start")
         async def start(app: Any, *_: Any) -> None:
             # A shared store that cannot be reached is said at once; requests are answered 503
-            # until it can, and it is used as soon as it is back, without a restart.
-            try:
-                if self.pipeline.store is not None:
-                    await self.pipeline.store.check()
-                if self.pipeline.outbox is not None:
-                    await self.pipeline.outbox.start()
-                if self.pipeline.inbox is not None:
-                    assistant = RasaAssistant(self.config.name, on_new_message, app)
-                    await self.pipeline.inbox.start(self._stored_handler(assistant))
-            except Unavailable as reason:
-                logger.error(
-                    "Channel %s: %s; requests are answered 503 until it can be",
-                    self.config.name,
-                    reason,
-                )
+            # until it can, and the workers start as soon as it is back, without a restart.
+            self._starting = asyncio.ensure_future(self._start_workers(app, on_new_message))
 
         @webhook.listener("after_server_stop")
         async def close(*_: Any) -> None:
+            if self._starting is not None:
+                self._starting.cancel()
             # In this order: stored messages being handled may still put replies in the outbox.
             if self.pipeline.inbox is not None:
                 await self.pipeline.inbox.close()
@@ -224,6 +218,44 @@ class GenericChannel(InputChannel):
                 receiver(path), path, methods=methods, name=f"receive_{index}", stream=True
             )
         return webhook
+
+    async def _start_workers(self, app: Any, on_new_message: OnNewMessage) -> None:
+        """Check the store and start the outbox's and inbox's workers, trying again (every
+        ``START_RETRY`` seconds at most) until the store can be reached."""
+        delay, said = 0.5, False
+        while True:
+            try:
+                if self.pipeline.store is not None:
+                    await self.pipeline.store.check()
+                if self.pipeline.outbox is not None:
+                    await self.pipeline.outbox.start()
+                if self.pipeline.inbox is not None:
+                    assistant = RasaAssistant(self.config.name, on_new_message, app)
+                    await self.pipeline.inbox.start(self._stored_handler(assistant))
+                if said:
+                    logger.info("Channel %s: the store is reachable; workers started", self.name())
+                return
+            except Unavailable as reason:
+                if not said:
+                    logger.error(
+                        "Channel %s: %s; requests are answered 503 until it can be, and the "
+                        "workers start when it can",
+                        self.config.name, reason,
+                    )  # fmt: skip
+                    said = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, START_RETRY)
+
+    def _stopped_workers(self) -> List[str]:
+        """Readiness problems: a shared outbox's or inbox's worker that is not running."""
+        problems = []
+        for part in ("outbox", "inbox"):
+            queue = getattr(self.pipeline, part)
+            if queue is None or not hasattr(queue, "worker"):
+                continue  # the memory outbox has no worker of its own
+            if queue.worker is None or queue.worker.done():
+                problems.append(f"the {part} worker is not running")
+        return problems
 
     def _stored_handler(
         self, assistant: "RasaAssistant"

@@ -12,9 +12,11 @@ test cases run the same one with sample replies.
 """
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import os
+import re
 import time
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -29,7 +31,7 @@ from generic_connector.idempotency import IdempotencyStore, Replies, build_store
 from generic_connector.mapping import Extracted, IgnoreRule, MappingError
 from generic_connector.metrics import ChannelMetrics
 from generic_connector.outbox import Outbox
-from generic_connector.request import IncomingRequest, decode_body, dumps
+from generic_connector.request import IncomingRequest, decode_body, dumps, valid_unicode
 
 logger = logging.getLogger(__name__)
 
@@ -281,6 +283,11 @@ def map_events(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> 
             logger.info("Channel %s: event %d ignored by rule %r", name, index, mapped.name)
             exchange.ignored.append((index, mapped.name))
             pipeline.metrics.ignored[mapped.name] += 1
+        elif not valid_unicode(mapped[:5]):
+            # Headers and query parameters can carry what the body's decoding refused (Sanic
+            # keeps undecodable header bytes as lone surrogates); Rasa's SQL tracker store
+            # stops the whole process on one.
+            raise HTTPError(400, f"event {index} maps to text that is not valid Unicode")
         else:
             exchange.messages.append(mapped)
 
@@ -341,8 +348,38 @@ async def hand_to_assistant(pipeline: Pipeline, exchange: Exchange, assistant: A
     if exchange.messages and not assistant.ready():
         # Rasa would drop the message and answer nothing.
         raise HTTPError(503, "the assistant is not ready yet; retry later", {"Retry-After": "5"})
-    for message in exchange.messages:
-        await _hand_over(pipeline, exchange, assistant, message)
+    failures: List[Tuple[int, HTTPError]] = []
+    for index, message in enumerate(exchange.messages):
+        try:
+            await _hand_over(pipeline, exchange, assistant, message)
+        except HTTPError as error:  # the others are handled all the same
+            failures.append((index, error))
+            exchange.replies.append([])
+            exchange.fresh.append(False)
+        if index % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)  # a long batch does not hold up other channels' requests
+    if failures:
+        raise _batch_failure(exchange, failures)
+
+
+# Messages of one batch handed over between two turns given to the other requests.
+YIELD_EVERY = 20
+
+
+def _batch_failure(exchange: Exchange, failures: List[Tuple[int, HTTPError]]) -> HTTPError:
+    """One honest answer for a batch where some messages could not be handled: the status of
+    the first failure (the platform sends the batch again), and which messages failed. Those
+    handled are remembered (with ``message_id``), so that the retry hands over only the rest.
+    ``failed_events`` are the failed messages' positions in the request's events."""
+    first = failures[0][1]
+    if len(exchange.messages) == 1:
+        return first
+    ignored = {number for number, _ in exchange.ignored}
+    events = [number for number in range(len(exchange.events)) if number not in ignored]
+    failed = [events[number] for number, _ in failures]
+    total = len(exchange.messages)
+    message = f"{len(failed)} of {total} messages could not be handled; retry later"
+    return HTTPError(first.status, message, first.headers, failed_events=failed)
 
 
 async def hand_to_assistant_or_defer(
@@ -445,13 +482,15 @@ def dedup_key(pipeline: Pipeline, message: Extracted) -> Optional[str]:
     """The de-duplication key of a message, or None when it is not de-duplicated."""
     if pipeline.store is None or message.message_id is None:
         return None
-    # The channel's name too: a shared store serves several channels.
+    # The channel's name too: a shared store serves several channels. A digest, so that the
+    # store holds 32 characters per message whatever the length of its text.
     parts = (pipeline.config.name, message.sender_id, message.message_id, message.text)
-    return "\x1f".join(parts)
+    return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).hexdigest()
 
 
 def render_answer(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
-    """The ``response`` template over every reply, in the order of the messages."""
+    """The ``response`` template over every reply, in the order of the messages; a template
+    that fails after the messages were handled still acknowledges them (200)."""
     replies = [reply for replies in exchange.replies for reply in replies]
     try:
         exchange.answer = pipeline.config.response.render(
@@ -462,7 +501,11 @@ def render_answer(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) 
             "Channel %s: request %s: the answer could not be rendered: %s",
             pipeline.config.name, exchange.request_id, error,
         )  # fmt: skip
-        raise HTTPError(500, "the answer could not be rendered") from None
+        if not exchange.messages:
+            raise HTTPError(500, "the answer could not be rendered") from None
+        # Rasa has handled the messages: a 5xx would make the platform send them again.
+        body = {"error": "the answer could not be rendered", "handled": True}
+        exchange.answer = Rendered(dumps(body).encode("utf-8"), "application/json", 200, {})
 
 
 async def send_outbound(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
@@ -515,9 +558,13 @@ async def deliver(
 def request_id(request: IncomingRequest) -> str:
     """The caller's ``X-Request-ID`` when it is a short token, else a new one."""
     given = request.header("X-Request-ID")
-    if given and len(given) <= 128 and given.isascii() and given.isprintable():
+    if given and _REQUEST_ID.fullmatch(given):
         return given
     return unique_id()
+
+
+# What a caller's request id may hold: it is written into every log line of the request.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
 
 
 def unique_id() -> str:

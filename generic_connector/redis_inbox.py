@@ -27,8 +27,8 @@ the entry, takes the lease and handles the conversation from its head again (del
 least once).
 
 De-duplication: each entry has a key, the SHA-256 of sender, message id and text (as the
-pipeline's idempotency key), or, where the platform gives no message id, of sender, text and
-the event (the metadata when there is no event). A handled entry records its key for
+pipeline's idempotency key); where the platform gives no message id there is none, as a
+user's repeated message cannot be told from a retry. A handled entry records its key for
 ``dedup_window`` seconds, in the same script that acknowledges it; an entry whose key is
 recorded (a platform's retry of a webhook whose 2xx was lost, a copy in the same batch) is
 acknowledged without being handed over. Duplicates of one conversation are never handled at
@@ -291,16 +291,13 @@ return id
 
 
 def dedup_key(entry: Dict[str, Any]) -> str:
-    """The de-duplication digest of an entry: sender, message id and text; without a message
-    id, sender, text and the event (or the metadata when there is no event)."""
+    """The de-duplication digest of an entry: sender, message id and text; '' (none) without
+    a message id, as a user's repeated message cannot be told from a platform's retry."""
     sender = str(entry.get("sender", ""))
-    text = entry.get("text")
     message_id = entry.get("message_id")
-    if message_id not in (None, ""):
-        parts: List[Any] = ["id", sender, str(message_id), text]
-    else:
-        event = entry.get("event")
-        parts = ["content", sender, text, event if event is not None else entry.get("metadata")]
+    if message_id in (None, ""):
+        return ""
+    parts: List[Any] = ["id", sender, str(message_id), entry.get("text")]
     canonical = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode("utf-8", errors="surrogatepass")).hexdigest()
 

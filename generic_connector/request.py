@@ -118,7 +118,8 @@ def decode_body(
 
     ``json`` bodies must be objects (or lists when the mapping selects ``events``); ``form``
     bodies become an object of strings (a list where a field repeats). Text must be valid
-    Unicode and integers at most 20 digits long.
+    Unicode (strict UTF-8, no lone surrogate escaped or raw) and integers at most 20 digits
+    long.
     """
     if body_format == "form":
         return _decode_form(request, max_fields)
@@ -128,6 +129,14 @@ def decode_body(
             raise HTTPError(415, f"this channel expects a JSON body, got Content-Type {media_type}")
     raw = request.body
     try:
+        # Strict UTF-8: the raw bytes of a surrogate (ED A0 80) are refused here, where the
+        # JSON decoders would turn them into a lone surrogate, as they do its escape.
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise HTTPError(
+            400, f"request body is not valid UTF-8 (at byte {error.start}): {error.reason}"
+        ) from None
+    try:
         long_number = _LONG_NUMBER in raw.translate(_DIGITS_AS_ZEROS)
         body = _careful_json(raw) if long_number else ujson.loads(raw)
     except ValueError as error:
@@ -135,7 +144,7 @@ def decode_body(
         raise HTTPError(400, f"request body is not valid JSON{hint}: {error}") from None
     if not isinstance(body, dict) and not (events and isinstance(body, list)):
         raise HTTPError(400, "request body must be a JSON object")
-    if _ESCAPED_SURROGATE.search(raw) and not _valid_unicode(body):
+    if _ESCAPED_SURROGATE.search(raw) and not valid_unicode(body):
         raise HTTPError(400, "request body holds text that is not valid Unicode (a lone surrogate)")
     return body
 
@@ -155,12 +164,14 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _valid_unicode(value: Any) -> bool:
-    """Whether every string in a decoded body (keys too) can be written as UTF-8."""
+def valid_unicode(value: Any) -> bool:
+    """Whether every string in a decoded value (keys too) can be written as UTF-8."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
+            if item.isascii():
+                continue
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
@@ -168,7 +179,7 @@ def _valid_unicode(value: Any) -> bool:
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
-        elif isinstance(item, list):
+        elif isinstance(item, (list, tuple)):
             stack.extend(item)
     return True
 

@@ -6,14 +6,17 @@ import logging
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from generic_connector.answers import Rendered
 from generic_connector.config import load_channel
 from generic_connector.dryrun import Recorder
+from generic_connector.errors import HTTPError
 from generic_connector.idempotency import Replies
 from generic_connector.mapping import Extracted
 from generic_connector.pipeline import Assistant, Exchange, Pipeline, make_store
-from generic_connector.request import IncomingRequest
+from generic_connector.request import IncomingRequest, decode_body
 
 
 class Echo(Assistant):
@@ -120,15 +123,19 @@ def test_a_surrogate_pair_is_a_valid_character() -> None:
     assert assistant.handled[0].text == "\U0001f600"
 
 
-def test_a_failure_inside_a_stage_is_a_json_500_logged_once_with_its_context(
+def test_an_answer_that_fails_after_the_message_was_handled_acknowledges_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # A 5xx would make the platform send the message again, and Rasa handle it again.
     channel = {**SIMPLE, "response": {"body": "split(request.text, '')"}}
     with caplog.at_level(logging.INFO, logger="generic_connector"):
-        _, answer, _, _ = run(channel, b'{"user": "u-7", "text": "hi"}', {"X-Request-ID": "r-9"})
-    assert answer.status == 500
+        _, answer, _, assistant = run(
+            channel, b'{"user": "u-7", "text": "hi"}', {"X-Request-ID": "r-9"}
+        )
+    assert [m.text for m in assistant.handled] == ["hi"]
+    assert answer.status == 200
     assert answer.content_type == "application/json"
-    assert json.loads(answer.body) == {"error": "the answer could not be rendered"}
+    assert json.loads(answer.body) == {"error": "the answer could not be rendered", "handled": True}
     records = [r for r in caplog.records if "could not be rendered" in r.getMessage()]
     assert len(records) == 1
     assert "Channel simple: request r-9" in records[0].getMessage()
@@ -280,3 +287,140 @@ def test_an_assistant_in_time_answers_normally_and_nothing_goes_through_outbound
     _, answer, recorder, _ = run(DEFERRING, b'{"user": "u", "text": "quick", "token": "t"}')
     assert json.loads(answer.body) == {"type": 4, "content": "re: quick"}
     assert recorder.requests == []
+
+
+@pytest.mark.parametrize(
+    "body, error",
+    [
+        # The raw UTF-8 spelling of a surrogate, which the JSON decoders turn into '\ud800'.
+        (
+            b'{"user": "\xed\xa0\x80", "text": "hi"}',
+            "request body is not valid UTF-8 (at byte 10): invalid continuation byte",
+        ),
+        (
+            b'{"user": "u", "text": "\xed\xbf\xbf"}',
+            "request body is not valid UTF-8 (at byte 23): invalid continuation byte",
+        ),
+        (
+            b'{"user": "u", "text": "\xff"}',
+            "request body is not valid UTF-8 (at byte 23): invalid start byte",
+        ),
+        # An overlong spelling of "/" (C0 AF).
+        (
+            b'{"user": "\xc0\xaf", "text": "hi"}',
+            "request body is not valid UTF-8 (at byte 10): invalid start byte",
+        ),
+    ],
+)
+def test_a_body_that_is_not_utf8_is_refused_whatever_its_spelling(body: bytes, error: str) -> None:
+    _, answer, _, assistant = run(SIMPLE, body)
+    assert (answer.status, json.loads(answer.body)) == (400, {"error": error})
+    assert assistant.handled == []
+
+
+def test_a_header_that_is_not_unicode_never_reaches_the_assistant() -> None:
+    # Sanic keeps header bytes it cannot decode as lone surrogates ('\udced...').
+    channel = {"name": "headed", "request": {"sender": "header('X-User')", "text": "text"}}
+    header = b"\xed\xa0\x80".decode("utf-8", "surrogateescape")
+    _, answer, _, assistant = run(channel, b'{"text": "hi"}', {"X-User": header})
+    assert answer.status == 400
+    assert json.loads(answer.body) == {"error": "event 0 maps to text that is not valid Unicode"}
+    assert assistant.handled == []
+
+
+@pytest.mark.parametrize(
+    "given, kept",
+    [
+        ("req-42", True),
+        ("0f8fad5b-d9cb-469f-a165-70867728950e", True),
+        ("bad\nid", False),
+        ("\x1b[31mred", False),
+        ("spaced id", False),
+        ("x" * 129, False),
+    ],
+)
+def test_a_callers_request_id_is_kept_only_in_a_safe_alphabet(given: str, kept: bool) -> None:
+    exchange, _, _, _ = run(SIMPLE, b'{"user": "u", "text": "t"}', {"X-Request-ID": given})
+    assert (exchange.request_id == given) is kept
+
+
+# Byte strings, and the raw (CESU-style) UTF-8 spellings of every UTF-16 surrogate.
+RAW_SURROGATES = st.integers(0xD800, 0xDFFF).map(
+    lambda code: chr(code).encode("utf-8", "surrogatepass")
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=64), st.one_of(st.binary(max_size=8), RAW_SURROGATES))
+def test_every_body_decodes_to_valid_unicode_or_is_refused(prefix: bytes, raw: bytes) -> None:
+    # Raw bytes inside a JSON string, and alone: the decoder refuses them (400) or gives a
+    # body whose every string can be written as UTF-8 again (as a tracker store must).
+    for body in (b'{"user": "' + raw + prefix + b'", "text": "t"}', prefix + raw):
+        request = IncomingRequest.from_parts(body, {"Content-Type": "application/json"})
+        try:
+            decoded = decode_body(request)
+        except HTTPError as error:
+            assert error.status == 400
+            continue
+        json.dumps(decoded, ensure_ascii=False).encode("utf-8")  # raises on a lone surrogate
+
+
+class Poisoned(Echo):
+    """Raises for one sender's messages, as Rasa does for a message it cannot handle."""
+
+    async def handle(self, message: Extracted) -> Replies:
+        if message.sender_id == "poison":
+            raise RuntimeError("cannot be handled")
+        return await super().handle(message)
+
+
+BATCH = {
+    "name": "batch",
+    "request": {"events": "items", "sender": "u", "text": "t", "message_id": "id"},
+    "response": {"body": '`{"ok": true}`'},
+}
+
+
+def test_a_poison_event_fails_alone_and_the_retry_hands_over_only_it() -> None:
+    config = load_channel(BATCH)
+    pipeline = Pipeline(config, make_store(config))
+    assistant = Poisoned()
+    items = [
+        {"u": "ann", "t": "hi", "id": "1"},
+        {"u": "poison", "t": "boom", "id": "2"},
+        {"u": "bob", "t": "hello", "id": "3"},
+    ]
+    body = json.dumps({"items": items}).encode()
+
+    async def scenario() -> List[Tuple[int, Any]]:
+        answers = [await pipeline.run(IncomingRequest.from_parts(body), assistant) for _ in "12"]
+        return [(answer.status, json.loads(answer.body)) for _, answer in answers]
+
+    failed = {"error": "1 of 3 messages could not be handled; retry later", "failed_events": [1]}
+    # Both neighbours handled once: the platform's retry of the batch is answered from the
+    # store for them, and only the poison event is handed over again.
+    assert asyncio.run(scenario()) == [(500, failed), (500, failed)]
+    assert [(m.sender_id, m.text) for m in assistant.handled] == [("ann", "hi"), ("bob", "hello")]
+
+
+def test_a_long_batch_lets_other_requests_run_before_it_is_done() -> None:
+    config = load_channel({**BATCH, "request": {"events": "items", "sender": "u", "text": "t"}})
+    pipeline = Pipeline(config)
+    order: List[str] = []
+
+    class Recording(Echo):
+        async def handle(self, message: Extracted) -> Replies:
+            order.append(message.text)
+            return []
+
+    async def other() -> None:
+        order.append("other")
+
+    items = [{"u": "ann", "t": str(n)} for n in range(100)]
+    body = json.dumps({"items": items}).encode()
+
+    async def scenario() -> None:
+        await asyncio.gather(pipeline.run(IncomingRequest.from_parts(body), Recording()), other())
+
+    asyncio.run(scenario())
+    assert 0 < order.index("other") < 100  # not after the whole batch

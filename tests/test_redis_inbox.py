@@ -403,12 +403,14 @@ def test_close_finishes_the_handling_under_way_and_hands_back_the_rest(
     assert "2 message(s) handed back to the other replicas (1 stopped" in caplog.text
 
 
-def test_duplicates_are_handled_once_by_message_id_or_content(redis_url: str) -> None:
+def test_duplicates_are_handled_once_by_message_id_and_repeats_without_one_every_time(
+    redis_url: str,
+) -> None:
     recorder = Recorder()
     with_id = message("d1", 0)
+    # Without a platform message id a user's repeated "hi" cannot be told from a retry: each
+    # one is handled (the user's hi, bye, hi, hi reached Rasa as hi, bye when keyed by text).
     without_id = message("d2", 0, message_id=None)
-    # The same text without an id, in another event (a later timestamp): not a duplicate.
-    again_later = {**without_id, "metadata": {"n": 1}, "event": {"from": "d2", "ts": 1700000099}}
 
     async def scenario() -> None:
         replicas = Replicas(redis_url)
@@ -416,17 +418,22 @@ def test_duplicates_are_handled_once_by_message_id_or_content(redis_url: str) ->
             first = await replicas.start(recorder.handler("a"))
             second = await replicas.start(recorder.handler("b"))
             await first.put([with_id, without_id])
-            # The platform's retries (the 2xx was lost), on the other replica, one in a batch
-            # with a copy of itself.
-            await second.put([{**with_id, "request_id": "retry"}, without_id, without_id])
-            await second.put([again_later])
-            await until(lambda: len(recorder.handled) == 3)
+            # The platform's retry (the 2xx was lost), on the other replica, in a batch with a
+            # copy of itself; and the same text again from the user.
+            await second.put([{**with_id, "request_id": "retry"}, {**with_id}, without_id])
+            await second.put([without_id])
+            await until(lambda: len(recorder.handled) == 4)
             await asyncio.sleep(0.4)
         finally:
             await replicas.close()
 
     asyncio.run(scenario())
-    assert sorted((s, n) for s, n, _ in recorder.handled) == [("d1", 0), ("d2", 0), ("d2", 1)]
+    assert sorted((s, n) for s, n, _ in recorder.handled) == [
+        ("d1", 0),
+        ("d2", 0),
+        ("d2", 0),
+        ("d2", 0),
+    ]
     assert left_in_redis(redis_url) == (0, 0)  # the copies were acknowledged too
 
 

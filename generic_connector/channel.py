@@ -133,7 +133,7 @@ class GenericChannel(InputChannel):
         self.config = config
         outbox = build_outbox(config) if config.outbound else None
         self.pipeline = Pipeline(config, make_store(config), outbox)
-        if config.request.ack == "early":
+        if config.request.ack == "early" or (config.defer and config.store.type != "memory"):
             store = config.store
             self.pipeline.inbox = RedisInbox(
                 config.name, store.url, store.prefix, store.visibility_timeout

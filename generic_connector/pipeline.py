@@ -99,8 +99,10 @@ class Pipeline:
         self.outbound_environ = outbound_environ
         self.fetcher = fetcher or (HTTPFetcher() if config.request.fetch else None)
         self.metrics = ChannelMetrics(config.name)
-        # Where early acknowledged messages wait for the assistant (request.ack: early).
+        # Where stored messages wait for the assistant (request.ack: early; defer on a
+        # shared store), and the deferring requests waiting for their replies, by entry.
         self.inbox: Optional[Any] = None
+        self.waiters: Dict[str, asyncio.Future[Replies]] = {}
         # Every stage, in order; those the configuration has nothing for are left out once
         # here instead of returning at once on every request.
         stages = [
@@ -317,8 +319,9 @@ def _stored(message: Extracted, request_id: str) -> Dict[str, Any]:
 
 
 async def handle_stored(pipeline: Pipeline, entry: Dict[str, Any], assistant: Assistant) -> None:
-    """One early acknowledged message: de-duplication, the assistant, outbound; raising makes
-    the inbox hand it over again (and to the dead letters after too many attempts)."""
+    """One stored message: de-duplication, the assistant, outbound; raising makes the inbox
+    hand it over again (and to the dead letters after too many attempts). The replies of a
+    deferring request still waiting in this process go to it instead of outbound."""
     message = Extracted(
         entry["sender"],
         entry["text"],
@@ -332,6 +335,11 @@ async def handle_stored(pipeline: Pipeline, entry: Dict[str, Any], assistant: As
     exchange.messages = [message]
     exchange.body = message.event
     await hand_to_assistant(pipeline, exchange, assistant)
+    waiter = pipeline.waiters.get(entry.get("waiter", ""))
+    if waiter is not None and not waiter.done():
+        waiter.set_result(exchange.replies[0])  # in time: the request's answer carries them
+        return
+    exchange.deferred = True  # answered without these replies (deferred, or acknowledged early)
     if pipeline.config.outbound is not None:
         await send_outbound(pipeline, exchange, assistant)
 
@@ -386,20 +394,61 @@ async def hand_to_assistant_or_defer(
     pipeline: Pipeline, exchange: Exchange, assistant: Assistant
 ) -> None:
     """``hand_to_assistant``, but an assistant slower than ``defer.after`` gets the deferred
-    answer sent at once; its replies then go through outbound when they come."""
+    answer sent at once; its replies then go through outbound when they come. With a shared
+    store the messages are stored first (``_store_then_wait``)."""
+    if pipeline.inbox is not None:
+        await _store_then_wait(pipeline, exchange)
+        return
     defer = pipeline.config.defer
     work = asyncio.ensure_future(hand_to_assistant(pipeline, exchange, assistant))
     done, _ = await asyncio.wait({work}, timeout=defer.after)
     if work in done:
         work.result()  # raises what handing over raised
         return
+    _answer_deferred(pipeline, exchange)
+    work.add_done_callback(lambda _: asyncio.ensure_future(_deliver_late(pipeline, exchange, work)))
+
+
+async def _store_then_wait(pipeline: Pipeline, exchange: Exchange) -> None:
+    """``defer`` with a shared store: the messages are in the inbox before anything else, so
+    that a replica that dies after the deferred answer loses none; the inbox's workers hand
+    them over (``handle_stored``), and give this request the replies that come within
+    ``defer.after``. Later ones go through outbound from the worker that handled them."""
+    if not exchange.messages:
+        return
+    assert pipeline.inbox is not None and pipeline.config.defer is not None
+    loop = asyncio.get_running_loop()
+    waiting: Dict[str, asyncio.Future[Replies]] = {}
+    entries = []
+    for message in exchange.messages:
+        entry = _stored(message, exchange.request_id)
+        entry["waiter"] = unique_id()
+        waiting[entry["waiter"]] = loop.create_future()
+        entries.append(entry)
+    pipeline.waiters.update(waiting)
+    try:
+        await pipeline.inbox.put(entries)  # Unavailable: 503, the platform sends it again
+        await asyncio.wait(waiting.values(), timeout=pipeline.config.defer.after)
+    finally:
+        for key in waiting:  # from now on, late replies go through outbound
+            del pipeline.waiters[key]
+    for future in waiting.values():
+        exchange.replies.append(future.result() if future.done() else [])
+        exchange.fresh.append(future.done())
+    if all(exchange.fresh):
+        return
+    _answer_deferred(pipeline, exchange)  # send_outbound sends the replies that were in time
+
+
+def _answer_deferred(pipeline: Pipeline, exchange: Exchange) -> None:
+    defer = pipeline.config.defer
+    assert defer is not None
     logger.info(
         "Channel %s: request %s: the assistant takes longer than %g s; answered deferred",
         pipeline.config.name, exchange.request_id, defer.after,
     )  # fmt: skip
     exchange.deferred = True
     exchange.answer = defer.response.render([], exchange.body, exchange.sender, exchange.scope)
-    work.add_done_callback(lambda _: asyncio.ensure_future(_deliver_late(pipeline, exchange, work)))
 
 
 async def _deliver_late(

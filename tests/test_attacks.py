@@ -7,13 +7,16 @@ with ``poison`` cannot be locked (``tests/poison_store.py``): Rasa raises on tha
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Any, Callable, Iterator, List
 
 import pytest
 
+from tests.platform_api import PlatformAPI
 from tests.rasa_process import ROOT, RasaServer, request, user_events
 from tests.redis_server import RedisServer
+from tests.test_early_ack import SlowActions
 
 pytestmark = pytest.mark.e2e
 
@@ -22,6 +25,18 @@ generic_connector.channels.batch:
   name: batch
   request: {events: items, sender: u, text: t, message_id: id}
   response: {body: "`{\\"ok\\": true}`"}
+
+generic_connector.channels.deferring:
+  name: deferring
+  request: {sender: user, text: text, message_id: id}
+  store: {type: redis, url_env: REDIS_URL, visibility_timeout: 5}
+  response: {body: "{replies: messages[].text}"}
+  defer: {after: 0.5, response: {body: "`{\\"deferred\\": true}`"}}
+  outbound:
+    allow_hosts: ["127.0.0.1:API_PORT"]
+    text:
+      url: join('', [env('REPLY_URL'), '/send'])
+      body: "{to: recipient, text: message.text}"
 
 generic_connector.channels.early:
   name: early
@@ -40,15 +55,34 @@ def redis_later() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
+def platform() -> Iterator[PlatformAPI]:
+    api = PlatformAPI()
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="module")
+def actions() -> Iterator[SlowActions]:
+    server = SlowActions()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
 def attacked(
-    model: Path, tmp_path_factory: pytest.TempPathFactory, redis_later: RedisServer
+    model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_later: RedisServer,
+    platform: PlatformAPI,
+    actions: SlowActions,
 ) -> Iterator[RasaServer]:
     folder = tmp_path_factory.mktemp("attacked")
-    (folder / "credentials.yml").write_text(CREDENTIALS)
+    (folder / "credentials.yml").write_text(CREDENTIALS.replace("API_PORT", str(platform.port)))
     (folder / "endpoints.yml").write_text(
         "lock_store:\n  type: tests.poison_store.PoisonLockStore\n"
+        f"action_endpoint:\n  url: {actions.url}\n"
     )
-    env = {"REDIS_URL": redis_later.url, "PYTHONPATH": str(ROOT)}
+    env = {"REDIS_URL": redis_later.url, "PYTHONPATH": str(ROOT), "REPLY_URL": platform.url}
     server = RasaServer(
         model, folder / "credentials.yml", folder / "attacked.log", folder / "endpoints.yml", env
     )
@@ -101,3 +135,24 @@ def test_redis_down_at_start_up_then_up_every_message_is_handled_without_a_resta
     eventually(lambda: len(texts(attacked, "e-1")) == len(sent))
     assert texts(attacked, "e-1") == sent
     assert attacked.process.poll() is None  # the same process all along
+
+
+def test_deferred_messages_survive_a_kill_of_the_replica_that_answered(
+    attacked: RasaServer, redis_later: RedisServer, platform: PlatformAPI
+) -> None:
+    # Runs after the test that starts Redis. The custom action takes 5 s: every webhook gets
+    # the deferred answer, and the process is killed while Rasa is still at work on them.
+    senders = [f"d-{number}" for number in range(10)]
+
+    def post(sender: str) -> Any:
+        body = {"user": sender, "text": "/take_time", "id": f"id-{sender}"}
+        status, _, answer = attacked.post("/webhooks/deferring/webhook", body)
+        return status, json.loads(answer)
+
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(post, senders))
+    assert answers == [(200, {"deferred": True})] * 10
+    attacked.kill_and_restart()
+    sent = platform.received(lambda r: r.path == "/send", len(senders), timeout=120)
+    assert sorted(r.json["to"] for r in sent) == senders  # 0 of 10 lost
+    assert {r.json["text"] for r in sent} == {"Thanks for waiting."}

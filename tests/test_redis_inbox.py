@@ -15,12 +15,18 @@ import pytest
 import redis
 
 from generic_connector import deliveries
+from generic_connector.config import load_channel
+from generic_connector.dryrun import Recorder as Outbound
+from generic_connector.idempotency import Replies
+from generic_connector.mapping import Extracted
+from generic_connector.pipeline import Assistant, Pipeline, handle_stored
 from generic_connector.redis_inbox import (
     RedisInbox,
     RetryLater,
     dedup_key,
 )
 from generic_connector.redis_store import StoreUnavailable, new_pool
+from generic_connector.request import IncomingRequest
 from tests.redis_server import RedisServer, fresh, serve
 
 STREAM = "generic_connector:inbox:chat"
@@ -492,3 +498,61 @@ def test_a_message_that_kills_its_replica_on_the_last_attempt_goes_to_the_dead_l
     [(_, fields)] = client(redis_url).xrange(DEAD)
     assert fields[b"attempts"] == b"1" and fields[b"kind"] == b"inbound"
     assert fields[b"problem"] == b"the worker handling it stopped during the last attempt"
+
+
+class Slow(Assistant):
+    """Answers after ``delay`` seconds with the message's text."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.handled: List[str] = []
+
+    async def handle(self, message: Extracted) -> Replies:
+        await asyncio.sleep(self.delay)
+        self.handled.append(message.text)
+        return [{"recipient_id": message.sender_id, "text": f"re: {message.text}"}]
+
+
+DEFERRING = {
+    "name": "deferring",
+    "request": {"sender": "user", "text": "text", "message_id": "id"},
+    "store": {"type": "redis", "url_env": "REDIS_URL"},
+    "response": {"body": "{replies: messages[].text}"},
+    "defer": {"after": 0.5, "response": {"body": '`{"deferred": true}`'}},
+    "outbound": {"text": {"url": "'https://api.example.com/send'", "body": "{text: message.text}"}},
+}
+
+
+@pytest.mark.parametrize(
+    "delay, answer, sent",
+    [
+        (0.0, {"replies": ["re: hi"]}, []),  # in time: the answer carries the reply
+        (1.0, {"deferred": True}, ["re: hi"]),  # late: the reply goes through outbound
+    ],
+)
+def test_defer_on_a_shared_store_stores_the_message_before_it_answers(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, delay: float, answer: Any, sent: List[str]
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    config = load_channel(DEFERRING)
+    outbox = Outbound()
+    pipeline = Pipeline(config, None, outbox)
+    assistant = Slow(delay)
+    body = b'{"user": "u", "text": "hi", "id": "m-1"}'
+
+    async def scenario() -> Any:
+        pipeline.inbox = Replicas(redis_url).inbox()
+        await pipeline.inbox.start(lambda entry: handle_stored(pipeline, entry, assistant))
+        try:
+            _, rendered = await pipeline.run(IncomingRequest.from_parts(body), assistant)
+            await until(lambda: assistant.handled == ["hi"])
+            await until(lambda: len(outbox.requests) == len(sent))
+            await asyncio.sleep(0.2)
+            return rendered
+        finally:
+            await pipeline.inbox.close()
+
+    rendered = asyncio.run(scenario())
+    assert (rendered.status, json.loads(rendered.body)) == (200, answer)
+    assert [json.loads(r.body)["text"] for r in outbox.requests] == sent
+    assert left_in_redis(redis_url) == (0, 0)

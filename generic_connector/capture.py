@@ -5,6 +5,13 @@ case (README: Mapping tests) with an empty ``expect`` to fill in, or to turn int
 mapping with ``generic-connector new --from``. The server answers ``{}`` (or a given text),
 and answers verification challenges (Meta's ``hub.challenge``, Slack's ``url_verification``)
 so that a platform accepts the URL and starts sending.
+
+Credentials are masked unless ``keep_secrets`` is set: the value of ``Authorization``,
+``Cookie``, ``Set-Cookie`` and every header or query parameter whose name holds ``token``,
+``secret``, ``signature``, ``key``, ``auth`` or ``password`` becomes ``<redacted>``, as test
+cases are meant to be committed. A masked signature no longer matches the body, so such a case
+fails a mapping's ``auth`` until it is signed again with a test secret given in ``env``.
+Everything printed that comes from the request goes through ``logtext.printable``.
 """
 
 import asyncio
@@ -22,6 +29,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from aiohttp import web
 
 from generic_connector import defaults
+from generic_connector.logtext import printable, printable_json
 
 DEFAULT_PORT = 5005  # where `rasa run` serves the channel later
 DEFAULT_MAX_REQUESTS = 1000
@@ -43,6 +51,10 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+# What a masked credential becomes in a captured test case.
+REDACTED = "<redacted>"
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+SECRET_WORDS = ("token", "secret", "signature", "key", "auth", "password")
 _CHANNEL_PATH = re.compile(r"/webhooks/[^/]+(/.*)")
 _NUMBERED = re.compile(r"^(\d{4,})-")
 
@@ -109,6 +121,25 @@ def _joined(pairs: Iterable[Tuple[str, str]], keep: Callable[[str], bool]) -> Di
     return joined
 
 
+def is_secret_name(name: str, header: bool = True) -> bool:
+    """Whether a header (or, with ``header=False``, a query parameter) holds a credential."""
+    lower = name.lower()
+    return (header and lower in SECRET_HEADERS) or any(word in lower for word in SECRET_WORDS)
+
+
+def mask_secrets(case: Dict[str, Any]) -> List[str]:
+    """Replace credential values of ``case``'s headers and query by ``REDACTED``; the names
+    masked, headers first."""
+    masked: List[str] = []
+    for key, header in (("headers", True), ("query", False)):
+        values = case.get(key) or {}
+        for name in values:
+            if is_secret_name(name, header):
+                values[name] = REDACTED
+                masked.append(name)
+    return masked
+
+
 def capture_case(
     number: int,
     method: str,
@@ -118,13 +149,14 @@ def capture_case(
     raw: bytes,
     raw_bodies: bool = False,
     when: Optional[datetime] = None,
-) -> Tuple[str, Dict[str, Any], str]:
-    """(file name, test case, kind of body) for one captured request.
+    keep_secrets: bool = False,
+) -> Tuple[str, Dict[str, Any], str, List[str]]:
+    """(file name, test case, kind of body, names of the masked values) for one request.
 
     The case has the keys of a mapping test case: ``name``, ``source``, ``method``, ``path``
     (under ``/webhooks/<name>`` when it was sent there), ``headers`` (without hop-by-hop ones),
     ``query`` (the first value of a repeated parameter), ``body`` or ``body_file``, and an
-    empty ``expect``.
+    empty ``expect``. Credentials in headers and query are masked unless ``keep_secrets``.
     """
     name = case_file_name(number, method, path)
     body, kind = body_entry(raw, name[: -len(".json")] + ".body", raw_bodies)
@@ -142,7 +174,17 @@ def capture_case(
         **body,
         "expect": {},
     }
-    return name, case, kind
+    masked = [] if keep_secrets else mask_secrets(case)
+    return name, case, kind, masked
+
+
+def masked_note(masked: List[str]) -> str:
+    """What the printed line says about masked values ("" when none was)."""
+    if not masked:
+        return ""
+    signed = any("signature" in name.lower() for name in masked)
+    why = "signature headers masked; " if signed else ""
+    return f" (masked: {', '.join(masked)}; {why}use --keep-secrets to keep them)"
 
 
 def challenge_answer(method: str, query: Dict[str, str], raw: bytes) -> Optional[Tuple[str, str]]:
@@ -177,6 +219,7 @@ class CaptureSettings:
     max_requests: int = DEFAULT_MAX_REQUESTS
     count: Optional[int] = None  # stop after this many requests
     raw_bodies: bool = False
+    keep_secrets: bool = False  # credentials written as they were sent, not masked
 
 
 class BodyTooLarge(Exception):
@@ -203,12 +246,14 @@ class Capture:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.received += 1
         query = list(request.query.items())
+        # The method and path come from the request: printed with control characters escaped.
+        line = printable(f"{request.method} {request.path}")
         try:
             raw = await self._read(request)
         except BodyTooLarge:
             limit = self.settings.max_body
             self.say(
-                f"---- {request.method} {request.path}: refused with 413, "
+                f"---- {line}: refused with 413, "
                 f"the body is larger than {limit} bytes (--max-body); not recorded"
             )
             response = web.json_response(
@@ -224,28 +269,29 @@ class Capture:
             answered = ""
         if self.recorded >= self.settings.max_requests:
             self.say(
-                f"---- {request.method} {request.path}: not recorded, "
+                f"---- {line}: not recorded, "
                 f"{self.recorded} requests already captured (--max-requests){answered}"
             )
             return await self._send(request, response)
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
-        name, case, kind = capture_case(
+        name, case, kind, masked = capture_case(
             self.next_number, request.method, request.path, headers, query, raw,
-            self.settings.raw_bodies,
+            self.settings.raw_bodies, keep_secrets=self.settings.keep_secrets,
         )  # fmt: skip
         try:
             self._write(name, case, raw)
         except OSError as error:
             self.say(
-                f"---- {request.method} {request.path}: not recorded, cannot write "
+                f"---- {line}: not recorded, cannot write "
                 f"{self.settings.out_dir / name}: {error.strerror}{answered}"
             )
             return await self._send(request, response)
         self.say(
-            f"{self.next_number:04d} {request.method} {request.path}: {kind}"
+            f"{self.next_number:04d} {line}: {kind}"
             + (f", {len(raw)} bytes" if raw else "")
             + answered
             + f" -> {self.settings.out_dir / name}"
+            + printable(masked_note(masked))
         )
         self.next_number += 1
         self.recorded += 1
@@ -268,7 +314,7 @@ class Capture:
         directory = self.settings.out_dir
         if "body_file" in case:
             _write_atomically(directory / case["body_file"], raw)
-        text = json.dumps(case, indent=2, ensure_ascii=False) + "\n"
+        text = printable_json(case, indent=2) + "\n"
         _write_atomically(directory / name, text.encode("utf-8"))
 
     async def _send(self, request: web.Request, response: web.Response) -> web.Response:

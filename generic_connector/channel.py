@@ -21,6 +21,7 @@ from sanic.response import HTTPResponse
 from generic_connector.config import ChannelConfig
 from generic_connector.errors import ConfigError, HTTPError, Unavailable
 from generic_connector.idempotency import Replies
+from generic_connector.logtext import get_logger
 from generic_connector.mapping import Extracted
 from generic_connector.metrics import CONTENT_TYPE, exposition
 from generic_connector.outbox import build_outbox
@@ -36,7 +37,7 @@ from generic_connector.redis_inbox import RedisInbox, RetryLater
 from generic_connector.request import IncomingRequest, dumps
 from generic_connector.validate import load_startup_channel
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
 

@@ -22,6 +22,7 @@ from generic_connector.config import (
 )
 from generic_connector.dryrun import simulate
 from generic_connector.errors import ConfigError
+from generic_connector.logtext import printable_json
 from generic_connector.request import IncomingRequest
 from generic_connector.validate import (
     credentials_schema,
@@ -268,7 +269,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         raw, _pairs(args.header, ":"), _pairs(args.query, "="), args.method, args.path
     )
     replies = _replies(args)
-    print(json.dumps(simulate(config, request, replies), indent=2, ensure_ascii=False))
+    print(printable_json(simulate(config, request, replies), indent=2))
     return 0
 
 

@@ -307,7 +307,7 @@ def environment_problems(config: ChannelConfig) -> List[Tuple[str, str]]:
             message = f"environment variable {name} is empty"
             problems.append((message, "a secret must not be empty; set it to the platform's"))
     for problem in config.auth.problems() if config.auth else []:
-        if not problem.startswith("environment variable"):  # unset and empty: said above
+        if not problem.endswith((" is not set", " is empty")):  # said above
             problems.append((f"auth: {problem}", "fix the secret's value"))
     return problems
 

@@ -7,7 +7,8 @@
 
 Every command takes ``--url`` (default: the ``REDIS_URL`` environment variable, else
 redis://localhost:6379/0) and ``--prefix`` (default generic_connector). ``list`` and ``show``
-print the copy of each request with the secrets masked, never the stored one. ``retry`` puts
+print the copy of each request with the secrets masked, never the stored one, and control
+characters of what came from a request or a platform escaped (``logtext``). ``retry`` puts
 entries back at the end of their conversation's queue, with a new attempt budget, for the
 replicas' delivery workers; ``drop`` deletes them.
 
@@ -27,6 +28,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import redis
 import redis.exceptions
 
+from generic_connector.logtext import printable, printable_json
 from generic_connector.redis_inbox import REQUEUE_INBOUND, inbox_base
 from generic_connector.redis_outbox import REQUEUE, outbox_base
 from generic_connector.redis_store import (
@@ -131,7 +133,7 @@ def run_list(args: argparse.Namespace) -> int:
     with _connection(args) as client:
         entries = list(_entries(client, args.prefix, args.channel, args.limit))
     if args.format == "json":
-        print(json.dumps([shown(entry) for entry in entries], indent=2, ensure_ascii=False))
+        print(printable_json([shown(entry) for entry in entries], indent=2))
         return 0
     for entry in entries:
         print(summary_line(entry))
@@ -149,7 +151,7 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"no dead-letter entry {args.id}", file=sys.stderr)
         return NOT_FOUND
     if args.format == "json":
-        print(json.dumps(shown(entry), indent=2, ensure_ascii=False))
+        print(printable_json(shown(entry), indent=2))
         return 0
     print(describe(entry))
     return 0
@@ -274,7 +276,9 @@ def _when(entry: Dict[str, str]) -> str:
 
 
 def summary_line(entry: Dict[str, str]) -> str:
-    return (
+    """The line ``list`` prints; the conversation and the problem come from requests and
+    platforms' answers: control characters are escaped."""
+    return printable(
         f"{entry['id']}  {_when(entry)}  {entry.get('channel', '?')}  "
         f"conversation {entry.get('conversation', '?')}  {entry.get('kind', '?')}  "
         f"{entry.get('attempts', '?')} attempt(s)  {entry.get('problem', '')}"
@@ -282,7 +286,7 @@ def summary_line(entry: Dict[str, str]) -> str:
 
 
 def describe(entry: Dict[str, str]) -> str:
-    """The text ``show`` prints."""
+    """The text ``show`` prints, control characters escaped line by line."""
     data = shown(entry)
     request = data.get("request") or {}
     lines = [
@@ -300,4 +304,4 @@ def describe(entry: Dict[str, str]) -> str:
         lines.append(f"  {name}: {value}")
     if request.get("body") is not None:
         lines.append(f"body          {request['body']}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)

@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from generic_connector import defaults
-from generic_connector.capture import DEFAULT_MAX_REQUESTS, DEFAULT_PORT, CaptureSettings
+from generic_connector.capture import (
+    DEFAULT_MAX_REQUESTS,
+    DEFAULT_PORT,
+    REDACTED,
+    CaptureSettings,
+)
 from generic_connector.capture import run as run_capture
 from generic_connector.starter import (
     NothingToGuess,
@@ -81,6 +86,14 @@ def add_commands(subparsers: Any) -> None:
         help="keep every body byte for byte in a body_file next to its case, also JSON "
         "(for signatures over the exact body)",
     )
+    capture.add_argument(
+        "--keep-secrets",
+        action="store_true",
+        help="write Authorization, Cookie and every header or query parameter named like a "
+        "token, secret, signature, key or password as it was sent (default: masked as "
+        f"{REDACTED}, since test cases are committed; a masked signature no longer "
+        "matches its body)",
+    )
     capture.set_defaults(run=_capture)
 
     new = subparsers.add_parser(
@@ -134,6 +147,7 @@ def _capture(args: argparse.Namespace) -> int:
         max_requests=args.max_requests,
         count=args.count,
         raw_bodies=args.raw_bodies,
+        keep_secrets=args.keep_secrets,
     )
     return run_capture(settings)
 

@@ -14,7 +14,6 @@ test cases run the same one with sample replies.
 import asyncio
 import hashlib
 import itertools
-import logging
 import os
 import re
 import time
@@ -28,12 +27,13 @@ from generic_connector.expressions import EvaluationError
 from generic_connector.fetch import Fetcher, FetchFailed, HTTPFetcher, fetched_event
 from generic_connector.functions import Scope
 from generic_connector.idempotency import IdempotencyStore, Replies, build_store
+from generic_connector.logtext import get_logger
 from generic_connector.mapping import Extracted, IgnoreRule, MappingError
 from generic_connector.metrics import ChannelMetrics
 from generic_connector.outbox import Outbox
 from generic_connector.request import IncomingRequest, decode_body, dumps, valid_unicode
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 class Assistant:

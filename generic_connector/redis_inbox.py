@@ -61,7 +61,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import logging
 import os
 import random
 import re
@@ -75,6 +74,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from generic_connector import defaults
+from generic_connector.logtext import get_logger
 from generic_connector.redis_store import (
     DEFAULT_PREFIX,
     UNREACHABLE,
@@ -85,7 +85,7 @@ from generic_connector.redis_store import (
     wait_for_event,
 )
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 Handler = Callable[[Dict[str, Any]], Awaitable[None]]
 

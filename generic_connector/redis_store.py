@@ -22,7 +22,6 @@ reported, logs it instead (the claim then expires after ``running_timeout``).
 
 import asyncio
 import hashlib
-import logging
 import os
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -35,8 +34,9 @@ import ujson
 from generic_connector import defaults
 from generic_connector.errors import Unavailable
 from generic_connector.idempotency import IdempotencyStore, Replies, register
+from generic_connector.logtext import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 DEFAULT_PREFIX = "generic_connector"
 CONNECT_TIMEOUT = 2.0  # seconds to open a connection: an outage is reported quickly

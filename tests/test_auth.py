@@ -8,7 +8,8 @@ from typing import Any, Dict, Optional
 
 import pytest
 
-from generic_connector.auth import AuthFailed, build_auth
+from generic_connector.auth import AuthConfigError, AuthFailed, build_auth
+from generic_connector.cli import main
 from generic_connector.request import IncomingRequest
 
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
@@ -155,14 +156,64 @@ def test_wrong_secret_fails(
         check(auth, request_, now=now)
 
 
-def test_twilio_url_falls_back_to_the_request_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TWILIO_WEBHOOK_URL")
+def test_twilio_signs_the_configured_url_never_the_request_url() -> None:
+    """The request's URL comes from its Host header, which the client chooses: a signature
+    Twilio made for one URL must not pass because a request claims that URL."""
+    other = "https://attacker.example/myapp.php?foo=1&bar=2"
+    # base64 HMAC-SHA1 with the example's auth token "12345" over `other` + the sorted params.
+    signed_for_other = "mFDhBgaPCbyajhROBgv7wcbjkXM="
+    # The configured URL is signed, whatever URL the request was sent to.
     request = IncomingRequest(
         twilio_body(TWILIO["params"]),
         {"x-twilio-signature": TWILIO["expected_signature"]},
-        url=TWILIO["url"],
+        url=other,
     )
     check(TWILIO_AUTH, request)
+    # A signature over the request's own URL does not pass.
+    forged = IncomingRequest(
+        twilio_body(TWILIO["params"]), {"x-twilio-signature": signed_for_other}, url=other
+    )
+    with pytest.raises(AuthFailed, match="signature does not match"):
+        check(TWILIO_AUTH, forged)
+
+
+def test_twilio_without_its_public_url_refuses_every_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TWILIO_WEBHOOK_URL")
+    scheme = build_auth(TWILIO_AUTH)
+    assert scheme.env_names() == ["TWILIO_AUTH_TOKEN", "TWILIO_WEBHOOK_URL"]
+    assert scheme.problems() == ["environment variable TWILIO_WEBHOOK_URL is not set"]
+    request = IncomingRequest(
+        twilio_body(TWILIO["params"]),
+        {"x-twilio-signature": TWILIO["expected_signature"]},
+        url=TWILIO["url"],  # the request's own URL is the right one, and is still not used
+    )
+    with pytest.raises(AuthFailed, match="TWILIO_WEBHOOK_URL is not set"):
+        check(TWILIO_AUTH, request)
+
+
+def test_url_signatures_need_public_url_env(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    section = {key: value for key, value in TWILIO_AUTH.items() if key != "public_url_env"}
+    with pytest.raises(AuthConfigError, match="'public_url_env' is a dependency of 'signed'"):
+        build_auth(section)
+    mapping = tmp_path / "twilio.yml"
+    mapping.write_text(
+        "name: twilio\n"
+        "auth:\n"
+        "  type: hmac\n"
+        "  secret_env: TWILIO_AUTH_TOKEN\n"
+        "  header: X-Twilio-Signature\n"
+        "  signed: '{url}{form_params}'\n"
+        "request: {format: form, sender: From, text: Body}\n"
+    )
+    assert main(["validate", str(mapping)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{mapping}:2:1: twilio.auth: 'public_url_env' is a dependency of 'signed' (signed uses "
+        "{url}: public_url_env must name the variable holding the URL the platform posts to; "
+        "the request's own URL is never signed, as its host is whatever the client sends)",
+        "1 file: 0 valid, 1 invalid, 1 findings",
+    ]
 
 
 @pytest.mark.parametrize("where", ["header", "query", "field"])

@@ -16,6 +16,9 @@ from urllib.parse import quote_from_bytes
 import pytest
 
 from generic_connector.auth import AuthConfigError, AuthFailed, auth_schema, build_auth
+from generic_connector.expressions import Expression
+from generic_connector.functions import Scope
+from generic_connector.handshakes import Handshake
 from generic_connector.request import IncomingRequest
 
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
@@ -264,3 +267,31 @@ def test_a_body_field_token_must_be_one_string(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("TOKEN", "t")
     with pytest.raises(AuthFailed, match="no token"):
         check({"type": "token", "secret_env": "TOKEN", "field": "token"}, b"", {}, parsed=body)
+
+
+def test_handshake_verify_tokens_are_compared_in_constant_time(
+    comparisons: List[Tuple[bytes, bytes]],
+) -> None:
+    handshake = Handshake(
+        name="webhook verification",
+        method="GET",
+        path="/webhook",
+        when=None,
+        verify=Expression("query('hub.verify_token') == env('VERIFY_TOKEN')"),
+        response=None,  # type: ignore[arg-type]  # not answered here
+    )
+
+    def verified(sent: str) -> bool:
+        request = IncomingRequest.from_parts(b"", {}, {"hub.verify_token": sent}, "GET")
+        return handshake.verified(None, Scope(request, None, {"VERIFY_TOKEN": "tökén"}))
+
+    assert verified("tökén") is True
+    assert verified("tökén!") is False
+    assert comparisons == [
+        ("tökén".encode(), "tökén".encode()),
+        ("tökén!".encode(), "tökén".encode()),
+    ]
+    # Not two strings: the expression's own answer (null == null is true in JMESPath).
+    both_null = Expression("query('nothing') == query('nothing either')")
+    handshake = Handshake("h", "GET", "/", None, both_null, None)  # type: ignore[arg-type]
+    assert handshake.verified(None, Scope()) is True

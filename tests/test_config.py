@@ -1,5 +1,6 @@
 """The config loader and validator: located, complete findings; no stack traces."""
 
+import base64
 import json
 from pathlib import Path
 from typing import List
@@ -25,7 +26,10 @@ def findings_of(entry: object, base_dir: Path = ROOT) -> List[str]:
 
 def test_shipped_mappings_load(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in {**VERIFY_TOKENS, **API_TOKENS, **WEBHOOK_SECRETS}:
-        monkeypatch.setenv(name, "t")
+        monkeypatch.setenv(name, WEBHOOK_SECRETS.get(name, "t"))
+    # Keys are checked for their format: 32 bytes, in hex and in base64.
+    monkeypatch.setenv("DISCORD_PUBLIC_KEY", "ab" * 32)
+    monkeypatch.setenv("TELNYX_PUBLIC_KEY", base64.b64encode(bytes(32)).decode())
     for path in sorted((ROOT / "mappings").glob("*.yml")):
         config = load_channel({"mapping": str(path)})
         assert config.name == path.stem

@@ -147,11 +147,19 @@ def test_capture_answers_and_writes_one_test_case_per_request(captured: Dict[str
     lines = captured["lines"]
     assert lines[0].startswith("capturing requests on http://127.0.0.1:")
     assert lines[1].startswith("0001 POST /webhooks/telegram/webhook: JSON, 393 bytes -> ")
+    assert lines[1].endswith(
+        "0001-post-webhooks-telegram-webhook.json (masked: X-Telegram-Bot-Api-Secret-Token; "
+        "use --keep-secrets to keep them)"
+    )
     assert lines[2] == (
         "---- POST /webhooks/x/webhook: refused with 413, the body is larger than 2048 bytes "
         "(--max-body); not recorded"
     )
     assert lines[3].startswith("0002 POST /webhooks/twilio/webhook: text, 464 bytes -> ")
+    assert lines[3].endswith(
+        "0002-post-webhooks-twilio-webhook.json (masked: X-Twilio-Signature; signature headers "
+        "masked; use --keep-secrets to keep them)"
+    )
     assert lines[4].startswith(
         "0003 GET /webhooks/meta/webhook: no body, answered the verification challenge -> "
     )
@@ -167,10 +175,11 @@ def test_a_captured_json_request_is_a_test_case_with_its_body_as_json(
     assert case["source"].startswith("captured 20")
     assert case["method"] == "POST"
     assert case["path"] == "/webhook"  # under /webhooks/<name>, as test cases give it
-    # Host, Content-Length, Connection and Accept-Encoding describe the connection: left out.
+    # Host, Content-Length, Connection and Accept-Encoding describe the connection: left out;
+    # credentials are masked (test cases are committed).
     assert case["headers"] == {
         "Content-Type": "application/json",
-        "X-Telegram-Bot-Api-Secret-Token": "s3cr3t",
+        "X-Telegram-Bot-Api-Secret-Token": "<redacted>",
         "User-Agent": f"Python-urllib/{sys.version_info.major}.{sys.version_info.minor}",
     }
     assert case["query"] == {}
@@ -184,13 +193,13 @@ def test_a_captured_form_is_kept_as_text_and_a_get_keeps_its_query(
     twilio = read_case(captured["dir"], "0002-post-webhooks-twilio-webhook.json")
     assert twilio["body"] == TWILIO.read_text()
     assert twilio["headers"]["Content-Type"] == "application/x-www-form-urlencoded"
-    assert twilio["headers"]["X-Twilio-Signature"] == "abc="
+    assert twilio["headers"]["X-Twilio-Signature"] == "<redacted>"
     meta = read_case(captured["dir"], "0003-get-webhooks-meta-webhook.json")
     assert meta["method"] == "GET"
     assert meta["query"] == {
         "hub.mode": "subscribe",
         "hub.challenge": "1158201444",
-        "hub.verify_token": "meatyhamhock",
+        "hub.verify_token": "<redacted>",
     }
     assert "body" not in meta and "body_file" not in meta
 
@@ -306,7 +315,7 @@ def test_new_from_a_captured_telegram_update(
     assert request["ignore"] == [{"name": "no text", "when": "!(message.text)"}]
     [case] = mapping["tests"]
     assert case["name"] == "request 1: POST /webhooks/telegram/webhook"
-    assert case["headers"]["X-Telegram-Bot-Api-Secret-Token"] == "s3cr3t"
+    assert case["headers"]["X-Telegram-Bot-Api-Secret-Token"] == "<redacted>"
     assert case["body"]["message"]["text"] == "/start"
     assert case["expect"] == {"sender": "1111111", "text": "/start", "message_id": "10000"}
 
@@ -356,7 +365,7 @@ def test_new_makes_a_captured_verification_get_a_handshake(
     ]
     get = mapping["tests"][1]
     assert get["method"] == "GET" and "path" not in get
-    assert get["env"] == {"VERIFY_TOKEN": "meatyhamhock"}
+    assert get["env"] == {"VERIFY_TOKEN": "<redacted>"}  # the masked token the case sends
     assert get["expect"] == {"status": 200, "response": "1158201444"}
 
 

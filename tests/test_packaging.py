@@ -152,7 +152,10 @@ def test_mappings_command(capsys: pytest.CaptureFixture) -> None:
     assert run(capsys, "mappings", "telegram") == (0, [str(ready_mappings()["telegram"])])
     code, out = run(capsys, "mappings", "--format", "json")
     rows = {row["name"]: row for row in json.loads("\n".join(out))}
-    assert rows["myio"]["env"] == [] and rows["twilio"]["env"] == ["TWILIO_AUTH_TOKEN"]
+    assert rows["myio"]["env"] == [] and rows["twilio"]["env"] == [
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_WEBHOOK_URL",
+    ]
     with pytest.raises(SystemExit) as raised:
         main(["mappings", "telgram"])
     assert raised.value.code == 2
@@ -318,7 +321,8 @@ def fake_rasa(tmp_path: Path) -> Dict[str, str]:
     (bin_dir / "rasa").write_text(FAKE_RASA)
     (bin_dir / "rasa").chmod(0o755)
     (bin_dir / "generic-connector").symlink_to(BIN / "generic-connector")
-    return {**ENV, "PATH": f"{bin_dir}:/usr/bin:/bin", "CI": ""}
+    env = {k: v for k, v in ENV.items() if k not in ("RASA_AUTH_TOKEN", "RASA_TOKEN")}
+    return {**env, "PATH": f"{bin_dir}:/usr/bin:/bin", "CI": ""}
 
 
 def entrypoint(cwd: Path, env: Dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -375,6 +379,67 @@ def test_entrypoint_passes_other_commands_to_rasa(
     for args in (["train", "--fixed-model-name", "m"], ["run", "actions"], ["--version"]):
         result = entrypoint(tmp_path, fake_rasa, *args)
         assert (result.returncode, result.stdout) == (0, f"rasa {' '.join(args)}\n")
+
+
+def dockerfile_cmd() -> List[str]:
+    """The image's default arguments: the Dockerfile's CMD (exec form, a JSON list)."""
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    (line,) = [line for line in dockerfile.splitlines() if line.startswith("CMD ")]
+    return json.loads(line[len("CMD ") :])
+
+
+def test_the_image_serves_rasa_api_only_with_a_token(
+    tmp_path: Path, fake_rasa: Dict[str, str]
+) -> None:
+    cmd = dockerfile_cmd()
+    assert cmd == ["run", "--port", "5005"]
+    # No token: the webhooks, and no API (before: --enable-api, open to whoever reached 5005).
+    for env in ({}, {"RASA_AUTH_TOKEN": ""}):
+        result = entrypoint(tmp_path, {**fake_rasa, **env}, *cmd)
+        assert (result.returncode, result.stdout, result.stderr) == (
+            0, "rasa run --port 5005\n", ""
+        )  # fmt: skip
+    # A token: the API, with it.
+    for env in ({"RASA_AUTH_TOKEN": "s3 cret"}, {"RASA_TOKEN": "s3 cret"}):
+        result = entrypoint(tmp_path, {**fake_rasa, **env}, *cmd)
+        assert (result.returncode, result.stdout) == (
+            0, "rasa run --port 5005 --enable-api --auth-token s3 cret\n"
+        )  # fmt: skip
+    both = {**fake_rasa, "RASA_AUTH_TOKEN": "auth", "RASA_TOKEN": "other"}
+    assert entrypoint(tmp_path, both, *cmd).stdout.endswith(" --auth-token auth\n")
+
+
+@pytest.mark.parametrize(
+    "args, env, expected",
+    [
+        # Options given (docker-compose.yml, the Helm chart) are not repeated.
+        (["run", "--enable-api", "--auth-token", "given"], {"RASA_AUTH_TOKEN": "t"},
+         "rasa run --enable-api --auth-token given"),
+        (["run", "--auth-token=given"], {"RASA_AUTH_TOKEN": "t"},
+         "rasa run --auth-token=given --enable-api"),
+        (["run", "--enable-api"], {"RASA_AUTH_TOKEN": "t"},
+         "rasa run --enable-api --auth-token t"),
+        # Not rasa run: nothing added.
+        (["run", "actions"], {"RASA_AUTH_TOKEN": "t"}, "rasa run actions"),
+        (["train"], {"RASA_AUTH_TOKEN": "t"}, "rasa train"),
+    ],
+)  # fmt: skip
+def test_the_entrypoint_adds_only_what_is_missing(
+    tmp_path: Path, fake_rasa: Dict[str, str], args: List[str], env: Dict[str, str], expected: str
+) -> None:
+    result = entrypoint(tmp_path, {**fake_rasa, **env}, *args)
+    assert (result.returncode, result.stdout, result.stderr) == (0, expected + "\n", "")
+
+
+def test_an_explicit_api_without_a_token_is_warned_about(
+    tmp_path: Path, fake_rasa: Dict[str, str]
+) -> None:
+    result = entrypoint(tmp_path, fake_rasa, "run", "--enable-api", "--port", "5005")
+    assert (result.returncode, result.stdout) == (0, "rasa run --enable-api --port 5005\n")
+    assert result.stderr == (
+        "entrypoint: rasa run --enable-api without --auth-token: Rasa's HTTP API is open to "
+        "anyone who reaches the port (set RASA_AUTH_TOKEN)\n"
+    )
 
 
 class _Stub(http.server.BaseHTTPRequestHandler):

@@ -7,6 +7,9 @@ import re
 import string
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
 from generic_connector.auth import AuthConfigError, AuthFailed, AuthScheme
 from generic_connector.request import IncomingRequest
 
@@ -194,17 +197,97 @@ def signature_keys(extra_fields: Iterable[str] = (), about_extra: str = "") -> D
     }
 
 
+class KeyFormatError(ValueError):
+    """Key material of the wrong form. The message is a predicate ("is not hex (...)") that
+    says what is wrong and never quotes the value."""
+
+
+KEY_ENCODINGS = ("text", "hex", "base64", "whsec", "whpk", "pem")
+_SPACE = re.compile(r"\s")
+
+
+def decode_key(value: str, encoding: str, size: Optional[int] = None) -> bytes:
+    """The bytes of key material written in ``encoding``, checked: the one place keys are
+    decoded, so that a malformed one is found when the channel is built, not by a 401.
+
+    ``text``: the UTF-8 bytes. ``hex``: an even number of hex digits. ``base64``: strict
+    standard base64; ``whsec``/``whpk``: the same after an optional ``whsec_``/``whpk_``
+    (Standard Webhooks). ``pem``: a PEM private key without a passphrase (its PEM bytes).
+    ``size``: the number of bytes the key must have. KeyFormatError says what is wrong.
+    """
+    if encoding not in KEY_ENCODINGS:
+        raise ValueError(f"unknown key encoding {encoding!r}")
+    spaced = "; it holds white space or a line break" if _SPACE.search(value) else ""
+    if encoding == "text":
+        raw = value.encode("utf-8")
+    elif encoding == "hex":
+        if not _HEX.fullmatch(value):
+            raise KeyFormatError(f"is not hex (an even number of the digits 0-9 and a-f{spaced})")
+        raw = bytes.fromhex(value)
+    elif encoding == "pem":
+        return _pem_private_key(value)
+    else:
+        prefix = f"{encoding}_"
+        if encoding != "base64" and value.startswith(prefix):
+            value = value[len(prefix) :]
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):  # ValueError: characters beyond ASCII
+            written = "base64" if encoding == "base64" else f"{prefix}<base64>"
+            raise KeyFormatError(f"is not valid base64 ({written}{spaced})") from None
+    if not raw:
+        raise KeyFormatError("decodes to nothing")
+    if size is not None and len(raw) != size:
+        raise KeyFormatError(f"decodes to {len(raw)} bytes, not {size}")
+    return raw
+
+
+def _pem_private_key(value: str) -> bytes:
+    data = value.encode("utf-8")
+    try:
+        load_pem_private_key(data, password=None)
+    except TypeError:  # a passphrase is needed
+        raise KeyFormatError(
+            "is an encrypted PEM key (give the key without a passphrase)"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise KeyFormatError(
+            "is not a PEM private key (-----BEGIN PRIVATE KEY----- ... -----END PRIVATE KEY-----)"
+        ) from None
+    return data
+
+
+def key_problem(name: str, error: KeyFormatError, what: str = "") -> str:
+    """The reason a scheme records for a malformed key: names the variable, not its value.
+
+    Worded "the value of environment variable NAME ...": problems that start "environment
+    variable" are taken for unset or empty ones by the start-up check and left out."""
+    about = f" ({what})" if what else ""
+    return f"the value of environment variable {name}{about} {error}"
+
+
+def read_key(
+    scheme: AuthScheme, name: str, encoding: str, size: Optional[int] = None, what: str = ""
+) -> Optional[bytes]:
+    """The decoded key in variable ``name``; None, and the scheme unusable (start-up stops,
+    ``validate --check-env`` reports it), if it is unset, empty or malformed."""
+    value = scheme.read_env(name)
+    if value is None:
+        return None
+    try:
+        return decode_key(value, encoding, size)
+    except KeyFormatError as error:
+        scheme.unusable(key_problem(name, error, what))
+        return None
+
+
 def decode_base64(value: str, name: str, scheme: AuthScheme) -> Optional[bytes]:
     """Strict base64 of an environment value; None (the scheme unusable) if it is not."""
     try:
-        decoded = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        scheme.unusable(f"environment variable {name} is not valid base64")
+        return decode_key(value, "base64")
+    except KeyFormatError as error:
+        scheme.unusable(key_problem(name, error))
         return None
-    if not decoded:
-        scheme.unusable(f"environment variable {name} decodes to nothing")
-        return None
-    return decoded
 
 
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")

@@ -7,9 +7,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from generic_connector.auth import AuthFailed, AuthScheme, register
 from generic_connector.auth._common import (
+    KeyFormatError,
     SignedRequest,
+    decode_key,
     decode_text,
     env_key,
+    key_problem,
     needs_header,
     signature_keys,
 )
@@ -62,15 +65,13 @@ class Ed25519Scheme(AuthScheme):
         value = self.read_env(name)
         if value is None:
             return None
-        if encoding == "whpk" and value.startswith("whpk_"):
-            value = value[len("whpk_") :]
-        raw = decode_text(value.strip(), "hex" if encoding == "hex" else "base64")
+        what = f"a 32-byte Ed25519 public key in {encoding}"
         try:
-            if raw is not None and len(raw) == 32:
-                return Ed25519PublicKey.from_public_bytes(raw)
-        except ValueError:
-            pass
-        self.unusable(f"environment variable {name} is not a 32-byte {encoding} Ed25519 key")
+            return Ed25519PublicKey.from_public_bytes(decode_key(value.strip(), encoding, 32))
+        except KeyFormatError as error:
+            self.unusable(key_problem(name, error, what))
+        except ValueError:  # 32 bytes that are no point of the curve
+            self.unusable(key_problem(name, KeyFormatError("is not a valid key"), what))
         return None
 
     async def verify(self, request: IncomingRequest, body: Any, now: float) -> None:

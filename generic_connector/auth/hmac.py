@@ -3,23 +3,26 @@
 import base64
 import hashlib
 import hmac
-import os
+import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
-from generic_connector.auth import AuthFailed, AuthScheme, register
+from generic_connector.auth import AuthConfigError, AuthFailed, AuthScheme, register
 from generic_connector.auth._common import (
+    KeyFormatError,
     SignedRequest,
     as_bytes,
-    decode_base64,
     env_key,
     equal,
+    key_problem,
     needs_header,
+    read_key,
     signature_keys,
 )
 from generic_connector.request import IncomingRequest
 
 _DIGESTS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
+_ABSOLUTE_URL = re.compile(r"https?://[^\s/?#]+(?:[/?#]\S*)?")
 
 
 @register
@@ -50,13 +53,26 @@ class HmacScheme(AuthScheme):
                 "base64, or whsec (Standard Webhooks' whsec_<base64>).",
             },
             "public_url_env": env_key(
-                "With {url}: variable holding the public URL the platform posts to, when a "
-                "proxy changes it; unset, the request's own URL is signed."
+                "Required with {url}: variable holding the public URL the platform posts to "
+                "(as configured at the platform). The request's own URL is never signed: its "
+                "host is whatever the client sends in Host."
             ),
         },
         "allOf": [
             needs_header("timestamp", "timestamp_header"),
             needs_header("id", "id_header"),
+            {
+                "if": {
+                    "required": ["signed"],
+                    "properties": {"signed": {"pattern": r"\{url\}"}},
+                },
+                "then": {
+                    "dependencies": {"signed": ["public_url_env"]},
+                    "x-hint": "signed uses {url}: public_url_env must name the variable holding "
+                    "the URL the platform posts to; the request's own URL is never signed, as "
+                    "its host is whatever the client sends",
+                },
+            },
         ],
     }
 
@@ -65,26 +81,36 @@ class HmacScheme(AuthScheme):
         self.signature = SignedRequest(section, extra=("url", "form_params"))
         self.digest = _DIGESTS[section.get("algorithm", "sha256")]
         self.encoding: str = section.get("encoding", "hex")
-        # Optional: unset means the request's own URL, so it is not one of env_names().
-        url_env = section.get("public_url_env")
-        self.public_url = os.environ.get(url_env) if url_env else None
-        self._key = self._read_key(section["secret_env"], section.get("secret_encoding", "text"))
+        self._key = read_key(self, section["secret_env"], section.get("secret_encoding", "text"))
+        self.public_url: Optional[bytes] = None
+        if "url" in self.signature.template.fields:
+            # From configuration only: the request's URL is built from the Host header, which
+            # the client chooses, so a signature would replay under any other host.
+            url_env = section.get("public_url_env")
+            if not url_env:
+                raise AuthConfigError(
+                    "signed uses {url}: public_url_env must name the variable holding the "
+                    "public URL the platform posts to"
+                )
+            self.public_url = self._read_url(url_env)
 
-    def _read_key(self, name: str, encoding: str) -> Optional[bytes]:
+    def _read_url(self, name: str) -> Optional[bytes]:
         value = self.read_env(name)
         if value is None:
             return None
-        if encoding == "text":
-            return value.encode("utf-8")
-        if encoding == "whsec" and value.startswith("whsec_"):
-            value = value[len("whsec_") :]
-        return decode_base64(value, name, self)
+        if not _ABSOLUTE_URL.fullmatch(value):
+            error = KeyFormatError("is not an absolute http(s) URL (https://host/path)")
+            self.unusable(key_problem(name, error))
+            return None
+        return as_bytes(value)
 
     async def verify(self, request: IncomingRequest, body: Any, now: float) -> None:
         sent = self.signature.signatures(request)
         extra: Dict[str, bytes] = {}
         if "url" in self.signature.template.fields:
-            extra["url"] = as_bytes(self.public_url or request.url)
+            if self.public_url is None:  # check() refuses before this
+                raise AuthFailed("no public URL to sign")
+            extra["url"] = self.public_url
         if "form_params" in self.signature.template.fields:
             extra["form_params"] = sorted_form_params(request.body)
         message = self.signature.message(request, now, extra)

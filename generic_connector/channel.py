@@ -5,7 +5,9 @@ hands the request to the pipeline with Rasa as the assistant, and writes the ans
 """
 
 import asyncio
+import hmac
 import logging
+import os
 import re
 from typing import Any, Awaitable, Callable, Dict, List, Optional
 
@@ -40,6 +42,9 @@ from generic_connector.validate import load_startup_channel
 logger = get_logger(__name__)
 
 OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
+
+# A bearer token for /metrics and readiness details, for every channel of the process.
+OPS_TOKEN_ENV = "GENERIC_CONNECTOR_OPS_TOKEN"
 
 # The longest wait between two attempts to start the workers while the store is down.
 START_RETRY = 5.0
@@ -155,9 +160,20 @@ class GenericChannel(InputChannel):
         blueprint_name = "generic_connector_" + re.sub(r"\W", "_", self.config.name)
         webhook = Blueprint(blueprint_name, __name__)
 
+        ops_token = os.environ.get(OPS_TOKEN_ENV, "")
+
+        def operator(request: Request) -> bool:
+            """Whether the caller may see the details: no token set, or its bearer token."""
+            if not ops_token:
+                return True
+            given = request.headers.get("authorization", "")
+            return hmac.compare_digest(given.encode(), f"Bearer {ops_token}".encode())
+
         @webhook.route("/", methods=["GET"])
         async def health(request: Request) -> HTTPResponse:
-            """Readiness: the model is loaded and the shared store answers; else 503."""
+            """Readiness: the model is loaded, the shared store answers and its workers run;
+            else 503. What is wrong is said in words that name no internal host (the log
+            names it), and only to an operator when ``GENERIC_CONNECTOR_OPS_TOKEN`` is set."""
             problems = []
             agent = getattr(request.app.ctx, "agent", None)
             if agent is not None and not agent.is_ready():
@@ -165,16 +181,22 @@ class GenericChannel(InputChannel):
             try:
                 if self.pipeline.store is not None:
                     await self.pipeline.store.check()
-            except Unavailable as reason:
-                problems.append(str(reason))
+            except Unavailable:
+                problems.append("the shared store cannot be reached")
             problems += self._stopped_workers()
-            if problems:
-                return response.json({"status": "unavailable", "problems": problems}, status=503)
-            return response.json({"status": "ok"})
+            if not problems:
+                return response.json({"status": "ok"})
+            answer: Dict[str, Any] = {"status": "unavailable"}
+            if operator(request):
+                answer["problems"] = problems
+            return response.json(answer, status=503)
 
         @webhook.route("/metrics", methods=["GET"])
         async def metrics(request: Request) -> HTTPResponse:
-            """Every generic channel's metrics, in Prometheus' text format."""
+            """Every generic channel's metrics, in Prometheus' text format (with
+            ``GENERIC_CONNECTOR_OPS_TOKEN`` set, for its bearer only)."""
+            if not operator(request):
+                return _error(HTTPError(401, "unauthorized", {"WWW-Authenticate": "Bearer"}))
             return HTTPResponse(exposition(), content_type=CONTENT_TYPE)
 
         @webhook.listener("after_server_start")
@@ -308,6 +330,10 @@ class GenericChannel(InputChannel):
 async def read_body(request: Request, max_body: int, timeout: float) -> bytes:
     """The whole body of a streamed request: 413 beyond ``max_body``, 408 after ``timeout``."""
     length = request.headers.get("content-length")
+    if length is not None and "transfer-encoding" in request.headers:
+        # Two lengths that a proxy in front may read one way and the server the other: the
+        # way to smuggle a second request inside the first (RFC 9112, section 6.3).
+        raise HTTPError(400, "a request must not have both Transfer-Encoding and Content-Length")
     if length is not None and length.isdigit() and int(length) > max_body:
         raise HTTPError(413, f"request body is larger than {max_body} bytes")
     if request.stream is None:  # not streamed (a test client): Sanic read it already

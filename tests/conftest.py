@@ -93,6 +93,9 @@ generic_connector.channels.hook:
     text: {url: event.response_url, body: "{text: message.text}"}
 """
 )
+# The main server's /metrics and readiness details are for this bearer token only.
+OPS_TOKEN = "ops-token-for-the-tests"
+OPS = {"GENERIC_CONNECTOR_OPS_TOKEN": OPS_TOKEN}
 VERIFY_TOKENS = {"WHATSAPP_VERIFY_TOKEN": "meatyhamhock", "MESSENGER_VERIFY_TOKEN": "meatyhamhock"}
 API_TOKENS = {
     "TELEGRAM_BOT_TOKEN": "123456:telegram-test-token",
@@ -178,7 +181,9 @@ def servers(
     (folder / "platforms.yml").write_text(PLATFORM_CREDENTIALS)
     (folder / "sqlite.yml").write_text(SQLITE_ENDPOINTS.format(db=folder / "trackers.db"))
     started = {
-        "main": RasaServer(model, folder / "credentials.yml", folder / "main.log", env=DEAD_REDIS),
+        "main": RasaServer(
+            model, folder / "credentials.yml", folder / "main.log", env={**DEAD_REDIS, **OPS}
+        ),
         "failing": RasaServer(
             model,
             folder / "credentials.yml",

@@ -184,3 +184,19 @@ def test_a_failing_answer_template_acknowledges_the_handled_message_once(
     assert "Traceback" not in log.split("frag-req-1")[1][:2000]
     fine = json.dumps({"sender": "frag-2", "message": "a b", "separator": " "}).encode()
     assert json.loads(rasa.send("/webhooks/fragile/webhook", fine, {})[2]) == ["a", "b"]
+
+
+def test_a_chunked_body_with_a_content_length_is_refused(rasa: RasaServer) -> None:
+    body = b'{"sender": "smuggler", "message": "hi"}'
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    with connect(rasa) as sock:
+        sock.sendall(
+            head("/webhooks/restlike/webhook", len(chunked), "Transfer-Encoding: chunked\r\n")
+            + chunked
+        )
+        status, answer = answer_of(sock)
+    assert (status, json.loads(answer)) == (
+        400,
+        {"error": "a request must not have both Transfer-Encoding and Content-Length"},
+    )
+    assert user_events(rasa.tracker("smuggler")) == []

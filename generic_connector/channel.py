@@ -9,7 +9,8 @@ import hmac
 import logging
 import os
 import re
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+import time
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
 from rasa.core.lock_store import LockError
@@ -20,6 +21,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from generic_connector import defaults
 from generic_connector.config import ChannelConfig
 from generic_connector.errors import ConfigError, HTTPError, Unavailable
 from generic_connector.idempotency import Replies
@@ -145,6 +147,7 @@ class GenericChannel(InputChannel):
                 config.name, store.url, store.prefix, store.visibility_timeout
             )
         self.in_flight = 0
+        self.readers = BodyReaders()
         self._starting: Optional[asyncio.Future[None]] = None
 
     def name(self) -> str:  # type: ignore[override]
@@ -295,7 +298,7 @@ class GenericChannel(InputChannel):
     async def receive(self, request: Request, path: str, assistant: Assistant) -> HTTPResponse:
         """Read the body within the limits, run the pipeline, write its answer."""
         limits = self.config.limits
-        if self.in_flight >= limits.max_concurrent:
+        if self.in_flight >= limits.max_concurrent and not self.readers.evict_slowest():
             _close_after(request)
             return _error(
                 HTTPError(503, "too many requests at once; retry later", {"Retry-After": "1"})
@@ -303,7 +306,7 @@ class GenericChannel(InputChannel):
         self.in_flight += 1
         try:
             try:
-                body = await read_body(request, limits.max_body, limits.read_timeout)
+                body = await self.readers.read(request, limits.max_body, limits.read_timeout)
             except HTTPError as error:
                 _close_after(request)
                 logger.info(
@@ -327,35 +330,73 @@ class GenericChannel(InputChannel):
         )
 
 
-async def read_body(request: Request, max_body: int, timeout: float) -> bytes:
-    """The whole body of a streamed request: 413 beyond ``max_body``, 408 after ``timeout``."""
-    length = request.headers.get("content-length")
-    if length is not None and "transfer-encoding" in request.headers:
-        # Two lengths that a proxy in front may read one way and the server the other: the
-        # way to smuggle a second request inside the first (RFC 9112, section 6.3).
-        raise HTTPError(400, "a request must not have both Transfer-Encoding and Content-Length")
-    if length is not None and length.isdigit() and int(length) > max_body:
-        raise HTTPError(413, f"request body is larger than {max_body} bytes")
-    if request.stream is None:  # not streamed (a test client): Sanic read it already
-        return request.body
-    if length is not None and length.isdigit() and len(request.stream.recv_buffer) >= int(length):
-        # Already received with the headers (most webhooks): no read can wait, no timer needed.
-        return await _read_all(request, max_body)
-    # One timer for the whole body, rather than asyncio.wait_for around every read, which
-    # made a task per read.
-    task = asyncio.current_task()
-    expired = []
-    timer = asyncio.get_running_loop().call_later(
-        timeout, lambda: expired.append(True) or task.cancel()
-    )
-    try:
-        return await _read_all(request, max_body)
-    except asyncio.CancelledError:
-        if expired:
-            raise HTTPError(408, f"the request body did not arrive within {timeout:g} s") from None
-        raise
-    finally:
-        timer.cancel()
+class BodyReaders:
+    """The requests of a channel whose body is still arriving, oldest first.
+
+    A body is read within ``read_timeout`` (408 after it). When the channel is full
+    (``max_concurrent``), the oldest request still waiting for its body after ``patience``
+    seconds gives its place to the new one (408): slow clients cannot keep a channel at 503 by
+    opening a connection as each of theirs times out.
+    """
+
+    def __init__(
+        self,
+        patience: float = defaults.SLOW_BODY_PATIENCE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.patience = patience
+        self.clock = clock
+        # Each reading task, with when it started and the reason it was cut off (if it was).
+        self._reading: Dict[asyncio.Task[Any], Tuple[float, List[str]]] = {}
+
+    def evict_slowest(self) -> bool:
+        """Cut off the oldest reader waiting longer than ``patience``; whether there was one."""
+        for task, (started, cut) in self._reading.items():
+            if self.clock() - started < self.patience:
+                return False  # the rest started later still
+            del self._reading[task]
+            cut.append("the request body was too slow while others waited")
+            task.cancel()
+            return True
+        return False
+
+    async def read(self, request: Request, max_body: int, timeout: float) -> bytes:
+        """The whole body of a streamed request: 413 beyond ``max_body``, 408 after
+        ``timeout`` or when cut off for a new request."""
+        length = request.headers.get("content-length")
+        if length is not None and "transfer-encoding" in request.headers:
+            # Two lengths that a proxy in front may read one way and the server the other:
+            # the way to smuggle a second request inside the first (RFC 9112, section 6.3).
+            raise HTTPError(
+                400, "a request must not have both Transfer-Encoding and Content-Length"
+            )
+        if length is not None and length.isdigit() and int(length) > max_body:
+            raise HTTPError(413, f"request body is larger than {max_body} bytes")
+        if request.stream is None:  # not streamed (a test client): Sanic read it already
+            return request.body
+        received = len(request.stream.recv_buffer)
+        if length is not None and length.isdigit() and received >= int(length):
+            # Received with the headers (most webhooks): no read can wait, no timer needed.
+            return await _read_all(request, max_body)
+        # One timer for the whole body, rather than asyncio.wait_for around every read, which
+        # made a task per read.
+        task = asyncio.current_task()
+        assert task is not None
+        cut: List[str] = []
+        self._reading[task] = (self.clock(), cut)
+        expired = f"the request body did not arrive within {timeout:g} s"
+        timer = asyncio.get_running_loop().call_later(
+            timeout, lambda: cut.append(expired) or task.cancel()
+        )
+        try:
+            return await _read_all(request, max_body)
+        except asyncio.CancelledError:
+            if cut:
+                raise HTTPError(408, cut[0]) from None
+            raise
+        finally:
+            timer.cancel()
+            self._reading.pop(task, None)
 
 
 async def _read_all(request: Request, max_body: int) -> bytes:

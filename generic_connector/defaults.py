@@ -4,6 +4,9 @@
 MAX_BODY = 1_048_576  # bytes
 READ_TIMEOUT = 10.0  # seconds to receive the whole body
 MAX_CONCURRENT = 256  # requests a channel handles at once; more are answered 503
+# When a channel is full, a request still waiting for its body after this many seconds gives
+# its place to a new one (408).
+SLOW_BODY_PATIENCE = 1.0
 # Above the largest batch a documented platform sends (Meta's webhooks: up to 1,000 updates).
 MAX_EVENTS = 2_000
 MAX_FORM_FIELDS = 1_000

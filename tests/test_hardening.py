@@ -200,3 +200,29 @@ def test_a_chunked_body_with_a_content_length_is_refused(rasa: RasaServer) -> No
         {"error": "a request must not have both Transfer-Encoding and Content-Length"},
     )
     assert user_events(rasa.tracker("smuggler")) == []
+
+
+def test_a_new_request_takes_the_place_of_the_oldest_slow_body(rasa: RasaServer) -> None:
+    # Slow bodies holding every place cannot keep the channel at 503: once one has waited
+    # longer than a second, a new request takes its place.
+    slow: List[socket.socket] = []
+    try:
+        for _ in range(3):  # max_concurrent: 3
+            sock = connect(rasa)
+            sock.sendall(head("/webhooks/tight/webhook", 100) + b"{")
+            slow.append(sock)
+        deadline = time.monotonic() + 10
+        while rasa.post("/webhooks/tight/webhook", {"sender": "s", "message": "hi"})[0] == 200:
+            assert time.monotonic() < deadline  # until the server has taken all three in
+        time.sleep(1.2)
+        status, _, _ = rasa.post("/webhooks/tight/webhook", {"sender": "evictor", "message": "hi"})
+        assert status == 200
+        errors = sorted(json.loads(answer_of(sock)[1])["error"] for sock in slow)
+    finally:
+        for sock in slow:
+            sock.close()
+    assert errors == [
+        "the request body did not arrive within 2 s",
+        "the request body did not arrive within 2 s",
+        "the request body was too slow while others waited",
+    ]

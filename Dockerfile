@@ -30,8 +30,10 @@ USER 1001
 WORKDIR /app
 EXPOSE 5005
 # `run ...` checks credentials.yml (and the variables its mappings need) before rasa run
-# starts; any other arguments go to rasa unchanged (train, shell, ...).
+# starts; any other arguments go to rasa unchanged (train, shell, ...). Rasa's HTTP API is
+# served only with a token: the entry point adds `--enable-api --auth-token "$RASA_AUTH_TOKEN"`
+# when RASA_AUTH_TOKEN (or RASA_TOKEN) is set; without one, only the channels' webhooks.
 ENTRYPOINT ["generic-connector-entrypoint"]
-CMD ["run", "--enable-api", "--port", "5005"]
+CMD ["run", "--port", "5005"]
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=6 \
     CMD ["generic-connector-healthcheck"]

@@ -9,7 +9,7 @@ import contextlib
 import json
 import re
 from typing import Any, ClassVar, Dict, List, Mapping, NamedTuple, Optional, Type, Union
-from xml.sax.saxutils import escape, quoteattr
+from xml.parsers import expat
 
 from generic_connector.expressions import LITERALS, Expression, truthy
 from generic_connector.functions import Scope
@@ -57,7 +57,7 @@ class JSONFormat(AnswerFormat):
 
 
 class XMLFormat(AnswerFormat):
-    """An object with one root key as XML (Twilio's TwiML)."""
+    """An object with one root key as XML (Twilio's TwiML); a string that is XML as it is."""
 
     name = "xml"
 
@@ -66,7 +66,7 @@ class XMLFormat(AnswerFormat):
         return media_type in ("application/xml", "text/xml") or media_type.endswith("+xml")
 
     def write(self, result: Any) -> str:
-        return result if isinstance(result, str) else to_xml(result)
+        return well_formed(result) if isinstance(result, str) else to_xml(result)
 
 
 class TextFormat(AnswerFormat):
@@ -199,44 +199,122 @@ class Deferral:
         self.response = ResponseTemplate(**(response or {"body": "`{}`"}))
 
 
-_XML_NAME = re.compile(r"^[A-Za-z_][\w.-]*$")
+# The names an answer's keys may give elements and attributes: XML names in ASCII, without
+# the colon of namespace prefixes, which every parser reads alike. Keys come from request data
+# too, so a key is checked whole: "a onclick" cannot add an attribute, "a><b" an element.
+_XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*")
+# What XML 1.0 allows nowhere, not even as a character reference: the C0 controls but tab,
+# newline and carriage return, lone surrogates, U+FFFE and U+FFFF. Data holding them gets
+# U+FFFD (the replacement character) in their place.
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Text and attribute values read back as they were: markup characters as entities; carriage
+# returns (which parsers turn into newlines), and in attribute values tabs and newlines (which
+# parsers turn into spaces), as character references.
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+_ATTRIBUTE_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;",
+     "\r": "&#13;"}
+)  # fmt: skip
+# Namespaces that `xmlns` may not be bound to (namespace-aware parsers refuse the document).
+_RESERVED_NAMESPACES = {"http://www.w3.org/XML/1998/namespace", "http://www.w3.org/2000/xmlns/"}
+# Elements in elements (and lists in lists) deeper than this are refused, not recursed into.
+MAX_XML_DEPTH = 100
 
 
 def to_xml(value: Any) -> str:
     """Serialise ``{Root: {Child: "text", "@attr": "v", Repeated: [...]}}`` as XML.
 
-    Text and attribute values are escaped; null values and empty lists leave nothing.
+    The result is well-formed whatever the data: text and attribute values are escaped,
+    characters XML cannot hold become U+FFFD, and a key that is not an XML name (ASCII
+    letters, digits, ``_.-``, not starting with a digit, ``.`` or ``-``) is a RenderError.
+    Null values and empty lists leave nothing; a null root is an empty element.
     """
     if not isinstance(value, dict) or len(value) != 1:
         raise RenderError("the XML response template must give an object with one root key")
-    return '<?xml version="1.0" encoding="UTF-8"?>' + "".join(
-        _xml_element(name, content) for name, content in value.items()
-    )
-
-
-def _xml_element(name: str, content: Any) -> str:
-    if not _XML_NAME.match(name):
-        raise RenderError(f"{name!r} is not a valid XML element name")
-    if content is None:
-        return ""
+    ((name, content),) = value.items()
     if isinstance(content, list):
-        return "".join(_xml_element(name, item) for item in content)
+        raise RenderError(
+            f"the XML root {_shown(name)} must be one element, not a list (an XML document "
+            "has one root)"
+        )
+    parts = ['<?xml version="1.0" encoding="UTF-8"?>']
+    _xml_element(name, {} if content is None else content, parts, 0)
+    return "".join(parts)
+
+
+def _xml_element(name: Any, content: Any, out: List[str], depth: int) -> None:
+    if depth > MAX_XML_DEPTH:
+        raise RenderError(f"the XML answer nests deeper than {MAX_XML_DEPTH} levels")
+    if not _is_xml_name(name):
+        raise RenderError(f"{_shown(name)} is not a valid XML element name")
+    if content is None:
+        return
+    if isinstance(content, list):
+        for item in content:
+            _xml_element(name, item, out, depth + 1)
+        return
     if not isinstance(content, dict):
-        return f"<{name}>{escape(_xml_text(content))}</{name}>"
-    attributes = "".join(
-        f" {key[1:]}={quoteattr(_xml_text(v))}"
-        for key, v in content.items()
-        if key.startswith("@") and v is not None
-    )
-    children = "".join(
-        escape(_xml_text(v)) if key == "#text" else _xml_element(key, v)
-        for key, v in content.items()
-        if not key.startswith("@") and v is not None
-    )
-    return f"<{name}{attributes}>{children}</{name}>"
+        out.append(f"<{name}>{_xml_text(content).translate(_TEXT_ESCAPES)}</{name}>")
+        return
+    out.append(f"<{name}")
+    for key, item in content.items():
+        if isinstance(key, str) and key.startswith("@") and item is not None:
+            out.append(f" {_attribute(key[1:], item)}")
+    out.append(">")
+    for key, item in content.items():
+        if item is None or (isinstance(key, str) and key.startswith("@")):
+            continue
+        if key == "#text":
+            out.append(_xml_text(item).translate(_TEXT_ESCAPES))
+        else:
+            _xml_element(key, item, out, depth + 1)
+    out.append(f"</{name}>")
+
+
+def _attribute(name: str, value: Any) -> str:
+    if not _is_xml_name(name):
+        raise RenderError(f"{_shown(name)} is not a valid XML attribute name")
+    text = _xml_text(value)
+    if name == "xmlns" and text in _RESERVED_NAMESPACES:
+        raise RenderError(f"xmlns cannot be {text}: the namespace is reserved")
+    return f'{name}="{text.translate(_ATTRIBUTE_ESCAPES)}"'
+
+
+def _is_xml_name(name: Any) -> bool:
+    return isinstance(name, str) and _XML_NAME.fullmatch(name) is not None
+
+
+def _shown(name: Any) -> str:
+    """A name from data in a message: quoted, and cut short."""
+    return repr(name[:60] + "…" if isinstance(name, str) and len(name) > 60 else name)
 
 
 def _xml_text(value: Any) -> str:
     if isinstance(value, bool):
-        return "true" if value else "false"
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        text = "true" if value else "false"
+    else:
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return _NOT_XML_CHAR.sub("\ufffd", text)
+
+
+def well_formed(text: str) -> str:
+    """``text``, a template's string result, if it is a well-formed XML document without a
+    DOCTYPE (whose entities could expand to gigabytes); a RenderError otherwise.
+
+    Answers built from data are best written as objects: a string is checked, not escaped.
+    """
+    parser = expat.ParserCreate()
+    parser.StartDoctypeDeclHandler = _no_doctype
+    try:
+        parser.Parse(text.encode("utf-8"), True)
+    except expat.ExpatError as error:
+        raise RenderError(
+            f"the XML answer is a string that is not well-formed XML: {error}"
+        ) from None
+    except UnicodeEncodeError:
+        raise RenderError("the XML answer is a string holding a lone surrogate") from None
+    return text
+
+
+def _no_doctype(*_: Any) -> None:
+    raise RenderError("the XML answer is a string with a DOCTYPE, which answers may not hold")

@@ -24,6 +24,15 @@ from generic_connector.request import IncomingRequest, is_json, media_type_of
 
 MESSAGE_FIELDS = ("sender", "text", "input_channel", "metadata", "message_id")
 
+# One bot message of each kind Rasa sends: the answers of every test case's request are
+# rendered with them too (``answer_problems``).
+SAMPLE_REPLIES: List[Dict[str, Any]] = [
+    {"text": "Hello"},
+    {"text": "Pick one", "buttons": [{"title": "Yes", "payload": "/affirm"}]},
+    {"image": "https://example.com/picture.png"},
+    {"custom": {"kind": "card", "title": "A card"}},
+]
+
 
 class SampleAssistant(Assistant):
     """Answers every user message with the same sample replies."""
@@ -87,6 +96,8 @@ def simulate(
     }
     if config.outbound is not None:
         result["outbound"] = [_shown(config, r) for r in recorder.requests]
+    if exchange.problem is not None:
+        result["problem"] = exchange.problem
     return result
 
 
@@ -222,6 +233,16 @@ def run_case(config: ChannelConfig, case: Dict[str, Any], base_dir: Path) -> Lis
         elif result["response"]["body"] != expect["response"]:
             failures.append(_differs("response", expect["response"], result["response"]["body"]))
     return failures
+
+
+def answer_problem(config: ChannelConfig, case: Dict[str, Any], base_dir: Path) -> Optional[str]:
+    """Why the answer to a test case's request cannot be rendered when the bot sends one
+    message of each kind (``SAMPLE_REPLIES``), or None. Rasa would have handled the message."""
+    with environment(case.get("env", {})):
+        config = rebuild_auth(config)
+        request = case_request(case, base_dir)
+        result = simulate(config, request, SAMPLE_REPLIES, case.get("time"), case.get("fetched"))
+    return result.get("problem")
 
 
 def _why(result: Dict[str, Any]) -> str:

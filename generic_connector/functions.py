@@ -14,19 +14,39 @@ import functools
 import hashlib
 import html
 import json
+import math
 import os
 import re
 from typing import Any, Callable, Dict, Mapping, Optional, TypeVar
 
 import jwt
+import regex
 from jmespath import exceptions, functions
 
-from generic_connector.request import IncomingRequest
+from generic_connector import defaults
+from generic_connector.request import (
+    IncomingRequest,
+    _bounded_int,
+    _no_constant,
+    valid_unicode,
+)
 
 Function = TypeVar("Function", bound=Callable[..., Any])
 
 # What jwt_sign() signs with: HMAC with a shared secret, or RSA with a PEM private key.
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256")
+
+# regex_replace() runs its pattern with the `regex` module (a dependency of Rasa 3.6 itself,
+# compatible with `re`), whose matching stops after a timeout: a pattern that backtracks
+# catastrophically on some input ((x+x+)+y over "xxx...x", 2**n steps) fails the evaluation
+# after this many seconds instead of holding the event loop for minutes. `re` has no timeout.
+REGEX_TIMEOUT = 0.1
+# parse_json() gives null for a string longer than the largest body a channel accepts, for a
+# value nested deeper than this, for an integer of more than MAX_DIGITS (20) digits (turning a
+# million digits into an int takes 4 s), for NaN/Infinity, numbers beyond a float's range and
+# lone surrogates: as the request's own body, what it gives can be stored and sent as JSON.
+PARSE_JSON_MAX_LENGTH = defaults.MAX_BODY
+PARSE_JSON_MAX_NESTING = 100
 
 
 class Scope:
@@ -121,13 +141,24 @@ class ConnectorFunctions(functions.Functions):
 
     @functions.signature({"types": ["string", "null"]})
     def _func_parse_json(self, text: Optional[str]) -> Any:
-        """The JSON value in a string; null if it is not JSON."""
-        if text is None:
+        """The JSON value in a string; null if it is not JSON, or JSON a request's body could
+        not hold (the limits above PARSE_JSON_MAX_LENGTH)."""
+        if text is None or len(text) > PARSE_JSON_MAX_LENGTH:
             return None
         try:
-            return json.loads(text)
-        except ValueError:
+            value = json.loads(
+                text,
+                parse_int=_bounded_int,
+                parse_float=_finite_float,
+                parse_constant=_no_constant,
+            )
+        except (ValueError, RecursionError):
             return None
+        if _too_deep(text, value):
+            return None
+        if _ESCAPED_SURROGATE.search(text) and not valid_unicode(value):
+            return None
+        return value
 
     @functions.signature({"types": ["string"]})
     def _func_lower(self, text: str) -> str:
@@ -147,7 +178,15 @@ class ConnectorFunctions(functions.Functions):
 
     @functions.signature({"types": ["string"]}, {"types": ["string"]}, {"types": ["string"]})
     def _func_regex_replace(self, text: str, pattern: str, replacement: str) -> str:
-        return _regex(pattern).sub(replacement, text)
+        """Python regular expression substitution, stopped after REGEX_TIMEOUT seconds."""
+        try:
+            return _regex(pattern).sub(replacement, text, timeout=REGEX_TIMEOUT)
+        except TimeoutError:
+            raise exceptions.JMESPathError(
+                f"regex_replace() pattern {pattern!r} took more than {REGEX_TIMEOUT} s on a "
+                f"string of {len(text)} characters (it backtracks catastrophically: avoid nested "
+                "repetition such as (a+)+)"
+            ) from None
 
     @functions.signature({"types": ["string"]})
     def _func_base64_encode(self, text: str) -> str:
@@ -181,8 +220,37 @@ class ConnectorFunctions(functions.Functions):
 
 
 @functools.lru_cache(maxsize=256)
-def _regex(pattern: str) -> "re.Pattern[str]":
-    return re.compile(pattern)
+def _regex(pattern: str) -> Any:
+    """The compiled pattern (a ``regex.Pattern``: its methods take ``timeout=``)."""
+    return regex.compile(pattern)
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e999: JSON has no infinity, and JSON writers refuse it
+        raise ValueError(f"{text[:30]} is beyond a float's range")
+    return number
+
+
+def _too_deep(text: str, value: Any) -> bool:
+    """Whether ``value`` (decoded from ``text``) nests more than PARSE_JSON_MAX_NESTING lists
+    and objects."""
+    # Each level opens a bracket: text with few of them (most) is not walked.
+    if text.count("[") + text.count("{") <= PARSE_JSON_MAX_NESTING:
+        return False
+    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > PARSE_JSON_MAX_NESTING:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+# An escaped UTF-16 surrogate, as in request.py: a lone one decodes to a str that cannot be
+# encoded again.
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
 FUNCTIONS = ConnectorFunctions()

@@ -53,7 +53,7 @@ class Exchange:
 
     __slots__ = (
         "request", "request_id", "now", "body", "scope", "answer", "handshake", "refusal",
-        "deferred", "events", "messages", "ignored", "replies", "fresh", "outbound",
+        "deferred", "events", "messages", "ignored", "replies", "fresh", "outbound", "problem",
     )  # fmt: skip
 
     def __init__(self, request: IncomingRequest, request_id: str, now: float) -> None:
@@ -73,6 +73,8 @@ class Exchange:
         self.replies: List[Replies] = []
         self.fresh: List[bool] = []
         self.outbound: List[Awaitable[Any]] = []
+        # What failed after the messages were handled (the answer could not be rendered).
+        self.problem: Optional[str] = None
 
     @property
     def sender(self) -> Optional[str]:
@@ -552,6 +554,7 @@ def render_answer(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) 
         )  # fmt: skip
         if not exchange.messages:
             raise HTTPError(500, "the answer could not be rendered") from None
+        exchange.problem = f"the answer could not be rendered: {error}"
         # Rasa has handled the messages: a 5xx would make the platform send them again.
         body = {"error": "the answer could not be rendered", "handled": True}
         exchange.answer = Rendered(dumps(body).encode("utf-8"), "application/json", 200, {})

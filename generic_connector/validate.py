@@ -29,7 +29,7 @@ from generic_connector.config import (
     load_yaml,
     locate,
 )
-from generic_connector.dryrun import CaseError, run_case
+from generic_connector.dryrun import CaseError, answer_problem, run_case
 from generic_connector.errors import ConfigError, Finding
 
 GENERIC_KEYS = ("generic_connector.GenericChannel",)
@@ -156,7 +156,28 @@ def _check(
         else:
             report.tests_failed += 1
             report.findings.append(finding)
+    report.findings += _answer_findings(config, document, base)
     return config
+
+
+def _answer_findings(config: ChannelConfig, document: Dict[str, Any], base: Path) -> List[Finding]:
+    """The test cases' requests answered with one bot message of each kind: a response
+    template that fails there would fail after Rasa handled a real message."""
+    findings = []
+    for case in document.get("tests", []):
+        try:
+            problem = answer_problem(config, case, base)
+        except CaseError:
+            continue  # said by the test case itself
+        if problem is not None:
+            where = locate(document, ["response"]) or (None, None, None)
+            message = (
+                f"{problem} (test {case['name']!r} with a text, buttons, an image and a custom "
+                "message as the bot's replies)"
+            )
+            hint = "Rasa would handle the message and the platform get no answer it can use"
+            findings.append(Finding(f"{config.name}.response", message, hint, *where))
+    return findings
 
 
 def _run_cases(

@@ -291,3 +291,77 @@ def test_scope_functions_are_known_and_nothing_is_bound_globally() -> None:
     assert {"header", "query", "body", "env", "env_or", "jwt_sign"} == SCOPE_FUNCTIONS
     for name in ("bind", "unbind", "bound_to", "contextvars"):
         assert not hasattr(functions, name)
+
+
+# parse_json(): only what a request's own body could hold; null otherwise.
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ('{"a": [1, -2.5, "x", null, true]}', {"a": [1, -2.5, "x", None, True]}),
+        ("12345678901234567890", 12345678901234567890),  # 20 digits: the most a body may hold
+        ("-12345678901234567890", -12345678901234567890),
+        ('"\\ud83d\\ude00"', "\U0001f600"),  # an escaped surrogate pair is one character
+        ("[" * 100 + "]" * 100, eval("[" * 100 + "]" * 100)),  # 100 levels: the most allowed
+    ],
+    ids=lambda value: str(value)[:30],
+)
+def test_parse_json_decodes_what_a_body_could_hold(text: str, value: Any) -> None:
+    assert search("parse_json(s)", {"s": text}) == value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1" * 1_000_000,  # int() of a million digits: 4 s before the bound
+        '{"id": 123456789012345678901}',  # 21 digits
+        "-123456789012345678901",
+        "[" * 101 + "]" * 101,  # nested deeper than 100
+        "[" * 100_000 + "]" * 100_000,  # deeper than Python's recursion limit
+        "NaN",
+        "-Infinity",
+        "1e999",  # beyond a float's range
+        '"\\ud800"',  # a lone surrogate: cannot be written as UTF-8
+        '{"k\\udc00": 1}',
+        '"' + "x" * 1_048_575 + '"',  # 1,048,577 characters: longer than a body may be
+    ],
+    ids=lambda text: text if len(text) < 40 else f"{text[:10]}...({len(text)} characters)",
+)
+def test_parse_json_gives_null_for_what_no_body_could_hold(text: str) -> None:
+    assert search("parse_json(s)", {"s": text}) is None
+
+
+# regex_replace(): run by the `regex` module, which stops a pattern after REGEX_TIMEOUT.
+
+
+def test_a_catastrophic_pattern_fails_the_evaluation_instead_of_running_for_seconds() -> None:
+    # `re` takes 8 s over these 27 characters (twice as long per "a" more).
+    with pytest.raises(EvaluationError) as raised:
+        search("regex_replace(s, '^(a|a)*$', '')", {"s": "a" * 26 + "!"})
+    assert str(raised.value) == (
+        "`regex_replace(s, '^(a|a)*$', '')` failed on this request: regex_replace() pattern "
+        "'^(a|a)*$' took more than 0.1 s on a string of 27 characters (it backtracks "
+        "catastrophically: avoid nested repetition such as (a+)+)"
+    )
+
+
+def test_a_long_subject_is_bounded_by_the_timeout_not_cut() -> None:
+    # A mapping's pattern over a megabyte of text still works, all of it ...
+    text = "<@U1> " + "x" * 1_048_576 + " <@U2>"
+    assert search("regex_replace(s, '<@[A-Z0-9]+>', '')", {"s": text}) == (
+        " " + "x" * 1_048_576 + " "
+    )
+    # ... and a catastrophic one over a megabyte stops after the timeout.
+    with pytest.raises(EvaluationError, match="on a string of 1048577 characters"):
+        search("regex_replace(s, '^(a|a)*$', '')", {"s": "a" * 1_048_576 + "!"})
+
+
+def test_regex_replace_keeps_re_semantics() -> None:
+    cases = {
+        "regex_replace('abxd', 'x*', '-')": "-a-b--d-",  # empty matches as re since 3.7
+        "regex_replace('a1', '(\\w)(\\d)', '\\2\\1 \\g<1>')": "1a a",
+        "regex_replace('  @**Bot** hi', '^\\s*@\\*\\*[^*]+\\*\\*', '')": " hi",
+    }
+    for source, expected in cases.items():
+        assert search(source) == expected, source

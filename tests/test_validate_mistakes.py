@@ -461,3 +461,31 @@ def test_rasa_run_stops_with_one_line_messages(model: Path, tmp_path: Path) -> N
         assert process.returncode != 0, (name, output[-2000:])
         assert STARTUP_MISTAKES[name][1] in output, (name, output[-2000:])
         assert "Traceback" not in output, (name, output[-3000:])
+
+
+def test_an_answer_that_fails_with_some_bot_messages_is_found(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    # Two top-level elements when the bot sends more than one message: no single XML root.
+    # The test case's own replies (one text) render; the sample replies do not.
+    path = write(
+        tmp_path,
+        "sms.yml",
+        "name: sms\n"
+        "request: {sender: from, text: body}\n"
+        "response:\n"
+        "  content_type: application/xml\n"
+        '  body: "messages[].{Message: text}"\n'
+        "tests:\n"
+        "  - name: a text\n"
+        "    body: {from: '+15550001', body: hi}\n"
+        "    replies: [{text: Hello}]\n"
+        "    expect: {status: 200}\n",
+    )
+    code, out = run(capsys, "validate", path)
+    assert code == 1
+    assert out[0].startswith(f"{path}:3:1: sms.response: the answer could not be rendered: ")
+    assert out[0].endswith(
+        "(test 'a text' with a text, buttons, an image and a custom message as the bot's "
+        "replies) (Rasa would handle the message and the platform get no answer it can use)"
+    )

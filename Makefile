@@ -1,10 +1,11 @@
-# `make demo` serves the demo assistant; `make test` runs the whole test suite.
+# `make demo` serves the demo assistant; `make test` runs the whole test suite (`make test-fast`
+# its unit tier).
 # Both set up .venv first (Python 3.8-3.10, Rasa Open Source 3.6.21, this project).
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5005
 
-.PHONY: setup demo test bench profile lint format
+.PHONY: setup demo test test-fast bench profile lint format
 
 setup:
 	@./scripts/setup.sh
@@ -15,6 +16,10 @@ demo: setup
 test: setup
 	$(BIN)/generic-connector validate mappings/ credentials.yml
 	$(BIN)/python -m pytest
+
+# The inner loop: the unit tier (no redis-server, no rasa process), a few Hypothesis examples.
+test-fast: setup
+	$(BIN)/python -m pytest -m unit -q
 
 # Side-by-side HTTP benchmark: Rasa's own connectors against the generic channels with the
 # shipped mappings (Telegram, Slack, Twilio, Messenger, Mattermost, Rocket.Chat; replies to a

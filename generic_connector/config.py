@@ -339,6 +339,7 @@ def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Tuple[List[Any
         if (path, message, hint) not in problems:  # a default shared by several kinds: once
             problems.append((path, message, hint))
 
+    problems += _allow_hosts_problems(["outbound", "allow_hosts"], section.get("allow_hosts"))
     defaults = section.get("defaults") or {}
     kinds = [kind for kind in KINDS if kind in section]
     for key in section:
@@ -377,6 +378,20 @@ def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Tuple[List[Any
     return problems
 
 
+def _allow_hosts_problems(path: List[Any], entries: Any) -> List[Tuple[List[Any], str, str]]:
+    """``allow_hosts`` entries that are no ``host`` or ``host:port``."""
+    from generic_connector.outbound import HostAllowList
+
+    problems: List[Tuple[List[Any], str, str]] = []
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        try:
+            HostAllowList([entry])
+        except ValueError:
+            hint = "write host (the scheme's default port) or host:port, e.g. 127.0.0.1:8080"
+            problems.append((path + [index], f"{entry!r} is not a host or host:port", hint))
+    return problems
+
+
 def _fetch_problems(section: Optional[List[Any]]) -> List[Tuple[List[Any], str, str]]:
     """Fetch URLs whose host comes from request data with no allow-list; repeated names."""
     problems: List[Tuple[List[Any], str, str]] = []
@@ -386,6 +401,7 @@ def _fetch_problems(section: Optional[List[Any]]) -> List[Tuple[List[Any], str, 
         if spec["name"] in names:
             problems.append((where + ["name"], f"fetch {spec['name']!r} is declared twice", ""))
         names.append(spec["name"])
+        problems += _allow_hosts_problems(where + ["allow_hosts"], spec.get("allow_hosts"))
         if "allow_hosts" not in spec and _reads_request(spec["url"]):
             hint = "list the hosts it may call in allow_hosts"
             problems.append((where + ["url"], "the URL's host is built from request data", hint))

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import email.utils
 import errno
-import logging
 import random
 import re
 import socket
@@ -27,13 +26,16 @@ from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 
+from generic_connector import defaults
+from generic_connector.logtext import get_logger
 from generic_connector.metrics import ChannelMetrics
 from generic_connector.outbound import Outbound, OutboundRequest
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 ANSWER_LOGGED = 500  # characters of an error answer in the log line
+MAX_DRAINED = defaults.MAX_DRAINED
 _HIDDEN = "[hidden]"
 
 
@@ -105,9 +107,9 @@ class Delivery:
     async def _send(self, conversation: str, request: OutboundRequest) -> bool:
         if not self.outbound.allows(request):
             logger.error(
-                "Channel %s: refused to send %s for conversation %s to host %r, "
+                "Channel %s: refused to send %s for conversation %s to host %r on port %s, "
                 "which is not in outbound.allow_hosts",
-                self.channel, request.subject, conversation, request.host,
+                self.channel, request.subject, conversation, request.host, request.port,
             )  # fmt: skip
             return False
         attempts = self.outbound.retries + 1
@@ -117,12 +119,12 @@ class Delivery:
             try:
                 async with sent(self._client(), request) as answer:
                     if answer.status < 300:
-                        await _drain(answer)
+                        await drain(answer)
                         return True
                     if answer.status < 400:  # a redirect: where to is not logged, not followed
                         problem = f"the platform answered HTTP {answer.status} (a redirect)"
                         break
-                    text = (await answer.content.read(4 * ANSWER_LOGGED)).decode(
+                    text = (await read_at_most(answer, 4 * ANSWER_LOGGED)).decode(
                         "utf-8", errors="replace"
                     )
                     problem = f"the platform answered HTTP {answer.status}: {scrub(text, request)}"
@@ -163,11 +165,29 @@ class Delivery:
             await self._session.close()
 
 
-async def _drain(answer: aiohttp.ClientResponse) -> None:
-    """Read a success's body so that its connection goes back to the pool; the message is
+async def drain(answer: aiohttp.ClientResponse, limit: int = MAX_DRAINED) -> None:
+    """Read a success's body, up to ``limit`` bytes, so that its connection goes back to the
+    pool; a longer answer is not read on, its connection is closed instead. The message is
     delivered whatever happens to the rest of the answer (a retry would send it twice)."""
     with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-        await answer.read()
+        if (answer.content_length or 0) <= limit:
+            await read_at_most(answer, limit)
+    if not answer.content.at_eof():
+        answer.close()
+
+
+async def read_at_most(answer: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The answer's body up to ``limit`` bytes: read until its end or the limit, however many
+    writes it arrives in (``content.read(n)`` gives only what is buffered)."""
+    chunks: List[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await answer.content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 # Why a request failed, without the URL or host that the exceptions' texts carry.

@@ -9,20 +9,21 @@ mapping test cases take sample answers (a case's ``fetched``) instead of HTTP.
 
 import asyncio
 import json
-import logging
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from generic_connector import defaults
+from generic_connector.delivery import read_at_most
 from generic_connector.expressions import Expression
 from generic_connector.functions import Scope
+from generic_connector.logtext import get_logger
+from generic_connector.outbound import HostAllowList, URLRefused, checked_url, url_port
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
-# Answers beyond this many bytes are refused: a fetched message, not a download.
-MAX_ANSWER = 1_048_576
+MAX_ANSWER = defaults.FETCH_MAX_ANSWER
 _RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 
@@ -39,6 +40,10 @@ class FetchRequest(NamedTuple):
     @property
     def host(self) -> str:
         return (urlsplit(self.url).hostname or "").lower()
+
+    @property
+    def port(self) -> Optional[int]:
+        return url_port(self.url)
 
 
 class FetchTemplate:
@@ -60,16 +65,21 @@ class FetchTemplate:
         self.headers = {key: Expression(value) for key, value in (headers or {}).items()}
         self.timeout = timeout
         self.retries = retries
-        self.allow_hosts = [host.lower() for host in allow_hosts] if allow_hosts else None
+        self.allow_hosts = HostAllowList(allow_hosts) if allow_hosts else None
 
     def expressions(self) -> List[Expression]:
         return [self.url, *self.headers.values()]
 
     def render(self, event: Any, scope: Optional[Scope]) -> FetchRequest:
-        """The request for ``event``; FetchFailed when the template gives no usable one."""
-        url = self.url.search(event, scope)
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
-            raise FetchFailed(f"fetch {self.name!r}: the url template gave no http(s) URL")
+        """The request for ``event``; FetchFailed when the template gives no usable one.
+
+        The URL must pass ``checked_url`` (no non-ASCII host, no ``.`` or ``..`` path segment,
+        ...) and, with ``allow_hosts``, go to an allowed host on an allowed port.
+        """
+        try:
+            url = checked_url(self.url.search(event, scope))
+        except URLRefused as refused:
+            raise FetchFailed(f"fetch {self.name!r}: the url template gave {refused}") from None
         headers = {}
         for key, expression in self.headers.items():
             value = expression.search(event, scope)
@@ -80,8 +90,11 @@ class FetchTemplate:
                 raise FetchFailed(f"fetch {self.name!r}: header {key} holds a line break")
             headers[key] = value
         request = FetchRequest(self.name, self.method, url, headers)
-        if self.allow_hosts is not None and request.host not in self.allow_hosts:
-            raise FetchFailed(f"fetch {self.name!r}: host {request.host!r} is not in allow_hosts")
+        if self.allow_hosts is not None and not self.allow_hosts.allows(url):
+            raise FetchFailed(
+                f"fetch {self.name!r}: host {request.host!r} on port {request.port} "
+                "is not in allow_hosts"
+            )
         return request
 
 
@@ -117,11 +130,12 @@ class HTTPFetcher(Fetcher):
                     timeout=aiohttp.ClientTimeout(total=template.timeout),
                 ) as answer:
                     if answer.status < 300:
-                        return _json(await answer.content.read(MAX_ANSWER + 1), request.name)
+                        return _json(await _body(answer, request.name), request.name)
                     problem = f"HTTP {answer.status}"
                     if answer.status not in _RETRY_STATUSES:
                         break
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+                # ValueError: what aiohttp or yarl refuse in a URL (InvalidURL is one too).
                 # The exception's text may hold the URL, and with it a token: its type only.
                 problem = type(error).__name__
         raise FetchFailed(f"fetch {request.name!r} failed: {problem}")
@@ -143,6 +157,14 @@ class SampleFetcher(Fetcher):
         if request.name not in self.answers:
             raise FetchFailed(f"fetch {request.name!r}: no sample answer (give it in `fetched`)")
         return self.answers[request.name]
+
+
+async def _body(answer: aiohttp.ClientResponse, name: str) -> bytes:
+    """The whole body, however many writes it came in; FetchFailed beyond MAX_ANSWER bytes
+    (refused on Content-Length before anything is read)."""
+    if (answer.content_length or 0) > MAX_ANSWER:
+        raise FetchFailed(f"fetch {name!r}: the answer is larger than {MAX_ANSWER} bytes")
+    return await read_at_most(answer, MAX_ANSWER + 1)
 
 
 def _json(raw: bytes, name: str) -> Any:

@@ -17,8 +17,19 @@ them.
 import json
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
-from urllib.parse import urlencode, urlsplit
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    Type,
+)
+from urllib.parse import SplitResult, unquote, urlencode, urlsplit
 
 from generic_connector import defaults as default
 from generic_connector.expressions import EvaluationError, Expression, json_type
@@ -55,6 +66,11 @@ class OutboundRequest:
             return urlsplit(self.url).hostname or ""
         except ValueError:  # an invalid IPv6 address
             return ""
+
+    @property
+    def port(self) -> Optional[int]:
+        """The port the request goes to (the scheme's default when the URL names none)."""
+        return url_port(self.url)
 
     @property
     def subject(self) -> str:
@@ -245,7 +261,115 @@ def template_schemas() -> Dict[str, Any]:
 # RFC 9110 field names; values must not hold line breaks (or NUL), which would split the request.
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _LINE_BREAKS = re.compile(r"[\r\n\x00]")
+
+
+# URLs: what a rendered URL may be, and allow_hosts ---------------------------------------------
+# (shared with ``request.fetch``: both send request data to a platform's API with its token)
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
 _CONTROLS = re.compile(r"[\x00-\x20\x7f]")
+_DOT_SEGMENTS = {".", ".."}
+
+
+class URLRefused(ValueError):
+    """A rendered URL that must not be requested; the message says why, without the URL."""
+
+
+def checked_url(url: Any) -> str:
+    """``url`` if it is an http(s) URL safe to request, else URLRefused saying why.
+
+    Refused: what is not a string; spaces and control characters; what does not parse (Python
+    refuses a host holding characters that NFKC turns into ``/?#@:``, such as ``＠``); a host
+    that is not plain ASCII (full-width ``ａpi.telegram.org`` would reach ``api.telegram.org``
+    once IDNA-encoded: IDN hosts must be written in punycode); a port that is no number of
+    0-65535; and a path with a ``.`` or ``..`` segment once percent-decoded (``%2e%2e``, also
+    decoded twice, and with ``\\`` counted as a separator), so that request data put in a path
+    (``join('', [base, '/messages/', event.id])``) cannot walk out of it. A platform's API URL
+    never needs such a segment.
+    """
+    if not isinstance(url, str):
+        raise URLRefused(f"{json_type(url)}, not an http(s) URL")
+    if _CONTROLS.search(url):
+        raise URLRefused("a URL with spaces or control characters")
+    parts = _split(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise URLRefused("no http(s) URL with a host")
+    if not parts.hostname.isascii():
+        raise URLRefused("a host that is not plain ASCII (write IDN hosts in punycode)")
+    if _has_dot_segment(parts.path):
+        raise URLRefused("a path with a '.' or '..' segment")
+    return url
+
+
+def _split(url: str) -> SplitResult:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port that is no number of 0-65535)
+    except ValueError:
+        raise URLRefused("an invalid URL (a malformed host or port)") from None
+    return parts
+
+
+def _has_dot_segment(path: str) -> bool:
+    for _ in range(3):  # %252e%252e is %2e%2e once decoded, .. twice
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    return any(segment in _DOT_SEGMENTS for segment in re.split(r"[/\\]", path))
+
+
+def url_port(url: str) -> Optional[int]:
+    """The port ``url`` goes to: the one it names, else its scheme's default; None if invalid."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    return port if port is not None else DEFAULT_PORTS.get(parts.scheme)
+
+
+class HostAllowList:
+    """``allow_hosts``: the hosts, each on one port, that requests may go to.
+
+    An entry ``api.telegram.org`` allows that host on the URL scheme's default port only (443
+    for https, 80 for http); ``host:port`` allows exactly that port, so a local stand-in is
+    ``127.0.0.1:8080``. IPv6 literals are written ``[::1]`` or ``[::1]:8080`` (a bare ``::1``
+    is the default port). Case does not matter. A request to an allowed host on any other port
+    is refused: a bot token must not go to whatever else listens on that machine.
+    """
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self.entries = [str(entry) for entry in entries]
+        self._allowed = {_allowed_entry(entry) for entry in self.entries}
+
+    def allows(self, url: str) -> bool:
+        try:
+            parts = urlsplit(url)
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            return False
+        default = DEFAULT_PORTS.get(parts.scheme)
+        port = default if port is None else port
+        return (host, port) in self._allowed or (port == default and (host, None) in self._allowed)
+
+    def __repr__(self) -> str:
+        return f"HostAllowList({self.entries!r})"
+
+
+def _allowed_entry(entry: str) -> Tuple[str, Optional[int]]:
+    """``(host, port)`` of an allow_hosts entry; port None: the scheme's default."""
+    text = entry.strip().lower()
+    if text.count(":") > 1 and not text.startswith("["):
+        return text, None  # a bare IPv6 literal
+    try:
+        parts = urlsplit(f"//{text}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or parts.netloc != text or "@" in text:
+        raise ValueError(f"allow_hosts: {entry!r} is not a host or host:port")
+    return host, port
 
 
 class RequestTemplate:
@@ -304,18 +428,10 @@ class RequestTemplate:
         return OutboundRequest(self.kind, self.method, url, headers, body)
 
     def _url(self, url: Any) -> str:
-        if not isinstance(url, str):
-            raise RenderError(f"{self.where}.url gave {json_type(url)}, not an http(s) URL")
-        if _CONTROLS.search(url):
-            raise RenderError(f"{self.where}.url gave a URL with spaces or control characters")
         try:
-            parts = urlsplit(url)
-            host = parts.hostname
-        except ValueError:
-            raise RenderError(f"{self.where}.url gave an invalid URL") from None
-        if parts.scheme not in ("http", "https") or not host:
-            raise RenderError(f"{self.where}.url gave no http(s) URL with a host")
-        return url
+            return checked_url(url)
+        except URLRefused as refused:
+            raise RenderError(f"{self.where}.url gave {refused}") from None
 
 
 def _without_nulls(value: Any) -> Any:
@@ -372,7 +488,7 @@ class Outbound:
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self.allow_hosts = [host.lower() for host in allow_hosts] if allow_hosts else None
+        self.allow_hosts = HostAllowList(allow_hosts) if allow_hosts else None
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "Outbound":
@@ -396,7 +512,8 @@ class Outbound:
         return [e for template in templates for e in template.expressions()]
 
     def allows(self, request: OutboundRequest) -> bool:
-        return self.allow_hosts is None or request.host.lower() in self.allow_hosts
+        """Whether ``request`` may be sent: its host and port are in allow_hosts, if given."""
+        return self.allow_hosts is None or self.allow_hosts.allows(request.url)
 
     def render_replies(
         self,

@@ -39,7 +39,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import logging
 import os
 import random
 import socket
@@ -53,7 +52,8 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from generic_connector import defaults
-from generic_connector.delivery import client_session, sent
+from generic_connector.delivery import client_session, drain, read_at_most, sent
+from generic_connector.logtext import get_logger
 from generic_connector.outbound import Outbound, OutboundRequest
 from generic_connector.outbox import Outbox, register
 from generic_connector.redis_store import (
@@ -66,7 +66,7 @@ from generic_connector.redis_store import (
     wait_for_event,
 )
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 ANSWER_KEPT = 500  # characters of the platform's last answer in the dead-letter entry
@@ -812,9 +812,9 @@ class RedisOutbox(Outbox):
             async with sent(self._client(), request) as answer:
                 status = answer.status
                 if status < 300:
-                    await answer.read()
+                    await drain(answer)  # bounded: a success's body is not needed
                     return Outcome(True, status=status)
-                raw = await answer.content.read(4 * ANSWER_KEPT)
+                raw = await read_at_most(answer, 4 * ANSWER_KEPT)
                 text = self.mask.answer(raw.decode("utf-8", errors="replace"), entry)
                 if status < 400:
                     problem = f"HTTP {status}, a redirect, not followed"

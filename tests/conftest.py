@@ -5,16 +5,39 @@ their start-up (about 15 s each) overlaps.
 """
 
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
+from hypothesis import settings
 
 from tests.platform_api import PlatformAPI
 from tests.rasa_process import ROOT, RasaServer, free_port, train
 from tests.signing import CHAT_ISSUER, WEBHOOK_SECRETS, chat_jwks
+
+# Hypothesis: fewer examples for the inner loop, the full count in CI (CI=true).
+settings.register_profile("ci", max_examples=100, deadline=None)
+settings.register_profile("dev", max_examples=20, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+# Fixtures that start a real redis-server: the tests that use one are the `redis` tier.
+REDIS_FIXTURES = {"redis_server", "redis_url", "redis_later"}
+
+
+def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+    """Every test in one tier: `e2e` (real rasa processes, marked by its module), `redis` (a
+    real redis-server), else `unit` (`make test-fast`)."""
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            continue
+        if REDIS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.redis)
+        else:
+            item.add_marker(pytest.mark.unit)
+
 
 # Channels served by the main test server, beside Rasa's own REST channel.
 MAIN_CREDENTIALS = """
@@ -178,7 +201,11 @@ def servers(
     folder = tmp_path_factory.mktemp("servers")
     (folder / "credentials.yml").write_text(MAIN_CREDENTIALS)
     (folder / "endpoints.yml").write_text(BROKEN_ENDPOINTS.format(port=free_port()))
-    (folder / "platforms.yml").write_text(PLATFORM_CREDENTIALS)
+    # allow_hosts entries are port-exact: the stand-in API's port.
+    local = f"allow_hosts: ['127.0.0.1:{platform_api.port}']"
+    (folder / "platforms.yml").write_text(
+        PLATFORM_CREDENTIALS.replace("allow_hosts: [127.0.0.1]", local)
+    )
     (folder / "sqlite.yml").write_text(SQLITE_ENDPOINTS.format(db=folder / "trackers.db"))
     started = {
         "main": RasaServer(

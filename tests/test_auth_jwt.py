@@ -53,11 +53,13 @@ Route = Union[Tuple[int, bytes], str]
 class KeyServer:
     """A real HTTP server on 127.0.0.1 answering each path as ``routes`` say; counts hits.
 
-    A route is ``(status, body)``, or ``"hang"``: no answer until the test ends.
+    A route is ``(status, body)``, or ``"hang"``: no answer until the test ends. A path in
+    ``redirects`` answers 302 with that Location.
     """
 
     def __init__(self) -> None:
         self.routes: Dict[str, Route] = {}
+        self.redirects: Dict[str, str] = {}
         self.hits: Counter = Counter()
         self.release = threading.Event()
         server = self
@@ -65,6 +67,12 @@ class KeyServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802  (http.server's name)
                 server.hits[self.path] += 1
+                if self.path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 route = server.routes.get(self.path, (404, b"not found"))
                 if route == "hang":
                     server.release.wait(10)
@@ -441,6 +449,41 @@ def test_a_key_server_answering_garbage(server: KeyServer, route: Route, reason:
     server.routes["/garbage"] = route
     with pytest.raises(AuthUnavailable, match=reason):
         check(scheme_for(server.url("/garbage")), token(claims()))
+
+
+@pytest.mark.parametrize("key_url", ["jwks_url", "x509_url", "openid_url"])
+def test_a_key_server_redirect_is_not_followed(server: KeyServer, key_url: str) -> None:
+    # The keys the redirect points to would verify the token: following it would pass.
+    documents = {
+        "jwks_url": {"keys": [jwk(RSA_KEY, "rsa-1", "RS256")]},
+        "x509_url": {"rsa-1": certificate(RSA_KEY)},
+        "openid_url": {
+            "jwks_uri": server.serve_json("/jwks", {"keys": [jwk(RSA_KEY, "rsa-1", None)]})
+        },
+    }
+    server.redirects["/moved"] = server.serve_json("/keys", documents[key_url])
+    scheme = build_auth(
+        {
+            "type": "jwt",
+            "algorithms": ["RS256"],
+            "audience": AUDIENCE,
+            key_url: server.url("/moved"),
+        }
+    )
+    with pytest.raises(AuthUnavailable, match=r"answered HTTP 302 \(a redirect, not followed"):
+        check(scheme, token(claims()))
+    assert (server.hits["/moved"], server.hits["/keys"]) == (1, 0)
+
+
+def test_an_openid_jwks_uri_that_redirects_is_not_followed(server: KeyServer) -> None:
+    server.redirects["/moved-jwks"] = server.serve_json(
+        "/jwks", {"keys": [jwk(RSA_KEY, "rsa-1", None)]}
+    )
+    url = server.serve_json("/openid", {"jwks_uri": server.url("/moved-jwks")})
+    scheme = build_auth(dict(type="jwt", algorithms=["RS256"], openid_url=url, audience=AUDIENCE))
+    with pytest.raises(AuthUnavailable, match=r"moved-jwks answered HTTP 302 \(a redirect"):
+        check(scheme, token(claims()))
+    assert server.hits["/jwks"] == 0
 
 
 def test_a_key_server_that_does_not_answer_in_time(server: KeyServer) -> None:

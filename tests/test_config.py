@@ -149,3 +149,19 @@ def test_an_unknown_auth_type_or_store_is_a_configuration_error() -> None:
         config, findings, _ = check_channel(entry)
         assert config is None
         assert findings, extra
+
+
+def test_an_allow_hosts_entry_that_is_no_host_or_port_is_a_finding() -> None:
+    entry = {
+        "name": "h",
+        "request": {"sender": "s", "text": "t"},
+        "outbound": {
+            "allow_hosts": ["host:abc", "api.example.com:8443"],
+            "text": {"url": "`https://api.example.com/x`", "body": "{t: message.text}"},
+        },
+    }
+    config, findings, _ = check_channel(entry, "h")
+    assert config is None
+    assert [(f.path, f.message) for f in findings] == [
+        ("h.outbound.allow_hosts[0]", "'host:abc' is not a host or host:port")
+    ]

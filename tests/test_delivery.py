@@ -104,6 +104,25 @@ def test_redirects_are_not_followed(caplog) -> None:  # noqa: ANN001
 TOKEN = "123456:SECRET-token-in-the-url"
 
 
+def test_an_allowed_host_on_another_port_is_not_sent_to(
+    api: PlatformAPI,
+    caplog,  # noqa: ANN001
+) -> None:
+    bare = Delivery("t", outbound(allow_hosts=["127.0.0.1"]))  # 127.0.0.1 on port 80 only
+    [ok] = run(bare, bare.send("c7", request(f"{api.url}/bot{TOKEN}/send")))
+    assert ok is False
+    assert api.requests == []  # the token never reached whatever listens on that port
+    assert (
+        f"refused to send a text message for conversation c7 to host '127.0.0.1' on port "
+        f"{api.port}, which is not in outbound.allow_hosts"
+    ) in caplog.text
+    assert "SECRET" not in caplog.text
+    exact = Delivery("t", outbound(allow_hosts=[f"127.0.0.1:{api.port}"]))
+    [ok] = run(exact, exact.send("c7", request(f"{api.url}/bot{TOKEN}/send")))
+    assert ok is True
+    assert [r.path for r in api.requests] == [f"/bot{TOKEN}/send"]
+
+
 def logged(records: List[logging.LogRecord]) -> str:
     """Everything a handler could write of the records: messages, arguments, tracebacks."""
     parts = []

@@ -80,7 +80,8 @@ def early_rasa(
 ) -> Iterator[Any]:
     folder = tmp_path_factory.mktemp("early")
     actions, api = SlowActions(), PlatformAPI()
-    (folder / "credentials.yml").write_text(CREDENTIALS)
+    local = f"allow_hosts: ['127.0.0.1:{api.port}']"  # port-exact
+    (folder / "credentials.yml").write_text(CREDENTIALS.replace("allow_hosts: [127.0.0.1]", local))
     (folder / "endpoints.yml").write_text(f"action_endpoint:\n  url: {actions.url}\n")
     env = {"REDIS_URL": redis_server.url, "REPLY_URL": api.url}
     server = RasaServer(

@@ -129,3 +129,93 @@ def test_a_fetch_host_from_request_data_needs_allow_hosts() -> None:
     ]
     config["request"]["fetch"][0]["allow_hosts"] = ["webexapis.com"]
     assert check_channel(config).config is not None
+
+
+def from_request_data(allow_hosts: List[str]) -> Dict[str, Any]:
+    """The fetch URL is the webhook's ``data.url``: only allowed hosts and ports are called."""
+    config = channel()
+    config["request"]["fetch"][0].update(url="data.url", allow_hosts=allow_hosts)
+    return config
+
+
+def webhook_naming(url: str) -> Dict[str, Any]:
+    return {**WEBHOOK, "data": {**WEBHOOK["data"], "url": url}}
+
+
+def test_an_allowed_host_is_called_only_on_the_port_its_entry_names(
+    api: PlatformAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.plan(lambda r: True, [(200, {}, {"roomId": "r-1", "text": "hi"})])
+    url = f"{api.url}/v1/messages/m-1"
+    answer, _ = run(from_request_data(["127.0.0.1"]), webhook_naming(url))  # port 80 only
+    assert answer.status == 503
+    assert api.requests == []
+    assert (
+        f"fetch 'message': host '127.0.0.1' on port {api.port} is not in allow_hosts" in caplog.text
+    )
+    answer, assistant = run(from_request_data([f"127.0.0.1:{api.port}"]), webhook_naming(url))
+    assert answer.status == 200
+    assert [m.text for m in assistant.handled] == ["hi"]
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        (
+            "http://127.0.0.1:{port}\uff20evil.example/x",
+            "an invalid URL (a malformed host or port)",
+        ),
+        (
+            "http://127.0.0.1:{port}\uff0fv1/messages/m-1",
+            "an invalid URL (a malformed host or port)",
+        ),
+        ("http://127.0.0.1:{port}\u2100x/", "an invalid URL (a malformed host or port)"),
+        (
+            "http://\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com/x",
+            "a host that is not plain ASCII",
+        ),
+        ("http://\uff41pi.telegram.org/x", "a host that is not plain ASCII"),
+        ("http://127.0.0.1:99999/x", "an invalid URL (a malformed host or port)"),
+    ],
+    ids=[
+        "fullwidth @",
+        "fullwidth /",
+        "a/c sign",
+        "fullwidth host",
+        "one fullwidth letter",
+        "port",
+    ],
+)
+def test_hosts_that_nfkc_or_idna_would_rewrite_are_refused_cleanly(
+    api: PlatformAPI, caplog: pytest.LogCaptureFixture, url: str, reason: str
+) -> None:
+    config = from_request_data([f"127.0.0.1:{api.port}", "example.com", "api.telegram.org"])
+    answer, assistant = run(config, webhook_naming(url.format(port=api.port)))
+    assert (answer.status, json.loads(answer.body)) == (
+        503,
+        {"error": "the message could not be fetched from the platform; retry later"},
+    )
+    assert f"fetch 'message': the url template gave {reason}" in caplog.text
+    assert "Traceback" not in caplog.text
+    assert (api.requests, assistant.handled) == ([], [])
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    ["../../../x", "..", "%2e%2e/%2E%2E/x", "%252e%252e/x", "..\\..\\x", "./m-1"],
+)
+def test_request_data_in_the_path_cannot_walk_out_of_it(
+    api: PlatformAPI, caplog: pytest.LogCaptureFixture, message_id: str
+) -> None:
+    body = {**WEBHOOK, "data": {"id": message_id, "roomId": "r-1"}}
+    answer, assistant = run(channel(api.url), body)
+    assert answer.status == 503
+    assert "fetch 'message': the url template gave a path with a '.' or '..' segment" in caplog.text
+    assert (api.requests, assistant.handled) == ([], [])
+
+
+def test_an_id_with_dots_that_are_no_segment_is_fetched(api: PlatformAPI) -> None:
+    api.plan(lambda r: True, [(200, {}, {"roomId": "r-1", "text": "hi"})])
+    answer, _ = run(channel(api.url), {**WEBHOOK, "data": {"id": "m..1.x", "roomId": "r-1"}})
+    assert answer.status == 200
+    assert [r.path for r in api.requests] == ["/v1/messages/m..1.x"]

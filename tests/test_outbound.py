@@ -4,6 +4,7 @@ calling a real local API server."""
 
 import copy
 import json
+import re
 import time
 from typing import Any, Dict, List, Optional
 from urllib.parse import parse_qsl
@@ -275,6 +276,94 @@ def test_a_turn_without_replies_sends_nothing_and_a_failing_turn_is_reported() -
     assert problems == [
         "the replies of a turn: outbound.turn.url gave null, not an http(s) URL; not sent"
     ]
+
+
+PATH_FROM_DATA = {
+    "text": {
+        "url": "join('', ['https://api.example.com/chats/', recipient, '/messages'])",
+        "body": "{text: message.text}",
+    }
+}
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    ["../../admin", "..", "%2e%2e/%2E%2E/admin", "%252e%252e", "..\\admin", "."],
+)
+def test_request_data_in_the_path_cannot_walk_out_of_it(recipient: str) -> None:
+    outbound = Outbound.from_config(PATH_FROM_DATA)
+    requests, problems = outbound.render_replies([{"text": "hi"}], recipient, None)
+    assert requests == []
+    assert problems == [
+        "a text message: outbound.text.url gave a path with a '.' or '..' segment; not sent"
+    ]
+
+
+def test_dots_that_are_no_path_segment_are_sent() -> None:
+    outbound = Outbound.from_config(PATH_FROM_DATA)
+    [request], problems = outbound.render_replies([{"text": "hi"}], "u..1.x", None)
+    assert (request.url, problems) == ("https://api.example.com/chats/u..1.x/messages", [])
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        (
+            "https://api.example.com\uff20evil.example/x",
+            "an invalid URL (a malformed host or port)",
+        ),
+        (
+            "https://\uff41pi.example.com/x",
+            "a host that is not plain ASCII (write IDN hosts in punycode)",
+        ),
+    ],
+    ids=["fullwidth @", "fullwidth letter"],
+)
+def test_hosts_that_nfkc_or_idna_would_rewrite_are_not_sent(url: str, reason: str) -> None:
+    section = {
+        "allow_hosts": ["api.example.com"],
+        "text": {"url": "metadata.url", "body": "{text: message.text}"},
+    }
+    data = source(metadata={"url": url})
+    requests, problems = Outbound.from_config(section).render_replies([{"text": "hi"}], "u1", data)
+    assert (requests, problems) == (
+        [],
+        [f"a text message: outbound.text.url gave {reason}; not sent"],
+    )
+
+
+ALLOW_LIST = ["api.telegram.org", "127.0.0.1:8080", "[::1]:9000", "::2", "Hooks.Slack.com"]
+
+
+@pytest.mark.parametrize(
+    "url, allowed",
+    [
+        ("https://api.telegram.org/bot1/sendMessage", True),
+        ("https://api.telegram.org:443/bot1/sendMessage", True),
+        ("http://api.telegram.org/bot1/sendMessage", True),  # http's own default port
+        ("https://api.telegram.org:8443/bot1/sendMessage", False),
+        ("http://api.telegram.org:443/bot1/sendMessage", False),
+        ("http://127.0.0.1:8080/send", True),
+        ("http://127.0.0.1/send", False),
+        ("http://127.0.0.1:8081/send", False),
+        ("http://[::1]:9000/send", True),
+        ("http://[::1]/send", False),
+        ("http://[::2]/send", True),
+        ("https://hooks.slack.com/actions/1", True),
+        ("https://hooks.slack.com.evil.example/actions/1", False),
+    ],
+)
+def test_allow_hosts_entries_allow_one_port(url: str, allowed: bool) -> None:
+    outbound = Outbound.from_config({"allow_hosts": ALLOW_LIST, "text": {"url": "event.url"}})
+    assert outbound.allows(OutboundRequest("text", "POST", url, {}, None)) is allowed
+
+
+@pytest.mark.parametrize("entry", ["host:https", "host/path", "user@host", "[::1"])
+def test_an_allow_hosts_entry_that_is_no_host_or_port_is_refused(entry: str) -> None:
+    with pytest.raises(
+        ValueError, match=f"allow_hosts: '{re.escape(entry)}' is not a host or host:port"
+    ):
+        Outbound.from_config({"allow_hosts": [entry], "text": {"url": "event.url"}})
 
 
 def test_the_schema_has_every_registered_kind_turn_and_body_format() -> None:
@@ -592,5 +681,5 @@ def test_reply_url_outside_the_allow_list_is_not_called(
     assert [c.path for c in hook_calls] == ["/hook/allowed"]
     assert (
         "Channel hook: refused to send a text message for conversation hook-user to host "
-        "'localhost', which is not in outbound.allow_hosts"
+        f"'localhost' on port {platform_api.port}, which is not in outbound.allow_hosts"
     ) in platforms_rasa.log_text()

@@ -5,7 +5,10 @@ each check is given, so tests move time instead of sleeping), and fetched again 
 token names a key id the set does not hold — at most once per ``refresh_interval``, so that
 made-up key ids cannot turn every request into a fetch. A key server that is down, slow or
 answers garbage raises AuthUnavailable; after a failure, requests fail fast for
-``retry_interval`` seconds instead of each waiting for the timeout again.
+``retry_interval`` seconds instead of each waiting for the timeout again. Redirects are not
+followed (a 3xx is a failure): the configured URL, and an OpenID ``jwks_uri``, are where the
+keys must be, not where another server says they are. Answers are read up to ``max_document``
+bytes, never whole.
 """
 
 import asyncio
@@ -124,19 +127,16 @@ class KeySet:
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
-                url, headers={"Accept": "application/json"}, max_redirects=3
+                url, headers={"Accept": "application/json"}, allow_redirects=False
             ) as response:
-                if not _KEY_URL.match(str(response.url)):
-                    raise AuthUnavailable(f"key server {url} redirected to {response.url}")
+                if 300 <= response.status < 400:  # where to is not followed, nor logged
+                    raise AuthUnavailable(
+                        f"key server {url} answered HTTP {response.status} (a redirect, not "
+                        "followed: configure the URL it names)"
+                    )
                 if response.status != 200:
                     raise AuthUnavailable(f"key server {url} answered HTTP {response.status}")
-                chunks: List[bytes] = []
-                size = 0
-                async for chunk in response.content.iter_chunked(65536):
-                    size += len(chunk)
-                    if size > self.max_document:
-                        raise AuthUnavailable(f"key server {url} answered more than 1 MiB")
-                    chunks.append(chunk)
+                document = await self._read(response, url)
         except asyncio.TimeoutError:
             raise AuthUnavailable(
                 f"key server {url} did not answer within {self.timeout:g} s"
@@ -144,9 +144,24 @@ class KeySet:
         except aiohttp.ClientError as error:
             raise AuthUnavailable(f"key server {url} is unreachable: {error}") from None
         try:
-            return json.loads(b"".join(chunks))
+            return json.loads(document)
         except ValueError:  # UnicodeDecodeError included
             raise AuthUnavailable(f"key server {url} answered something that is not JSON") from None
+
+    async def _read(self, response: aiohttp.ClientResponse, url: str) -> bytes:
+        """The body, up to ``max_document`` bytes (refused on Content-Length, or once more
+        arrived; the connection is then closed, not read to its end)."""
+        too_large = AuthUnavailable(f"key server {url} answered more than 1 MiB")
+        if (response.content_length or 0) > self.max_document:
+            raise too_large
+        chunks: List[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > self.max_document:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 def _public(key: Any) -> Any:

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5005
 
-.PHONY: setup demo test test-fast bench profile lint format
+.PHONY: setup demo test test-fast bench profile lint format docs
 
 setup:
 	@./scripts/setup.sh
@@ -14,6 +14,7 @@ demo: setup
 	@./scripts/demo.sh $(PORT)
 
 test: setup
+	$(BIN)/mypy && $(BIN)/lint-imports
 	$(BIN)/generic-connector validate mappings/ credentials.yml
 	$(BIN)/python -m pytest
 
@@ -45,6 +46,13 @@ profile: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q -d site
+
+# The docs site (docs/, mkdocs.yml), built into site/.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
 
 format: setup
 	$(BIN)/ruff check --fix .

@@ -1,7 +1,7 @@
 """``generic-connector capture``: a local server that records what a platform sends.
 
 Each request, whatever its method and path, is written to its own JSON file as a mapping test
-case (README: Mapping tests) with an empty ``expect`` to fill in, or to turn into a starter
+case (docs/validation.md: Mapping tests) with an empty ``expect`` to fill in, or to turn into a starter
 mapping with ``generic-connector new --from``. The server answers ``{}`` (or a given text),
 and answers verification challenges (Meta's ``hub.challenge``, Slack's ``url_verification``)
 so that a platform accepts the URL and starts sending.

@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Coroutine, Dict, List, Optional, Tuple
 
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
 from rasa.core.lock_store import LockError
@@ -18,6 +18,7 @@ from rasa.shared.exceptions import RasaException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sanic import Blueprint, response
+from sanic.http import Http
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
@@ -39,7 +40,7 @@ from generic_connector.pipeline import (
 )
 from generic_connector.redis_inbox import RedisInbox, RetryLater
 from generic_connector.request import IncomingRequest, dumps
-from generic_connector.validate import load_startup_channel
+from generic_connector.startup import load_startup_channel
 
 logger = get_logger(__name__)
 
@@ -67,7 +68,7 @@ class GenericOutputChannel(CollectingOutputChannel):
         super().__init__()
         self.channel_name = channel_name
 
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return self.channel_name
 
 
@@ -81,7 +82,9 @@ class DeliveringOutputChannel(GenericOutputChannel):
     async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
         await super().send_response(recipient_id, dict(message))  # Rasa pops keys off it
         delivered = await deliver(self.pipeline, recipient_id, [message], None)
-        if self.pipeline.config.outbound.wait:
+        outbound = self.pipeline.config.outbound
+        assert outbound is not None  # deliver() needs it too: made only with outbound
+        if outbound.wait:
             await delivered
 
 
@@ -150,7 +153,7 @@ class GenericChannel(InputChannel):
         self.readers = BodyReaders()
         self._starting: Optional[asyncio.Future[None]] = None
 
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return self.config.name
 
     def get_output_channel(self) -> Optional[GenericOutputChannel]:
@@ -224,7 +227,7 @@ class GenericChannel(InputChannel):
 
         assistants: Dict[Any, RasaAssistant] = {}  # one per Sanic app
 
-        def receiver(path: str) -> Callable[[Request], Awaitable[HTTPResponse]]:
+        def receiver(path: str) -> Callable[[Request], Coroutine[Any, Any, HTTPResponse]]:
             async def receive_request(request: Request) -> HTTPResponse:
                 assistant = assistants.get(request.app)
                 if assistant is None:
@@ -372,12 +375,13 @@ class BodyReaders:
             )
         if length is not None and length.isdigit() and int(length) > max_body:
             raise HTTPError(413, f"request body is larger than {max_body} bytes")
-        if request.stream is None:  # not streamed (a test client): Sanic read it already
+        stream = request.stream
+        if stream is None:  # not streamed (a test client): Sanic read it already
             return request.body
-        received = len(request.stream.recv_buffer)
+        received = len(stream.recv_buffer)
         if length is not None and length.isdigit() and received >= int(length):
             # Received with the headers (most webhooks): no read can wait, no timer needed.
-            return await _read_all(request, max_body)
+            return await _read_all(stream, max_body)
         # One timer for the whole body, rather than asyncio.wait_for around every read, which
         # made a task per read.
         task = asyncio.current_task()
@@ -385,11 +389,14 @@ class BodyReaders:
         cut: List[str] = []
         self._reading[task] = (self.clock(), cut)
         expired = f"the request body did not arrive within {timeout:g} s"
-        timer = asyncio.get_running_loop().call_later(
-            timeout, lambda: cut.append(expired) or task.cancel()
-        )
+
+        def expire() -> None:
+            cut.append(expired)
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(timeout, expire)
         try:
-            return await _read_all(request, max_body)
+            return await _read_all(stream, max_body)
         except asyncio.CancelledError:
             if cut:
                 raise HTTPError(408, cut[0]) from None
@@ -399,11 +406,11 @@ class BodyReaders:
             self._reading.pop(task, None)
 
 
-async def _read_all(request: Request, max_body: int) -> bytes:
+async def _read_all(stream: Http, max_body: int) -> bytes:
     chunks: List[bytes] = []
     size = 0
     while True:
-        chunk = await request.stream.read()
+        chunk = await stream.read()
         if chunk is None:
             return b"".join(chunks)
         size += len(chunk)

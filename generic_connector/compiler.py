@@ -16,7 +16,7 @@ one that reads it: that is refused when the expression is compiled.
 
 import json
 from numbers import Number
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from jmespath import exceptions as jmespath_errors
 from jmespath import functions as jmespath_functions
@@ -24,6 +24,8 @@ from jmespath.visitor import Options, TreeInterpreter
 
 from generic_connector.functions import DEFAULT_SCOPE, Scope, takes_scope
 
+# A node of a parsed expression as jmespath builds it ({"type", "value", "children"}), read only.
+Tree = Mapping[str, Any]
 # A compiled expression: a function of the current value and the scope (None: DEFAULT_SCOPE).
 Compiled = Callable[[Any, Optional[Scope]], Any]
 
@@ -40,9 +42,7 @@ def is_false(value: Any) -> bool:
     return not value and type(value) is not int and type(value) is not float
 
 
-def compile_expression_tree(
-    node: Dict[str, Any], functions: jmespath_functions.Functions
-) -> Compiled:
+def compile_expression_tree(node: Tree, functions: jmespath_functions.Functions) -> Compiled:
     """One Python function of ``(value, scope)`` for a whole parsed expression.
 
     Raise ExpressionError if a part left to jmespath's interpreter calls a function that
@@ -54,8 +54,8 @@ def compile_expression_tree(
 
 
 def compile_mapping(
-    rules: Sequence[Dict[str, Any]],
-    fields: Sequence[Optional[Dict[str, Any]]],
+    rules: Sequence[Tree],
+    fields: Sequence[Optional[Tree]],
     functions: jmespath_functions.Functions,
 ) -> Compiled:
     """One Python function of ``(event, scope)`` for all of a mapping's expressions.
@@ -157,12 +157,12 @@ class _Expression:  # the name jmespath's type checks know as 'expref'
 
     __slots__ = ("expression", "_function", "_scope")
 
-    def __init__(self, node: Dict[str, Any], function: Compiled, scope: Optional[Scope]) -> None:
+    def __init__(self, node: Tree, function: Compiled, scope: Optional[Scope]) -> None:
         self.expression = node
         self._function = function
         self._scope = scope
 
-    def visit(self, node: Dict[str, Any], value: Any) -> Any:
+    def visit(self, node: Tree, value: Any) -> Any:
         return self._function(value, self._scope)
 
 
@@ -231,7 +231,7 @@ class _Source:
         exec(source, namespace)  # noqa: S102 - source built from parsed expressions
         return namespace["evaluate"]
 
-    def emit(self, node: Dict[str, Any], value: str) -> str:
+    def emit(self, node: Tree, value: str) -> str:
         """Statements that evaluate ``node`` over the variable ``value``; the result's name.
 
         Expressions are pure, so a node already computed over the same input at the top
@@ -252,7 +252,7 @@ class _Source:
             self.computed[key] = result
         return result
 
-    def nested(self, node: Dict[str, Any]) -> Tuple[str, bool]:
+    def nested(self, node: Tree) -> Tuple[str, bool]:
         """A module-level function of ``(value, scope)`` for ``node``: its name, and whether
         it reads the scope."""
         source = _Source(self.functions, self.root)
@@ -261,7 +261,7 @@ class _Source:
         self.root.definitions.append(source.definition(name))
         return name, source.reads_scope
 
-    def _emit(self, node: Dict[str, Any], value: str) -> str:
+    def _emit(self, node: Tree, value: str) -> str:
         kind = node["type"]
         if kind == "field":
             name, result = repr(node["value"]), self.temporary()
@@ -373,7 +373,7 @@ class _Source:
     def _names(self, count: int) -> List[str]:
         return [self.temporary() for _ in range(count)]
 
-    def _projection(self, node: Dict[str, Any], value: str) -> str:
+    def _projection(self, node: Tree, value: str) -> str:
         """Each item of the base (a list, or an object's values) through the right-hand side,
         leaving out what gives null; a filter first keeps the items its condition is true of."""
         kind = node["type"]
@@ -407,7 +407,7 @@ class _Source:
         self.line(f"    {result} = None")
         return result
 
-    def _expref(self, node: Dict[str, Any]) -> str:
+    def _expref(self, node: Tree) -> str:
         """``&node`` as a function's argument: an _Expression evaluating a nested function."""
         expression = self.constant(node)
         function, reads_scope = self.nested(node)
@@ -420,7 +420,7 @@ class _Source:
         self.root.definitions.append(f"{result} = _Expression({expression}, {function}, None)")
         return result
 
-    def _call(self, node: Dict[str, Any], value: str) -> str:
+    def _call(self, node: Tree, value: str) -> str:
         name, children = node["value"], node["children"]
         arguments = [
             self._expref(child["children"][0])
@@ -450,7 +450,7 @@ class _Source:
         self,
         name: str,
         signature: Sequence[Dict[str, Any]],
-        children: List[Dict[str, Any]],
+        children: List[Tree],
         arguments: List[str],
     ) -> None:
         """For a function given the scope, what call_function would check: the count of
@@ -479,7 +479,7 @@ class _Source:
             self.line(f"if type({argument}).__name__ not in {names}:")
             self.line(f"    _wrong_type({name!r}, {argument}, {self.constant(types)})")
 
-    def _interpreted(self, node: Dict[str, Any], value: str) -> str:
+    def _interpreted(self, node: Tree, value: str) -> str:
         """What is not written out: jmespath's interpreter evaluates it."""
         for inner in _nodes(node):
             if inner["type"] == "function_expression":
@@ -503,7 +503,7 @@ class _Source:
         return result
 
 
-def _checked(signature: Sequence[Dict[str, Any]], children: List[Dict[str, Any]]) -> bool:
+def _checked(signature: Sequence[Dict[str, Any]], children: List[Tree]) -> bool:
     """Whether call_function's checks are sure to pass: the count of arguments is right and
     each that has types is a literal of one of them, or an &expression where one is wanted."""
     if len(signature) != len(children) or any(spec.get("variadic") for spec in signature):
@@ -520,7 +520,7 @@ def _checked(signature: Sequence[Dict[str, Any]], children: List[Dict[str, Any]]
     return True
 
 
-def _nodes(tree: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
+def _nodes(tree: Tree) -> Iterator[Tree]:
     yield tree
     for child in tree.get("children", ()):
         if isinstance(child, dict):

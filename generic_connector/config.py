@@ -26,6 +26,7 @@ from generic_connector.answers import (
     build_response,
 )
 from generic_connector.auth import AuthScheme, auth_schema, build_auth
+from generic_connector.compiler import Tree
 from generic_connector.errors import ConfigError, Finding
 from generic_connector.expressions import (
     Expression,
@@ -187,7 +188,8 @@ def _describe(error: jsonschema.ValidationError) -> Tuple[List[Any], str, str]:
 def _json_type_name(expected: Any) -> str:
     names = {"string": "a string", "object": "an object", "integer": "an integer"}
     if isinstance(expected, list):
-        return " or ".join(names.get(t, t) for t in expected)
+        types: List[str] = expected
+        return " or ".join(names.get(t, t) for t in types)
     return names.get(expected, expected)
 
 
@@ -222,8 +224,9 @@ def _merge(entry: Dict[str, Any], base_dir: Path) -> Tuple[LocatedDict, List[Fin
         if key != "mapping" or not isinstance(value, str):
             merged[key] = value
             merged.positions.pop(key, None)
-            if key in getattr(entry, "positions", {}):
-                merged.positions[key] = entry.positions[key]
+            positions: Dict[Any, Position] = getattr(entry, "positions", {})
+            if key in positions:
+                merged.positions[key] = positions[key]
     return merged, findings
 
 
@@ -284,9 +287,9 @@ def check_channel(
         return Checked(None, findings, merged)
     config = _build(merged)
     if require_env:
-        problems = environment_problems(config)
-        if problems:
-            return Checked(None, [Finding(prefix, *p, *origin) for p in problems], merged)
+        env_problems = environment_problems(config)
+        if env_problems:
+            return Checked(None, [Finding(prefix, *(p + origin)) for p in env_problems], merged)
     return Checked(config, [], merged)
 
 
@@ -418,14 +421,14 @@ def _reads_request(expression: str) -> bool:
     ``join('', ['https://graph.facebook.com/v18.0/', recipient, '/messages'])``.
     """
 
-    def reads(node: Dict[str, Any]) -> bool:
+    def reads(node: Tree) -> bool:
         return any(
             n["type"] in _DATA_NODES
             or (n["type"] == "function_expression" and n["value"] in REQUEST_FUNCTIONS)
             for n in nodes(node)
         )
 
-    def parts(node: Dict[str, Any]) -> List[Any]:
+    def parts(node: Tree) -> List[Any]:
         """The URL's parts in order: literal text, None for an operator's value, False for
         request data."""
         if not reads(node):
@@ -440,7 +443,7 @@ def _reads_request(expression: str) -> bool:
                 return found
         return [False]
 
-    def host_fixed(node: Dict[str, Any]) -> bool:
+    def host_fixed(node: Tree) -> bool:
         if node["type"] == "or_expression":  # either side may be the URL
             return all(host_fixed(child) for child in node["children"])
         if node["type"] == "and_expression":  # the left side only when falsy: no URL

@@ -17,7 +17,7 @@ from generic_connector.config import ChannelConfig, rebuild_auth
 from generic_connector.fetch import SampleFetcher
 from generic_connector.idempotency import Replies
 from generic_connector.mapping import Extracted
-from generic_connector.outbound import OutboundRequest
+from generic_connector.outbound import Outbound, OutboundRequest
 from generic_connector.outbox import Outbox
 from generic_connector.pipeline import Assistant, Pipeline, make_store
 from generic_connector.request import IncomingRequest, is_json, media_type_of
@@ -94,8 +94,9 @@ def simulate(
         "ignored": [rule for _, rule in exchange.ignored],
         **_answer(answer),
     }
-    if config.outbound is not None:
-        result["outbound"] = [_shown(config, r) for r in recorder.requests]
+    outbound = config.outbound
+    if outbound is not None:
+        result["outbound"] = [_shown(outbound, r) for r in recorder.requests]
     if exchange.problem is not None:
         result["problem"] = exchange.problem
     return result
@@ -106,7 +107,7 @@ def _masked(config: ChannelConfig) -> Dict[str, str]:
     return {name: f"${{{name}}}" for name in config.env_names() if name in os.environ}
 
 
-def _shown(config: ChannelConfig, request: OutboundRequest) -> Dict[str, Any]:
+def _shown(outbound: Outbound, request: OutboundRequest) -> Dict[str, Any]:
     sent_json = is_json(media_type_of(request.headers.get("Content-Type", "")))
     body = json.loads(request.body) if request.body and sent_json else None
     return {
@@ -115,7 +116,7 @@ def _shown(config: ChannelConfig, request: OutboundRequest) -> Dict[str, Any]:
         "url": request.url,
         "headers": dict(request.headers),
         "body": body if body is not None else (request.body or b"").decode(),
-        "allowed": config.outbound.allows(request),
+        "allowed": outbound.allows(request),
     }
 
 

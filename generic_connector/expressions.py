@@ -5,13 +5,13 @@ pipeline decides what the platform is answered.
 """
 
 import re
-from typing import Any, Dict, Iterator, List, Optional, Set
+from typing import Any, Iterator, List, Optional, Set
 
 import jmespath
 from jmespath import exceptions as jmespath_errors
 from jmespath.parser import ParsedResult
 
-from generic_connector.compiler import ExpressionError, compile_expression_tree, is_false
+from generic_connector.compiler import ExpressionError, Tree, compile_expression_tree, is_false
 from generic_connector.functions import (
     DEFAULT_SCOPE,
     FUNCTIONS,
@@ -51,7 +51,8 @@ class Expression:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.tree = tree = compile_expression(source).parsed
+        tree: Tree = compile_expression(source).parsed
+        self.tree = tree
         # The compiled function of (value, scope) itself, for hot paths that handle JMESPath
         # errors themselves; a scope of None is DEFAULT_SCOPE.
         self.evaluate = compile_expression_tree(tree, FUNCTIONS)
@@ -85,13 +86,13 @@ def compile_expression(source: str) -> ParsedResult:
     return parsed
 
 
-def _check_calls(tree: Dict[str, Any]) -> None:
+def _check_calls(tree: Tree) -> None:
     """Unknown functions, wrong argument counts and literal arguments of the wrong type."""
     for node in nodes(tree):
         _check_node(node)
 
 
-def _check_node(node: Dict[str, Any]) -> None:
+def _check_node(node: Tree) -> None:
     if node["type"] == "slice" and node["children"][2] == 0:
         raise ExpressionError("a slice step cannot be 0")
     if node["type"] in _PATHS and node["children"][0]["type"] == "not_expression":
@@ -134,7 +135,7 @@ def _check_node(node: Dict[str, Any]) -> None:
             _check_pattern(args[1])
 
 
-def _check_jwt_sign(args: List[Dict[str, Any]]) -> None:
+def _check_jwt_sign(args: List[Tree]) -> None:
     usage = "jwt_sign(claims, 'KEY_ENV', 'HS256')"
     if args[1]["type"] not in LITERALS:
         raise ExpressionError(
@@ -147,7 +148,7 @@ def _check_jwt_sign(args: List[Dict[str, Any]]) -> None:
         )
 
 
-def _check_pattern(node: Dict[str, Any]) -> None:
+def _check_pattern(node: Tree) -> None:
     if node["type"] not in LITERALS:
         raise ExpressionError("regex_replace() takes its pattern as a literal: 'pattern'")
     try:
@@ -156,7 +157,7 @@ def _check_pattern(node: Dict[str, Any]) -> None:
         raise ExpressionError(f"regex_replace() pattern is not a valid regex: {error}") from None
 
 
-def nodes(tree: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
+def nodes(tree: Tree) -> Iterator[Tree]:
     """Every node of a parsed expression, the root first."""
     yield tree
     for child in tree.get("children", ()):
@@ -164,23 +165,23 @@ def nodes(tree: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
             yield from nodes(child)
 
 
-def _function_names(tree: Dict[str, Any]) -> Set[str]:
+def _function_names(tree: Tree) -> Set[str]:
     return {node["value"] for node in nodes(tree) if node["type"] == "function_expression"}
 
 
-def env_names(tree: Dict[str, Any]) -> Set[str]:
+def env_names(tree: Tree) -> Set[str]:
     """The environment variables an expression needs: those it reads with env('NAME'), and
     jwt_sign()'s keys. Start-up checks they are set."""
     return _env_arguments(tree, {"env", "jwt_sign"})
 
 
-def optional_env_names(tree: Dict[str, Any]) -> Set[str]:
+def optional_env_names(tree: Tree) -> Set[str]:
     """The environment variables an expression reads with env_or('NAME', 'default'): they
     need not be set."""
     return _env_arguments(tree, {"env_or"})
 
 
-def _env_arguments(tree: Dict[str, Any], functions: Set[str]) -> Set[str]:
+def _env_arguments(tree: Tree, functions: Set[str]) -> Set[str]:
     return {
         node["children"][_ENV_ARGUMENTS[node["value"]]]["value"]
         for node in nodes(tree)

@@ -4,98 +4,27 @@ Some platforms' webhooks carry only ids (Webex's ``messages/created``): the mess
 fetched from the platform's API before it can be mapped. ``request.fetch`` declares those
 requests; each event's answers are put under ``fetched.<name>`` in the event the ignore rules
 and fields see. A fetch that fails answers 503, so the platform retries. The dry run and the
-mapping test cases take sample answers (a case's ``fetched``) instead of HTTP.
+mapping test cases take sample answers (a case's ``fetched``) instead of HTTP. The templates
+(``FetchTemplate``, ``FetchRequest``, ``FetchFailed``) are in ``fetch_template``, re-exported
+here.
 """
 
 import asyncio
 import json
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional
-from urllib.parse import urlsplit
+from typing import Any, Dict, List, Mapping, Optional
 
 import aiohttp
 
 from generic_connector import defaults
 from generic_connector.delivery import read_at_most
-from generic_connector.expressions import Expression
+from generic_connector.fetch_template import FetchFailed, FetchRequest, FetchTemplate
 from generic_connector.functions import Scope
 from generic_connector.logtext import get_logger
-from generic_connector.outbound import HostAllowList, URLRefused, checked_url, url_port
 
 logger = get_logger(__name__)
 
 MAX_ANSWER = defaults.FETCH_MAX_ANSWER
 _RETRY_STATUSES = {429, 500, 502, 503, 504}
-
-
-class FetchFailed(Exception):
-    """The platform's API did not give a usable answer; the message is for the log."""
-
-
-class FetchRequest(NamedTuple):
-    name: str
-    method: str
-    url: str
-    headers: Dict[str, str]
-
-    @property
-    def host(self) -> str:
-        return (urlsplit(self.url).hostname or "").lower()
-
-    @property
-    def port(self) -> Optional[int]:
-        return url_port(self.url)
-
-
-class FetchTemplate:
-    """One entry of ``request.fetch``: JMESPath over the event, as the mapping's fields."""
-
-    def __init__(
-        self,
-        name: str,
-        url: str,
-        method: str = "GET",
-        headers: Optional[Dict[str, str]] = None,
-        timeout: float = defaults.FETCH_TIMEOUT,
-        retries: int = defaults.FETCH_RETRIES,
-        allow_hosts: Optional[List[str]] = None,
-    ) -> None:
-        self.name = name
-        self.method = method
-        self.url = Expression(url)
-        self.headers = {key: Expression(value) for key, value in (headers or {}).items()}
-        self.timeout = timeout
-        self.retries = retries
-        self.allow_hosts = HostAllowList(allow_hosts) if allow_hosts else None
-
-    def expressions(self) -> List[Expression]:
-        return [self.url, *self.headers.values()]
-
-    def render(self, event: Any, scope: Optional[Scope]) -> FetchRequest:
-        """The request for ``event``; FetchFailed when the template gives no usable one.
-
-        The URL must pass ``checked_url`` (no non-ASCII host, no ``.`` or ``..`` path segment,
-        ...) and, with ``allow_hosts``, go to an allowed host on an allowed port.
-        """
-        try:
-            url = checked_url(self.url.search(event, scope))
-        except URLRefused as refused:
-            raise FetchFailed(f"fetch {self.name!r}: the url template gave {refused}") from None
-        headers = {}
-        for key, expression in self.headers.items():
-            value = expression.search(event, scope)
-            if value is None:
-                continue
-            value = value if isinstance(value, str) else json.dumps(value)
-            if "\r" in value or "\n" in value:
-                raise FetchFailed(f"fetch {self.name!r}: header {key} holds a line break")
-            headers[key] = value
-        request = FetchRequest(self.name, self.method, url, headers)
-        if self.allow_hosts is not None and not self.allow_hosts.allows(url):
-            raise FetchFailed(
-                f"fetch {self.name!r}: host {request.host!r} on port {request.port} "
-                "is not in allow_hosts"
-            )
-        return request
 
 
 class Fetcher:

@@ -82,7 +82,7 @@ def takes_scope(function: Callable[..., Any]) -> bool:
 
 
 class ConnectorFunctions(functions.Functions):
-    """The standard functions plus the connector's own (documented in the README)."""
+    """The standard functions plus the connector's own (documented in docs/configuration.md)."""
 
     @reads_scope
     @functions.signature({"types": ["string"]})

@@ -9,11 +9,14 @@ are registered by name (``store.type``); the one here keeps keys in memory.
 import asyncio
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Type
 
 import ujson
 
 from generic_connector import defaults
+
+if TYPE_CHECKING:  # config imports this module
+    from generic_connector.config import ChannelConfig
 
 Replies = List[Dict[str, Any]]
 
@@ -46,7 +49,7 @@ class IdempotencyStore:
         """Raise when the store cannot be reached (said at start-up); memory always can."""
 
     @classmethod
-    def for_channel(cls, config: Any) -> "IdempotencyStore":
+    def for_channel(cls, config: "ChannelConfig") -> "IdempotencyStore":
         """The store for a channel's ``idempotency`` and ``store`` settings."""
         raise NotImplementedError
 
@@ -84,7 +87,7 @@ class MemoryStore(IdempotencyStore):
         self._running: Dict[str, Optional[asyncio.Future]] = {}
 
     @classmethod
-    def for_channel(cls, config: Any) -> "MemoryStore":
+    def for_channel(cls, config: "ChannelConfig") -> "MemoryStore":
         return cls(config.idempotency.window, config.idempotency.max_keys)
 
     def __len__(self) -> int:
@@ -118,6 +121,6 @@ class MemoryStore(IdempotencyStore):
             running.set_result(None)
 
 
-def build_store(config: Any) -> IdempotencyStore:
+def build_store(config: "ChannelConfig") -> IdempotencyStore:
     """The store registered as the channel's ``store.type`` (the schema allows only those)."""
     return STORES[config.store.type].for_channel(config)

@@ -8,9 +8,9 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Dict, List, NamedTuple, Optional, Union
 
-from generic_connector.compiler import Compiled, compile_mapping
+from generic_connector.compiler import Compiled, Tree, compile_mapping
 from generic_connector.expressions import Expression, json_type, optional
-from generic_connector.fetch import FetchTemplate
+from generic_connector.fetch_template import FetchTemplate
 from generic_connector.functions import FUNCTIONS, Scope
 
 
@@ -160,9 +160,12 @@ class RequestMapping:
         sender_id, text, input_channel, metadata, message_id = found
         sender_id = _required(sender_id, "sender", self.sender)
         text = _required(text, "text", self.text)
+        # A field gives a value only when it has an expression.
         if input_channel is not None:
+            assert self.input_channel is not None
             input_channel = _scalar(input_channel, "input_channel", self.input_channel)
         if metadata is not None and type(metadata) is not dict:
+            assert self.metadata is not None
             raise MappingError(
                 f"metadata must be an object, but `{self.metadata.source}` "
                 f"gave {json_type(metadata)}",
@@ -170,6 +173,7 @@ class RequestMapping:
                 self.metadata.source,
             )
         if message_id is not None:
+            assert self.message_id is not None
             message_id = _scalar(message_id, "message_id", self.message_id)
         channel = input_channel or self.default_input_channel
         return Extracted(sender_id, text, channel, metadata, message_id, event)
@@ -179,7 +183,7 @@ class RequestMapping:
         """The fields without the rules; only ``map(..., ignore_rules=False)`` needs it."""
         return compile_mapping([], self._trees(), FUNCTIONS)
 
-    def _trees(self) -> List[Optional[Dict[str, Any]]]:
+    def _trees(self) -> List[Optional[Tree]]:
         return [field.tree if field else None for field in self._field_expressions()]
 
     def _field_expressions(self) -> List[Optional[Expression]]:

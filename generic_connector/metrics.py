@@ -13,7 +13,7 @@ in-process benchmark, against 0.3 µs for the plain counts.
 import bisect
 import weakref
 from collections import Counter
-from typing import Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Tuple, TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -62,21 +62,21 @@ class ChannelsCollector(Collector):
             "Webhook requests answered, by channel and HTTP status.",
             labels=["channel", "status"],
         )
-        for (channel, status), count in _summed(channels, "requests").items():
+        for (channel, status), count in _summed(channels, lambda m: m.requests).items():
             requests.add_metric([channel, str(status)], count)
         ignored = CounterMetricFamily(
             "generic_connector_events_ignored",
             "Events acknowledged but not handed to Rasa, by the ignore rule that matched.",
             labels=["channel", "rule"],
         )
-        for (channel, rule), count in _summed(channels, "ignored").items():
+        for (channel, rule), count in _summed(channels, lambda m: m.ignored).items():
             ignored.add_metric([channel, rule], count)
         attempts = CounterMetricFamily(
             "generic_connector_outbound_attempts",
             "Requests to platforms' APIs, by outcome: delivered, retried, failed.",
             labels=["channel", "outcome"],
         )
-        for (channel, outcome), count in _summed(channels, "outbound").items():
+        for (channel, outcome), count in _summed(channels, lambda m: m.outbound).items():
             attempts.add_metric([channel, outcome], count)
         duplicates = CounterMetricFamily(
             "generic_connector_duplicates",
@@ -107,11 +107,16 @@ def _by_channel(channels: List[ChannelMetrics]) -> Dict[str, List[ChannelMetrics
     return parts
 
 
-def _summed(channels: List[ChannelMetrics], name: str) -> Dict[Tuple[str, object], int]:
+Label = TypeVar("Label")
+
+
+def _summed(
+    channels: List[ChannelMetrics], counter: Callable[[ChannelMetrics], Mapping[Label, int]]
+) -> Dict[Tuple[str, Label], int]:
     """One of the ``Counter`` attributes, summed by (channel, label)."""
-    totals: Dict[Tuple[str, object], int] = {}
+    totals: Dict[Tuple[str, Label], int] = {}
     for metrics in channels:
-        for label, count in getattr(metrics, name).items():
+        for label, count in counter(metrics).items():
             key = (metrics.channel, label)
             totals[key] = totals.get(key, 0) + count
     return totals

@@ -4,10 +4,13 @@ Outboxes are registered by name; the one here hands requests straight to this pr
 ``Delivery`` (pooled connections, retries, per-conversation order).
 """
 
-from typing import Any, Awaitable, Dict, List, Type
+from typing import TYPE_CHECKING, Any, Awaitable, Dict, List, Type
 
 from generic_connector.delivery import Delivery
 from generic_connector.outbound import OutboundRequest
+
+if TYPE_CHECKING:  # config imports this module
+    from generic_connector.config import ChannelConfig
 
 
 class Outbox:
@@ -27,7 +30,7 @@ class Outbox:
         """Begin delivering (a shared outbox's workers); raise when it cannot be reached."""
 
     @classmethod
-    def for_channel(cls, config: Any) -> "Outbox":
+    def for_channel(cls, config: "ChannelConfig") -> "Outbox":
         """The outbox for a channel's ``outbound`` and ``store`` settings."""
         raise NotImplementedError
 
@@ -40,7 +43,7 @@ def register(cls: Type[Outbox]) -> Type[Outbox]:
     return cls
 
 
-def build_outbox(config: Any) -> Outbox:
+def build_outbox(config: "ChannelConfig") -> Outbox:
     """The outbox registered as the channel's ``store.type``."""
     return OUTBOXES[config.store.type].for_channel(config)
 
@@ -55,7 +58,8 @@ class MemoryOutbox(Outbox):
         self.delivery = delivery
 
     @classmethod
-    def for_channel(cls, config: Any) -> "MemoryOutbox":
+    def for_channel(cls, config: "ChannelConfig") -> "MemoryOutbox":
+        assert config.outbound is not None  # an outbox is built only for a channel with one
         return cls(Delivery(config.name, config.outbound))
 
     async def put(self, conversation: str, requests: List[OutboundRequest]) -> Awaitable[Any]:

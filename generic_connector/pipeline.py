@@ -17,7 +17,7 @@ import itertools
 import os
 import re
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
 
 from generic_connector.answers import Rendered, RenderError
 from generic_connector.auth import AuthFailed, AuthUnavailable
@@ -46,6 +46,24 @@ class Assistant:
     async def handle(self, message: Extracted) -> Replies:
         """The bot's messages for one user message, in order."""
         raise NotImplementedError
+
+
+class Inbox(Protocol):
+    """Where stored messages wait for the assistant (``request.ack: early``, and ``defer`` on a
+    shared store): ``redis_inbox.RedisInbox``; its workers give each to ``handle_stored``."""
+
+    async def put(self, entries: List[Dict[str, Any]]) -> None:
+        """Store the entries durably; raise ``Unavailable`` when they could not be."""
+
+    async def start(self, handler: Callable[[Dict[str, Any]], Awaitable[None]]) -> None:
+        """Begin handing stored entries to ``handler``; raise when the store is unreachable."""
+
+    async def close(self) -> None:
+        """Stop the workers."""
+
+    @property
+    def worker(self) -> "Optional[asyncio.Task[None]]":
+        """This process's reading worker (None before ``start``)."""
 
 
 class Exchange:
@@ -103,7 +121,7 @@ class Pipeline:
         self.metrics = ChannelMetrics(config.name)
         # Where stored messages wait for the assistant (request.ack: early; defer on a
         # shared store), and the deferring requests waiting for their replies, by entry.
-        self.inbox: Optional[Any] = None
+        self.inbox: Optional[Inbox] = None
         self.waiters: Dict[str, asyncio.Future[Replies]] = {}
         # Every stage, in order; those the configuration has nothing for are left out once
         # here instead of returning at once on every request.
@@ -208,6 +226,7 @@ async def authenticate_body(pipeline: Pipeline, exchange: Exchange, assistant: A
 
 async def _check_auth(pipeline: Pipeline, exchange: Exchange, body: Any) -> None:
     auth = pipeline.config.auth
+    assert auth is not None  # the auth stages run only with an auth section
     try:
         await auth.check(exchange.request, body, exchange.now)
     except AuthFailed as reason:
@@ -301,6 +320,7 @@ async def acknowledge_early(pipeline: Pipeline, exchange: Exchange, assistant: A
     the inbox's workers hand them to the assistant (``handle_stored``)."""
     entries = [_stored(message, exchange.request_id) for message in exchange.messages]
     if entries:
+        assert pipeline.inbox is not None  # the channel makes one for request.ack: early
         await pipeline.inbox.put(entries)  # Unavailable: 503, the platform sends it again
     exchange.answer = pipeline.config.response.render(
         [], exchange.body, exchange.sender, exchange.scope
@@ -402,6 +422,7 @@ async def hand_to_assistant_or_defer(
         await _store_then_wait(pipeline, exchange)
         return
     defer = pipeline.config.defer
+    assert defer is not None  # this stage runs only with a defer section
     work = asyncio.ensure_future(hand_to_assistant(pipeline, exchange, assistant))
     done, _ = await asyncio.wait({work}, timeout=defer.after)
     if work in done:
@@ -471,7 +492,7 @@ async def _hand_over(
 ) -> None:
     """One message to the assistant, or its earlier replies when it was handled before."""
     key = dedup_key(pipeline, message)
-    earlier = await pipeline.store.claim(key) if key is not None else None
+    earlier = await _store_of(pipeline).claim(key) if key is not None else None
     if earlier is not None:
         logger.info(
             "Channel %s: message %s from sender %s was already handled; not handled again",
@@ -486,7 +507,7 @@ async def _hand_over(
         replies = await assistant.handle(message)
     except BaseException as error:  # cancelled too: the platform will retry
         if key is not None:
-            await pipeline.store.release(key)
+            await _store_of(pipeline).release(key)
         if isinstance(error, HTTPError) or not isinstance(error, Exception):
             raise
         logger.exception(
@@ -512,12 +533,12 @@ async def _hand_over(
             )
         except BaseException:
             if key is not None:
-                await pipeline.store.release(key)
+                await _store_of(pipeline).release(key)
             raise
     if key is not None:
         # A duplicate gets the same answer: the replies are kept when the answer shows them.
         kept = replies if pipeline.config.response.reads_messages else []
-        await pipeline.store.finish(key, kept)
+        await _store_of(pipeline).finish(key, kept)
     exchange.replies.append(replies)
     exchange.fresh.append(True)
 
@@ -537,6 +558,12 @@ def dedup_key(pipeline: Pipeline, message: Extracted) -> Optional[str]:
     # store holds 32 characters per message whatever the length of its text.
     parts = (pipeline.config.name, message.sender_id, message.message_id, message.text)
     return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).hexdigest()
+
+
+def _store_of(pipeline: Pipeline) -> IdempotencyStore:
+    """The store a de-duplication key is kept in: ``dedup_key`` gives keys only with one."""
+    assert pipeline.store is not None
+    return pipeline.store
 
 
 def render_answer(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:

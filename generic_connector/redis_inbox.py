@@ -549,13 +549,13 @@ class RedisInbox:
         else:
             task = asyncio.ensure_future(self._work(conversation))
             self._active[conversation] = task
-            task.add_done_callback(lambda done, c=conversation: self._worked(c, done))
+            task.add_done_callback(functools.partial(self._worked, conversation))
 
     def _worked(self, conversation: str, task: "asyncio.Task[None]") -> None:
         if self._active.get(conversation) is task:
             del self._active[conversation]
-        if not task.cancelled() and task.exception() is not None:
-            error = task.exception()
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
             if isinstance(error, UNREACHABLE):
                 self._unreachable(error)
             else:
@@ -758,7 +758,7 @@ class RedisInbox:
                 delay = min(1.0, delay * 2)
 
     async def _uncount(self, entry_id: str) -> None:
-        with contextlib.suppress(UNREACHABLE):
+        with contextlib.suppress(*UNREACHABLE):
             await self.redis.get().hincrby(self.keys.attempts, entry_id, -1)
 
     async def _renew(self, conversation: str) -> None:

@@ -38,6 +38,7 @@ on one Redis server (not a cluster): they reach keys that they build from the ch
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import os
 import random
@@ -45,7 +46,7 @@ import socket
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set, Tuple, Type
 from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 import aiohttp
@@ -65,6 +66,9 @@ from generic_connector.redis_store import (
     redis_location,
     wait_for_event,
 )
+
+if TYPE_CHECKING:  # config imports this module
+    from generic_connector.config import ChannelConfig
 
 logger = get_logger(__name__)
 
@@ -392,7 +396,7 @@ def retry_after(value: Optional[str], limit: float) -> Optional[float]:
     return max(0.0, min(seconds, limit))
 
 
-_OS_REASONS: Tuple[Tuple[type, str], ...] = (
+_OS_REASONS: Tuple[Tuple[Type[BaseException], str], ...] = (
     (ConnectionRefusedError, "connection refused"),
     (ConnectionResetError, "connection reset"),
     (socket.gaierror, "host name not resolved"),
@@ -474,7 +478,8 @@ class RedisOutbox(Outbox):
     # The pipeline's side ----------------------------------------------------------------------
 
     @classmethod
-    def for_channel(cls, config: Any) -> "RedisOutbox":
+    def for_channel(cls, config: "ChannelConfig") -> "RedisOutbox":
+        assert config.outbound is not None  # an outbox is built only for a channel with one
         store = config.store
         # Masked wherever a request is shown (deliveries list/show, logs): every variable read.
         secrets = {name: os.environ[name] for name in config.env_names() if os.environ.get(name)}
@@ -591,13 +596,13 @@ class RedisOutbox(Outbox):
                 continue
             task = asyncio.ensure_future(self._work(conversation))
             self._active[conversation] = task
-            task.add_done_callback(lambda done, c=conversation: self._worked(c, done))
+            task.add_done_callback(functools.partial(self._worked, conversation))
 
     def _worked(self, conversation: str, task: "asyncio.Task[None]") -> None:
         if self._active.get(conversation) is task:
             del self._active[conversation]
-        if not task.cancelled() and task.exception() is not None:
-            error = task.exception()
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
             if isinstance(error, UNREACHABLE):
                 self._unreachable(error)
             else:

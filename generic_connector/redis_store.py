@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import os
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Type
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -35,6 +35,9 @@ from generic_connector import defaults
 from generic_connector.errors import Unavailable
 from generic_connector.idempotency import IdempotencyStore, Replies, register
 from generic_connector.logtext import get_logger
+
+if TYPE_CHECKING:  # config imports this module
+    from generic_connector.config import ChannelConfig
 
 logger = get_logger(__name__)
 
@@ -47,7 +50,7 @@ POLL_FIRST = 0.01
 POLL_MAX = 0.25
 
 # Errors that mean "Redis cannot be reached (now)", rather than a bug.
-UNREACHABLE: Tuple[type, ...] = (
+UNREACHABLE: Tuple[Type[BaseException], ...] = (
     redis.exceptions.ConnectionError,  # refused, reset, loading (BusyLoadingError)
     redis.exceptions.TimeoutError,
     OSError,
@@ -232,7 +235,7 @@ class RedisStore(IdempotencyStore):
         self._claims: Dict[str, Tuple[bytes, asyncio.Task[None]]] = {}
 
     @classmethod
-    def for_channel(cls, config: Any) -> "RedisStore":
+    def for_channel(cls, config: "ChannelConfig") -> "RedisStore":
         store = config.store
         return cls(
             config.idempotency.window,

@@ -3,50 +3,52 @@
 The channel-level checks are ``config.check_channel``, the same ones ``rasa run`` applies at
 start-up; this module finds the channels in a file, checks what only the whole file shows
 (two channels with one name, a name Rasa's own channel in the file also has, misspelt
-``generic_connector.*`` keys), explains findings in plain words, and runs the mapping test
-cases. ``load_startup_channel`` is what a channel is built with at ``rasa run`` start-up: the
-same checks and words, as far as one credentials entry and the command line show them.
+``generic_connector.*`` keys), explains findings in plain words (``explain``), and runs the
+mapping test cases. ``load_startup_channel`` (``startup``, re-exported here) is what a channel
+is built with at ``rasa run`` start-up: the same checks and words, as far as one credentials
+entry and the command line show them.
 """
 
-import dataclasses
 import difflib
 import os
-import re
-import sys
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
-
-import yaml
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from generic_connector.config import (
     SCHEMA,
     ChannelConfig,
     Position,
     check_channel,
-    environment_problems,
     load_yaml,
     locate,
 )
 from generic_connector.dryrun import CaseError, answer_problem, run_case
 from generic_connector.errors import ConfigError, Finding
+from generic_connector.explain import (  # noqa: F401 (re-exported)
+    COMPILE,
+    belongs_under,
+    explain_expression_error,
+    explain_finding,
+    explain_findings,
+)
+from generic_connector.startup import (  # noqa: F401 (re-exported)
+    DEFAULT_CREDENTIALS,
+    RASA_CHANNELS,
+    credentials_on_command_line,
+    duplicate_name,
+    env_findings,
+    forget_started_channels,
+    load_startup_channel,
+    rasa_channel_clash,
+    route_key,
+    startup_clashes,
+)
 
 GENERIC_KEYS = ("generic_connector.GenericChannel",)
 GENERIC_PREFIX = "generic_connector.channels."
 PACKAGE = "generic_connector"
-# Rasa 3.6's own channels (rasa.core.channels.BUILTIN_CHANNELS, held to it by a test): a file
-# with such keys is a credentials file; their entries are not ours to check, but a generic
-# channel must not take the name (the URL /webhooks/<name>/) of one in the same file.
-RASA_CHANNELS = {
-    "botframework", "callback", "cmdline", "facebook", "hangouts", "mattermost", "rasa", "rest",
-    "rocketchat", "slack", "socketio", "telegram", "twilio", "twilio_voice", "webexteams",
-}  # fmt: skip
 YAML_SUFFIXES = (".yml", ".yaml")
-COMPILE = "expression does not compile: "
-# Where `rasa run` reads credentials when --credentials names no file
-# (rasa.shared.constants.DEFAULT_CREDENTIALS_PATH).
-DEFAULT_CREDENTIALS = "credentials.yml"
 
 
 @dataclass
@@ -117,11 +119,12 @@ def validate_file(path: Path, check_env: Optional[bool] = False) -> FileReport:
         report.kind = "credentials"
         check_env = env_check_default() if check_env is None else check_env
         channels: List[Tuple[ChannelConfig, Position]] = []
+        positions: Dict[Any, Position] = getattr(document, "positions", {})
         for key, entry in document.items():
-            origin = document.positions.get(key, start)
+            origin = positions.get(key, start)
             problem = channel_key_problem(key)
             if problem is not None:
-                report.findings.append(Finding(str(key), *problem, *origin))
+                report.findings.append(Finding(str(key), *(problem + origin)))
             elif is_generic_key(key):
                 config = _check(report, entry, key, origin, path.parent, check_env)
                 if config is not None:
@@ -205,21 +208,6 @@ def summary(reports: List[FileReport]) -> Tuple[int, int, int]:
     return len(reports) - len(invalid), len(invalid), sum(len(r.findings) for r in invalid)
 
 
-def env_findings(config: ChannelConfig, origin: Position = (None, None, None)) -> List[Finding]:
-    """One finding per environment variable the channel reads that is not set, then empty
-    secrets and secrets the auth scheme cannot use: what stops ``rasa run`` at start-up."""
-    hint = "the mapping reads it; set it before rasa run starts"
-    findings = [
-        Finding(config.name, f"environment variable {name} is not set", hint, *origin)
-        for name in config.env_names()
-        if name not in os.environ
-    ]
-    for message, problem_hint in environment_problems(config):
-        if not message.endswith(" not set"):  # said above, one by one
-            findings.append(Finding(config.name, message, problem_hint, *origin))
-    return findings
-
-
 # --- What only the whole credentials file shows -------------------------------------------
 
 
@@ -251,462 +239,17 @@ def channel_key_problem(key: Any) -> Optional[Tuple[str, str]]:
     return message, f"did you mean '{suggestion}'?"
 
 
-def route_key(name: str) -> str:
-    """What tells generic channels apart in Rasa's web server: GenericChannel names its
-    blueprint after the channel name with every non-word character read as '_'."""
-    return re.sub(r"\W", "_", name)
-
-
-def duplicate_name(name: str, other: str) -> Tuple[str, str]:
-    """(message, hint) for a generic channel whose name another one already has."""
-    if name == other:
-        message = f"two generic channels are named '{name}'"
-    else:
-        message = f"generic channels '{other}' and '{name}' cannot run side by side"
-    hint = "each generic channel needs a name of its own: it is its URL /webhooks/<name>/"
-    if name != other:
-        hint = "Rasa's web server tells them apart by the name with '-' read as '_': rename one"
-    return message, hint
-
-
-def rasa_channel_clash(name: str) -> Tuple[str, str]:
-    """(message, hint) for a generic channel named like Rasa's own channel in the same file."""
-    message = f"generic channel '{name}' takes the name of Rasa's own {name}: channel in this file"
-    hint = (
-        f"both would serve /webhooks/{name}/: rename the generic channel (name: my-{name}) "
-        f"or remove the {name}: entry"
-    )
-    return message, hint
-
-
 def _clashes(channels: List[Tuple[ChannelConfig, Position]], rasa_keys: Set[str]) -> List[Finding]:
     findings = []
     seen: Dict[str, str] = {}
     for config, origin in channels:
         name = config.name
         if route_key(name) in seen:
-            findings.append(Finding(name, *duplicate_name(name, seen[route_key(name)]), *origin))
+            findings.append(Finding(name, *(duplicate_name(name, seen[route_key(name)]) + origin)))
         seen.setdefault(route_key(name), name)
         if name in rasa_keys:
-            findings.append(Finding(name, *rasa_channel_clash(name), *origin))
+            findings.append(Finding(name, *(rasa_channel_clash(name) + origin)))
     return findings
-
-
-# --- At rasa run start-up -----------------------------------------------------------------
-
-# Generic channels built in this process, by route_key: Rasa builds each from its own entry and
-# registers them all afterwards, where a second one of a name would fail with a traceback.
-_STARTED: Dict[str, str] = {}
-
-
-def load_startup_channel(
-    credentials: Any, label: str = "generic channel", argv: Optional[Sequence[str]] = None
-) -> ChannelConfig:
-    """Validate and compile a channel at ``rasa run`` start-up (``from_credentials``).
-
-    Raises ConfigError with the findings ``generic-connector validate`` words the same way:
-    the entry's own problems, unset environment variables, a name another generic channel of
-    this process already has, and a name Rasa's own channel in the credentials file on the
-    command line (``argv``, default ``sys.argv[1:]``) also has.
-    """
-    config, findings, document = check_channel(credentials, label)
-    findings = explain_findings(findings, document, label)
-    if config is not None:
-        findings += env_findings(config) + startup_clashes(config.name, argv)
-    if config is None or findings:
-        raise ConfigError(findings)
-    _STARTED[route_key(config.name)] = config.name
-    return config
-
-
-def startup_clashes(name: str, argv: Optional[Sequence[str]] = None) -> List[Finding]:
-    """A generic channel's name taken by another of this process, or by Rasa's own channel in
-    the credentials file ``rasa run`` was started with."""
-    findings = []
-    other = _STARTED.get(route_key(name))
-    if other is not None:
-        findings.append(Finding(name, *duplicate_name(name, other)))
-    if name in RASA_CHANNELS:
-        file = credentials_on_command_line(argv)
-        if file is not None and name in _keys_of(file):
-            findings.append(Finding(name, *rasa_channel_clash(name), file=str(file)))
-    return findings
-
-
-def forget_started_channels() -> None:
-    """Forget the generic channels built in this process (for tests that build several)."""
-    _STARTED.clear()
-
-
-def credentials_on_command_line(argv: Optional[Sequence[str]] = None) -> Optional[Path]:
-    """The credentials file of ``rasa run [--credentials FILE]``, as Rasa picks it: the file
-    given when it exists, else credentials.yml when it exists. None for other commands."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] != "run" or args[1:2] == ["actions"]:
-        return None
-    given = None
-    for index, arg in enumerate(args):
-        option, equals, value = arg.partition("=")
-        if len(option) > 4 and "--credentials".startswith(option):  # argparse takes prefixes
-            given = value if equals else (args[index + 1] if index + 1 < len(args) else None)
-    for candidate in (given, DEFAULT_CREDENTIALS):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    return None
-
-
-def _keys_of(file: Path) -> Set[str]:
-    try:
-        document = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return set()
-    return {k for k in document if isinstance(k, str)} if isinstance(document, dict) else set()
-
-
-# --- Findings in plain words --------------------------------------------------------------
-
-
-def explain_findings(
-    findings: List[Finding], document: Optional[Dict[str, Any]] = None, label: str = ""
-) -> List[Finding]:
-    """The findings with raw parser messages explained: JMESPath syntax errors, YAML errors,
-    keys at the wrong level and expressions YAML did not read as text."""
-    name = document.get("name") if isinstance(document, dict) else None
-    prefix = name if isinstance(name, str) and name else label
-    return [explain_finding(f, document, prefix) for f in findings]
-
-
-def explain_finding(
-    finding: Finding, document: Optional[Dict[str, Any]] = None, prefix: str = ""
-) -> Finding:
-    """One finding, explained; unchanged when there is nothing to add."""
-    message, hint = finding.message, finding.hint
-    keys = _keys_in(finding.path, prefix)
-    if message.startswith(COMPILE):
-        source = _value_at(document, keys)
-        plain = explain_expression_error(
-            message[len(COMPILE) :], source if isinstance(source, str) else None
-        )
-        if plain is not None:
-            message, hint = COMPILE + plain[0], plain[1]
-    elif message.startswith("unknown key '") and keys:
-        elsewhere = belongs_under(str(keys[-1]), keys[:-1])
-        if elsewhere is not None:
-            hint = elsewhere
-    elif message.startswith("must be a string, got ") and message[22:] in _CONTAINERS:
-        message = "must be a string, got " + _CONTAINERS[message[22:]]
-        hint = _quote_hint(finding, keys, "{" if message.endswith("object") else "[")
-    elif message.startswith("not valid YAML: "):
-        hint = _yaml_hint(finding) or hint
-    if (message, hint) == (finding.message, finding.hint):
-        return finding
-    return dataclasses.replace(finding, message=message, hint=hint)
-
-
-# How a type finding names a YAML object or list (a LocatedDict is an object read from YAML).
-_CONTAINERS = {"an object": "an object", "LocatedDict": "an object", "a list": "a list"}
-
-
-def _keys_in(path: str, prefix: str) -> List[Any]:
-    """The key path of a finding's ``path`` (``shop.request.ignore[0].when``), without the
-    channel's name in front."""
-    if prefix and (
-        path == prefix or path.startswith(prefix + ".") or path.startswith(prefix + "[")
-    ):
-        path = path[len(prefix) :]
-    elif prefix:
-        return []
-    return [int(i) if i else k for i, k in re.findall(r"\[(\d+)\]|([^.\[\]]+)", path)]
-
-
-def _value_at(document: Any, keys: List[Any]) -> Any:
-    node = document
-    for key in keys:
-        found = isinstance(node, dict) and key in node
-        if not (found or (isinstance(node, list) and isinstance(key, int) and key < len(node))):
-            return None
-        node = node[key]
-    return node
-
-
-@lru_cache(maxsize=1)
-def _schema_keys() -> Tuple[Dict[str, List[Tuple[str, ...]]], Set[str]]:
-    """Where each key of the channel schema may be written (section paths, lists as "[]"),
-    and the keys that hold an expression. Test cases are left out: their keys mirror the
-    mapping's."""
-    sections: Dict[str, List[Tuple[str, ...]]] = {}
-    expressions: Set[str] = set()
-    definitions = SCHEMA.get("definitions", {})
-
-    def walk(schema: Any, path: Tuple[str, ...], depth: int) -> None:
-        if not isinstance(schema, dict) or depth > 12:
-            return
-        reference = schema.get("$ref")
-        if isinstance(reference, str) and reference.startswith("#/definitions/"):
-            walk(definitions.get(reference.rsplit("/", 1)[1]), path, depth + 1)
-        for key, sub in schema.get("properties", {}).items():
-            if path == () and key == "tests":
-                continue
-            if path not in sections.setdefault(key, []):
-                sections[key].append(path)
-            if isinstance(sub, dict) and (
-                sub.get("$ref") == "#/definitions/expression" or sub.get("format") == "jmespath"
-            ):
-                expressions.add(key)
-            walk(sub, path + (key,), depth + 1)
-        items = schema.get("items")
-        walk(items, path + ("[]",), depth + 1)
-        for keyword in ("anyOf", "oneOf", "allOf"):
-            for sub in schema.get(keyword, []):
-                walk(sub, path, depth + 1)
-        walk(schema.get("then"), path, depth + 1)
-        walk(schema.get("else"), path, depth + 1)
-
-    walk(SCHEMA, (), 0)
-    return sections, expressions
-
-
-def belongs_under(key: str, section: List[Any]) -> Optional[str]:
-    """``'text belongs under request'``: where a key that is unknown here is written instead."""
-    here = tuple("[]" if isinstance(k, int) else str(k) for k in section)
-    places = [p for p in _schema_keys()[0].get(key, []) if p != here]
-    if not places:
-        return None
-    place = min(places, key=len)  # the shallowest; among those, the schema's order
-    if not place:
-        return f"{key} belongs at the top level of the channel"
-    return f"{key} belongs under {'.'.join(place).replace('.[]', '[]')}"
-
-
-def _quoted(value: str) -> str:
-    """``value`` as a YAML string that keeps it as it is."""
-    if '"' not in value and "\\" not in value:
-        return f'"{value}"'
-    if "'" not in value:
-        return f"'{value}'"
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _line(finding: Finding) -> Optional[str]:
-    if not finding.file or not finding.line:
-        return None
-    try:
-        lines = Path(finding.file).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return lines[finding.line - 1] if finding.line <= len(lines) else None
-
-
-_KEY_VALUE = re.compile(r"^\s*(?:-\s+)?(?P<key>[A-Za-z_][\w-]*):\s+(?P<value>\S.*?)\s*$")
-
-
-def _quote_hint(finding: Finding, keys: List[Any], bracket: str) -> str:
-    """For an expression YAML read as an object or a list: quote it."""
-    read_as = "an object" if bracket == "{" else "a list"
-    key = str(keys[-1]) if keys else "key"
-    line = _line(finding)
-    found = _KEY_VALUE.match(line or "")
-    value = found["value"] if found and found["value"].startswith(bracket) else None
-    example = _quoted(value) if value else ('"{a: b.c}"' if bracket == "{" else '"[a, b]"')
-    return (
-        f"an expression starting with {bracket} must be quoted in YAML, or YAML reads it as "
-        f"{read_as}: {key}: {example}"
-    )
-
-
-# Characters that make YAML read a plain value as something else than the text written.
-_YAML_SPECIAL = "{[`@!*&%"
-
-
-def _yaml_hint(finding: Finding) -> Optional[str]:
-    """For a YAML error on (or just after) an unquoted expression: quote it."""
-    if not finding.file or not finding.line:
-        return None
-    expression_keys = _schema_keys()[1]
-    for line_number in range(finding.line, max(0, finding.line - 3), -1):
-        line = _line(dataclasses.replace(finding, line=line_number))
-        found = _KEY_VALUE.match(line or "")
-        if not found or found["key"] not in expression_keys:
-            continue
-        key, value = found["key"], found["value"]
-        if value[0] in _YAML_SPECIAL or ": " in value:
-            first = value[0] if value[0] in _YAML_SPECIAL else ": "
-            what = f"starting with {first}" if first != ": " else "holding ': '"
-            return f"an expression {what} must be quoted in YAML: {key}: {_quoted(value)}"
-    return None
-
-
-# jmespath's token types, as the messages name them.
-_TOKENS = {
-    "dot": "`.`", "eof": "the end", "literal": "a `literal`", "number": "a number",
-    "lbracket": "`[`", "rbracket": "`]`", "lbrace": "`{`", "rbrace": "`}`", "lparen": "`(`",
-    "rparen": "`)`", "comma": "`,`", "colon": "`:`", "pipe": "`|`", "or": "`||`",
-    "and": "`&&`", "star": "`*`", "flatten": "`[]`", "filter": "`[?`", "current": "`@`",
-    "expref": "`&`", "not": "`!`", "eq": "`==`", "ne": "`!=`", "lt": "`<`", "gt": "`>`",
-    "lte": "`<=`", "gte": "`>=`", "unquoted_identifier": "a name",
-    "quoted_identifier": "a quoted name", "raw_string": "a 'string'",
-}  # fmt: skip
-_CLOSING = {"(": ")", "[": "]", "{": "}"}
-_OPERATORS = ("||", "&&", "==", "!=", "<=", ">=", "|", "<", ">", "!", ",", ":", ".", "[?")
-_AT_COLUMN = re.compile(r"^(?P<what>.*) at column (?P<column>\d+)$", re.DOTALL)
-
-
-def explain_expression_error(raw: str, source: Optional[str] = None) -> Optional[Tuple[str, str]]:
-    """(message, hint) in plain words for a JMESPath syntax error ``compile_expression``
-    raised, with the column and a fix; None when the message is already plain."""
-    if raw == "the expression ends too early":
-        return _ends_early(source)
-    found = _AT_COLUMN.match(raw)
-    if not found:
-        return None
-    what, column = found["what"], int(found["column"])
-    char = source[column - 1] if source and 0 < column <= len(source) else None
-    expecting = re.match(r"Expecting: (?P<expected>.+), got: (?P<got>\w+)$", what)
-    if expecting:
-        return _expecting(expecting["expected"], expecting["got"], column, source)
-    if what.startswith("Unexpected token: "):
-        return _unexpected(what[len("Unexpected token: ") :], column, source)
-    if what == "Unknown token '='":
-        fixed = source[: column - 1] + "==" + source[column:] if char == "=" else None
-        hint = "compare with ==" + (f": {fixed}" if fixed else "")
-        return f"`=` at column {column} is not JMESPath", hint
-    if what == "Unknown token '-'":
-        return _dash(column, source)
-    if what.startswith("Unknown token "):
-        bad = what[len("Unknown token ") :].strip("'")
-        message = f"`{bad}` at column {column} is not part of JMESPath"
-        return message, f'remove it, or quote the name that holds it: "a{bad}b"'
-    if what.startswith("Unclosed "):
-        delimiter = what.split()[1]
-        kind = {"'": "string", '"': "quoted name", "`": "literal"}.get(delimiter, "quote")
-        message = f"the {kind} opened with {delimiter} at column {column} is never closed"
-        hint = f"end it with {delimiter}"
-        if delimiter == "'":
-            hint += "; in YAML, write the whole expression in double quotes: \"'text'\""
-        return message, hint
-    if what.startswith("Bad token "):
-        message = f"the `literal` at column {column} is not valid JSON"
-        return message, "backquotes hold JSON (`1`, `[1, 2]`, `{\"a\": 1}`); a string is 'text'"
-    if what in ("invalid token", "syntax error"):
-        pair = source[column - 1 : column + 1] if source else ""
-        shown = pair if pair in _OPERATORS else char
-        message = f"`{shown}` cannot stand at column {column}" if shown else f"column {column}"
-        hint = "an operator needs an expression on each side (a || b, a == b)"
-        if what == "syntax error":
-            hint = "a slice is [start:stop:step] with numbers only, e.g. [0:2]"
-        elif source and source[max(0, column - 3) : column - 1] == ".[":
-            hint = "an index follows the name directly: a[0], not a.[0]"
-        return message, hint
-    return None
-
-
-def _expecting(expected: str, got: str, column: int, source: Optional[str]) -> Tuple[str, str]:
-    token = _TOKENS.get(got, got)
-    if "lbrace" in expected and "lbracket" in expected:  # after a dot
-        dot = column - 1
-        if got == "dot":
-            hint = "`..` is not valid JMESPath: one dot joins two names"
-            if source:
-                hint += f"; write {source[: column - 1] + source[column - 1 :].lstrip('.')}"
-            return f"two dots in a row at column {dot}", hint
-        if got == "eof":
-            hint = "a dot must be followed by a name"
-            if source and source.rstrip().rstrip("."):
-                hint += f": write {source.rstrip().rstrip('.')}, or finish the path"
-            return f"the expression ends with a dot (column {dot})", hint
-        hint = "after a dot comes a name, [a, b] or {a: b}"
-        if got == "literal":
-            hint += "; a `literal` stands on its own: `x`, not a.`x`"
-        return f"a name must follow the dot at column {dot}, not {token}", hint
-    if "quoted_identifier" in expected:  # a key of {…}
-        hint = 'write {key: value}; a key holding other characters is quoted: {"first-name": a}'
-        return f"an object key is expected at column {column}, not {token}", hint
-    wanted = _TOKENS.get(expected, expected)
-    if expected == "colon":
-        return f"`:` expected at column {column}, not {token}", "write {key: value, other: b}"
-    hint = "check that every (, [ and { before it is closed, in the right order"
-    return f"{wanted} expected at column {column}, not {token}", hint
-
-
-def _unexpected(token: str, column: int, source: Optional[str]) -> Tuple[str, str]:
-    if token in (")", "]", "}"):
-        opening = {")": "(", "]": "[", "}": "{"}[token]
-        return f"`{token}` at column {column} closes nothing", f"remove it, or add its {opening}"
-    if token == ":":
-        message = f"`:` at column {column} is outside {{…}}"
-        return message, 'key: value pairs go inside {…}; in YAML, quote it all: "{a: b.c}"'
-    if token == ",":
-        return f"`,` at column {column} is outside a list or an object", "write [a, b] or {x: a}"
-    before = source[: column - 1] if source else ""
-    previous = re.search(r"(\S+)\s+$", before)
-    if previous:
-        left = previous.group(1)
-        message = f"`{token}` at column {column} follows `{left}` with nothing joining them"
-        hint = (
-            f"join them with an operator: {left}.{token} for a path, {left} || {token} for "
-            f'either; a key holding a space is quoted: "{left} {token}"'
-        )
-        return message, hint
-    hint = "the expression before it is complete: join what follows with an operator, or remove it"
-    return f"unexpected `{token}` at column {column}", hint
-
-
-def _dash(column: int, source: Optional[str]) -> Tuple[str, str]:
-    message = f"`-` at column {column}: a name holding `-` must be quoted"
-    if not source or column > len(source):
-        return message, 'quote it: "first-name"'
-    if source[column - 2 : column - 1].isspace() or source[column : column + 1].isspace():
-        message = f"`-` at column {column}: JMESPath has no arithmetic"
-        return message, 'compute it in the assistant; a name holding `-` is quoted: "first-name"'
-    start = end = column - 1
-    while start > 0 and (source[start - 1].isalnum() or source[start - 1] in "_-"):
-        start -= 1
-    while end + 1 < len(source) and (source[end + 1].isalnum() or source[end + 1] in "_-"):
-        end += 1
-    fixed = f'{source[:start]}"{source[start : end + 1]}"{source[end + 1 :]}'
-    return message, f"write {fixed} (in YAML: {_quoted(fixed)})"
-
-
-def _ends_early(source: Optional[str]) -> Tuple[str, str]:
-    if source:
-        opened = _unclosed(source)
-        if opened is not None:
-            char, column = opened
-            message = f"the expression ends before the {char} at column {column} is closed"
-            return message, f"close it with {_CLOSING.get(char, char)}"
-        tail = source.rstrip()
-        for operator in _OPERATORS:
-            if tail.endswith(operator):
-                return (
-                    f"the expression ends after `{operator}`",
-                    "add what follows it, or remove it",
-                )
-    hint = "something is not finished: a bracket, a quote or an operator"
-    return "the expression ends too early", hint
-
-
-def _unclosed(source: str) -> Optional[Tuple[str, int]]:
-    """The last bracket (or quote) still open at the end of ``source``, with its column."""
-    stack: List[Tuple[str, int]] = []
-    quote: Optional[Tuple[str, int]] = None
-    escaped = False
-    for index, char in enumerate(source):
-        if quote is not None:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == quote[0]:
-                quote = None
-        elif char in "'\"`":
-            quote = (char, index + 1)
-        elif char in _CLOSING:
-            stack.append((char, index + 1))
-        elif char in ")]}" and stack and _CLOSING[stack[-1][0]] == char:
-            stack.pop()
-    if quote is not None:
-        return quote
-    return stack[-1] if stack else None
 
 
 def env_check_default(environ: Optional[Dict[str, str]] = None) -> bool:

@@ -7,7 +7,8 @@ import yaml
 
 from generic_connector.errors import ConfigError, Finding
 
-Position = Tuple[Optional[str], int, int]
+# (file, line, column); None where not known (an entry given as a dict, not read from a file).
+Position = Tuple[Optional[str], Optional[int], Optional[int]]
 
 
 class LocatedDict(dict):

@@ -14,11 +14,11 @@ bytes, never whole.
 import asyncio
 import json
 import re
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Type
 
 import aiohttp
 from cryptography import x509
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from jwt.algorithms import Algorithm, ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.exceptions import PyJWTError
 
 from generic_connector.auth import AuthFailed, AuthUnavailable
@@ -31,7 +31,11 @@ KEY_URL_PATTERN = (
 )
 _KEY_URL = re.compile(KEY_URL_PATTERN)
 
-_JWK_TYPES = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}
+_JWK_TYPES: Dict[str, Type[Algorithm]] = {
+    "RSA": RSAAlgorithm,
+    "EC": ECAlgorithm,
+    "OKP": OKPAlgorithm,
+}
 
 
 class PublicKey(NamedTuple):

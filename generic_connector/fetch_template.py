@@ -1,0 +1,83 @@
+"""The templates of ``request.fetch``: each entry rendered over the event into the request
+to send. Pure template code, no HTTP: the mapping holds these, and ``fetch`` sends them.
+"""
+
+import json
+from typing import Any, Dict, List, NamedTuple, Optional
+from urllib.parse import urlsplit
+
+from generic_connector import defaults
+from generic_connector.expressions import Expression
+from generic_connector.functions import Scope
+from generic_connector.outbound import HostAllowList, URLRefused, checked_url, url_port
+
+
+class FetchFailed(Exception):
+    """The platform's API did not give a usable answer; the message is for the log."""
+
+
+class FetchRequest(NamedTuple):
+    name: str
+    method: str
+    url: str
+    headers: Dict[str, str]
+
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.url).hostname or "").lower()
+
+    @property
+    def port(self) -> Optional[int]:
+        return url_port(self.url)
+
+
+class FetchTemplate:
+    """One entry of ``request.fetch``: JMESPath over the event, as the mapping's fields."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        method: str = "GET",
+        headers: Optional[Dict[str, str]] = None,
+        timeout: float = defaults.FETCH_TIMEOUT,
+        retries: int = defaults.FETCH_RETRIES,
+        allow_hosts: Optional[List[str]] = None,
+    ) -> None:
+        self.name = name
+        self.method = method
+        self.url = Expression(url)
+        self.headers = {key: Expression(value) for key, value in (headers or {}).items()}
+        self.timeout = timeout
+        self.retries = retries
+        self.allow_hosts = HostAllowList(allow_hosts) if allow_hosts else None
+
+    def expressions(self) -> List[Expression]:
+        return [self.url, *self.headers.values()]
+
+    def render(self, event: Any, scope: Optional[Scope]) -> FetchRequest:
+        """The request for ``event``; FetchFailed when the template gives no usable one.
+
+        The URL must pass ``checked_url`` (no non-ASCII host, no ``.`` or ``..`` path segment,
+        ...) and, with ``allow_hosts``, go to an allowed host on an allowed port.
+        """
+        try:
+            url = checked_url(self.url.search(event, scope))
+        except URLRefused as refused:
+            raise FetchFailed(f"fetch {self.name!r}: the url template gave {refused}") from None
+        headers = {}
+        for key, expression in self.headers.items():
+            value = expression.search(event, scope)
+            if value is None:
+                continue
+            value = value if isinstance(value, str) else json.dumps(value)
+            if "\r" in value or "\n" in value:
+                raise FetchFailed(f"fetch {self.name!r}: header {key} holds a line break")
+            headers[key] = value
+        request = FetchRequest(self.name, self.method, url, headers)
+        if self.allow_hosts is not None and not self.allow_hosts.allows(url):
+            raise FetchFailed(
+                f"fetch {self.name!r}: host {request.host!r} on port {request.port} "
+                "is not in allow_hosts"
+            )
+        return request

@@ -56,7 +56,7 @@ if ! command -v uv >/dev/null; then
 fi
 
 [ -x "$VENV/bin/python" ] && supported "$VENV/bin/python" || uv venv --quiet -p "$PY" "$VENV"
-uv pip install --quiet -p "$VENV/bin/python" -e '.[test]' "rasa==$RASA_VERSION"
+uv pip install --quiet -p "$VENV/bin/python" -e '.[test,docs]' "rasa==$RASA_VERSION"
 # redis-server for the tests of the Redis store and outbox (they are skipped without it).
 if command -v apt-get >/dev/null; then
   command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \

@@ -1,6 +1,6 @@
 """Reliability under a real ``rasa run``: load, duplicate deliveries, a crash.
 
-The figures these tests print are the ones in the README's reliability section
+The figures these tests print are the ones in docs/security.md's reliability figures
 (``pytest tests/test_reliability.py -s`` shows them).
 """
 

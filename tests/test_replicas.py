@@ -5,7 +5,7 @@ Both replicas serve a Telegram channel built from ``mappings/telegram.yml`` with
 ``store: {type: redis}``, over Rasa's Redis lock store and a Redis tracker store; replies go to
 a local stand-in of the Bot API reached through a link that the tests can cut. The client
 alternates between the replicas, as a load balancer would. The figures printed here
-(``pytest tests/test_replicas.py -s``) are the ones in the README's reliability table.
+(``pytest tests/test_replicas.py -s``) are the ones in docs/security.md's reliability figures.
 
 The tests share one set of processes and run in this order: duplicates, the platform's API
 down, a replica killed, a replica stopped (each brought back in the background), Redis

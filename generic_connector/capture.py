@@ -1,8 +1,8 @@
 """``generic-connector capture``: a local server that records what a platform sends.
 
 Each request, whatever its method and path, is written to its own JSON file as a mapping test
-case (docs/validation.md: Mapping tests) with an empty ``expect`` to fill in, or to turn into a starter
-mapping with ``generic-connector new --from``. The server answers ``{}`` (or a given text),
+case (docs/validation.md: Mapping tests) with an empty ``expect`` to fill in, or to turn into a
+starter mapping with ``generic-connector new --from``. The server answers ``{}`` (or a given text),
 and answers verification challenges (Meta's ``hub.challenge``, Slack's ``url_verification``)
 so that a platform accepts the URL and starts sending.
 

@@ -26,6 +26,8 @@ OUTBOUND_TIMEOUT = 10.0
 OUTBOUND_RETRIES = 3
 OUTBOUND_BACKOFF = 0.5
 OUTBOUND_MAX_BACKOFF = 30.0
+# The longest wait a platform's Retry-After header is followed for (outbound, fetch).
+MAX_RETRY_AFTER = 120.0
 # Bytes of a success's body read before its connection is closed instead of read on: nothing
 # uses it, and a platform (or a host it redirects DNS to) must not make us read 300 MB.
 MAX_DRAINED = 65_536
@@ -33,4 +35,6 @@ MAX_DRAINED = 65_536
 # fetch before mapping
 FETCH_TIMEOUT = 5.0  # seconds per attempt
 FETCH_RETRIES = 2
+FETCH_BACKOFF = 0.2  # seconds after the first failed attempt, doubling
+FETCH_MAX_BACKOFF = 2.0
 FETCH_MAX_ANSWER = 1_048_576  # bytes: a fetched message, not a download; larger is refused

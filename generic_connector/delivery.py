@@ -14,13 +14,10 @@ query values and every header value cut out, in case the platform echoes them.
 
 import asyncio
 import contextlib
-import email.utils
 import errno
-import random
 import re
 import socket
 import ssl
-import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
@@ -30,10 +27,10 @@ from generic_connector import defaults
 from generic_connector.logtext import get_logger
 from generic_connector.metrics import ChannelMetrics
 from generic_connector.outbound import Outbound, OutboundRequest
+from generic_connector.retry import Backoff, retry_after, retryable_status
 
 logger = get_logger(__name__)
 
-RETRY_STATUSES = {429, 500, 502, 503, 504}
 ANSWER_LOGGED = 500  # characters of an error answer in the log line
 MAX_DRAINED = defaults.MAX_DRAINED
 _HIDDEN = "[hidden]"
@@ -45,6 +42,7 @@ class Delivery:
     def __init__(self, channel: str, outbound: Outbound) -> None:
         self.channel = channel
         self.outbound = outbound
+        self.backoff = Backoff(outbound.backoff, outbound.max_backoff)
         self._session: Optional[aiohttp.ClientSession] = None
         self._tails: Dict[str, asyncio.Task] = {}  # each conversation's last task
         self._tasks: Set[asyncio.Task] = set()  # every task not done yet
@@ -128,7 +126,7 @@ class Delivery:
                         "utf-8", errors="replace"
                     )
                     problem = f"the platform answered HTTP {answer.status}: {scrub(text, request)}"
-                    if answer.status not in RETRY_STATUSES:
+                    if not retryable_status(answer.status):
                         break
                     delay = retry_after(answer.headers.get("Retry-After"))
             except (aiohttp.ClientError, asyncio.TimeoutError) as error:
@@ -137,16 +135,12 @@ class Delivery:
                     break
             if attempt + 1 < attempts:
                 self.metrics.outbound["retried"] += 1
-                await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
+                await asyncio.sleep(self.backoff.delay(attempt + 1, delay))
         logger.error(
             "Channel %s: could not deliver %s for conversation %s after %d attempt(s); %s",
             self.channel, request.subject, conversation, attempt + 1, problem,
         )  # fmt: skip
         return False
-
-    def _backoff(self, attempt: int) -> float:
-        base = min(self.outbound.max_backoff, self.outbound.backoff * 2**attempt)
-        return base * random.uniform(0.5, 1.5)
 
     async def close(self) -> None:
         """Wait (up to the time-out) for deliveries under way, then close the session."""
@@ -277,17 +271,3 @@ def sent(session: aiohttp.ClientSession, request: OutboundRequest) -> Any:
         headers=request.headers,
         allow_redirects=False,
     )
-
-
-def retry_after(value: Optional[str], limit: float = 120.0) -> Optional[float]:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return max(0.0, min(seconds, limit))

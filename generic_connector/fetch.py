@@ -20,11 +20,12 @@ from generic_connector.delivery import read_at_most
 from generic_connector.fetch_template import FetchFailed, FetchRequest, FetchTemplate
 from generic_connector.functions import Scope
 from generic_connector.logtext import get_logger
+from generic_connector.retry import Backoff, retryable_status
 
 logger = get_logger(__name__)
 
 MAX_ANSWER = defaults.FETCH_MAX_ANSWER
-_RETRY_STATUSES = {429, 500, 502, 503, 504}
+FETCH_BACKOFF = Backoff(defaults.FETCH_BACKOFF, defaults.FETCH_MAX_BACKOFF)
 
 
 class Fetcher:
@@ -49,7 +50,7 @@ class HTTPFetcher(Fetcher):
         problem = ""
         for attempt in range(template.retries + 1):
             if attempt:
-                await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
+                await asyncio.sleep(FETCH_BACKOFF.delay(attempt))
             try:
                 async with self._session.request(
                     request.method,
@@ -61,7 +62,7 @@ class HTTPFetcher(Fetcher):
                     if answer.status < 300:
                         return _json(await _body(answer, request.name), request.name)
                     problem = f"HTTP {answer.status}"
-                    if answer.status not in _RETRY_STATUSES:
+                    if not retryable_status(answer.status):
                         break
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
                 # ValueError: what aiohttp or yarl refuse in a URL (InvalidURL is one too).

@@ -62,7 +62,6 @@ import functools
 import hashlib
 import json
 import os
-import random
 import re
 import socket
 import time
@@ -84,6 +83,7 @@ from generic_connector.redis_store import (
     redis_location,
     wait_for_event,
 )
+from generic_connector.retry import Backoff
 
 logger = get_logger(__name__)
 
@@ -369,6 +369,7 @@ class RedisInbox:
         self.grace = grace
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.retry = Backoff(backoff, max_backoff)
         self.dedup_window = dedup_window
         self.keys = Keys.of(prefix, channel)
         self.redis = RedisClient(url, pool)
@@ -675,7 +676,7 @@ class RedisInbox:
                     if await dead(attempts, problem) <= 0:
                         return
                     continue
-                delay = self._delay(attempts)
+                delay = self.retry.delay(attempts)
                 logger.warning(
                     "Channel %s: message %s of conversation %s: attempt %d of %d failed (%s); "
                     "next attempt in %.1f s",
@@ -785,10 +786,6 @@ class RedisInbox:
                     self.channel, conversation,
                 )  # fmt: skip
                 return
-
-    def _delay(self, attempts: int) -> float:
-        base = min(self.max_backoff, self.backoff * 2 ** (attempts - 1))
-        return base * random.uniform(0.5, 1.5)
 
     # Shut-down --------------------------------------------------------------------------------
 

@@ -41,11 +41,9 @@ import contextlib
 import functools
 import json
 import os
-import random
 import socket
 import time
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set, Tuple, Type
 from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
@@ -66,13 +64,13 @@ from generic_connector.redis_store import (
     redis_location,
     wait_for_event,
 )
+from generic_connector.retry import Backoff, retry_after, retryable_status
 
 if TYPE_CHECKING:  # config imports this module
     from generic_connector.config import ChannelConfig
 
 logger = get_logger(__name__)
 
-RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 ANSWER_KEPT = 500  # characters of the platform's last answer in the dead-letter entry
 ID_LENGTH = 32  # hex characters of a request's id, which starts its list element
 HIDDEN = "[hidden]"
@@ -382,20 +380,6 @@ class Outcome:
     delay: Optional[float] = None
 
 
-def retry_after(value: Optional[str], limit: float) -> Optional[float]:
-    """Seconds from a ``Retry-After`` header (seconds or an HTTP date), at most ``limit``."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError, IndexError):
-            return None
-    return max(0.0, min(seconds, limit))
-
-
 _OS_REASONS: Tuple[Tuple[Type[BaseException], str], ...] = (
     (ConnectionRefusedError, "connection refused"),
     (ConnectionResetError, "connection reset"),
@@ -439,7 +423,6 @@ class RedisOutbox(Outbox):
         poll_interval: float = 0.5,
         grace: float = 5.0,
         concurrency: int = 64,
-        max_retry_after: float = 300.0,
         *,
         pool: Optional[aioredis.ConnectionPool] = None,
     ) -> None:
@@ -458,7 +441,7 @@ class RedisOutbox(Outbox):
         self.poll_interval = poll_interval
         self.grace = grace
         self.concurrency = concurrency
-        self.max_retry_after = max_retry_after
+        self.backoff = Backoff(outbound.backoff, outbound.max_backoff)
         self.mask = Masker(secrets)
         self.keys = Keys.of(prefix, channel)
         self.redis = RedisClient(url, pool)
@@ -700,7 +683,7 @@ class RedisOutbox(Outbox):
                     return  # nothing left, and given back; or the lease was lost
                 continue
             if outcome.retry and attempts < self.max_attempts:
-                delay = self._delay(attempts, outcome.delay)
+                delay = self.backoff.delay(attempts, outcome.delay)
                 logger.warning(
                     "Channel %s: a %s request for conversation %s: attempt %d of %d failed "
                     "(%s); next attempt in %.1f s",
@@ -797,12 +780,6 @@ class RedisOutbox(Outbox):
         if self._wake is not None and delay < self.poll_interval:
             asyncio.get_running_loop().call_later(delay, self._wake.set)
 
-    def _delay(self, attempts: int, asked: Optional[float]) -> float:
-        if asked is not None:
-            return asked
-        base = min(self.outbound.max_backoff, self.outbound.backoff * 2 ** (attempts - 1))
-        return base * random.uniform(0.5, 1.5)
-
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = client_session(self.outbound.timeout)
@@ -824,10 +801,10 @@ class RedisOutbox(Outbox):
                 if status < 400:
                     problem = f"HTTP {status}, a redirect, not followed"
                     return Outcome(False, status=status, answer=text[:ANSWER_KEPT], problem=problem)
-                delay = retry_after(answer.headers.get("Retry-After"), self.max_retry_after)
+                delay = retry_after(answer.headers.get("Retry-After"))
                 return Outcome(
                     False,
-                    retry=status in RETRY_STATUSES,
+                    retry=retryable_status(status),
                     status=status,
                     answer=text[:ANSWER_KEPT],
                     problem=f"HTTP {status}",

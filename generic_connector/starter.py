@@ -603,7 +603,8 @@ def render(starter: Starter, sources: List[Source], out: Optional[Path]) -> str:
     names = ", ".join(s.path.name for s in sources)
     about = (
         f"A starter mapping guessed from {names}. Check each expression against the "
-        "platform's documentation, then add auth, metadata and a response (see docs/configuration.md)."
+        "platform's documentation, then add auth, metadata and a response "
+        "(see docs/configuration.md)."
     )
     lines = [f"# yaml-language-server: $schema={schema_reference(out)}"]
     lines += ["# " + line for line in textwrap.wrap(about, 92, break_on_hyphens=False)]

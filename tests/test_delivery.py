@@ -9,8 +9,9 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from generic_connector.delivery import Delivery, retry_after
+from generic_connector.delivery import Delivery
 from generic_connector.outbound import Outbound, OutboundRequest, RequestTemplate
+from generic_connector.retry import retry_after
 from tests.platform_api import PlatformAPI, json_field
 
 

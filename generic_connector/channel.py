@@ -22,23 +22,20 @@ from sanic.http import Http
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from generic_connector import defaults
+from generic_connector import defaults, stores
 from generic_connector.config import ChannelConfig
-from generic_connector.errors import ConfigError, HTTPError, Unavailable
+from generic_connector.errors import ConfigError, HTTPError, RetryLater, Unavailable
 from generic_connector.idempotency import Replies
 from generic_connector.logtext import get_logger
 from generic_connector.mapping import Extracted
 from generic_connector.metrics import CONTENT_TYPE, exposition
-from generic_connector.outbox import build_outbox
 from generic_connector.pipeline import (
     Assistant,
     Pipeline,
     deliver,
     handle_stored,
-    make_store,
     unique_id,
 )
-from generic_connector.redis_inbox import RedisInbox, RetryLater
 from generic_connector.request import IncomingRequest, dumps
 from generic_connector.startup import load_startup_channel
 
@@ -142,13 +139,9 @@ class GenericChannel(InputChannel):
 
     def __init__(self, config: ChannelConfig) -> None:
         self.config = config
-        outbox = build_outbox(config) if config.outbound else None
-        self.pipeline = Pipeline(config, make_store(config), outbox)
-        if config.request.ack == "early" or (config.defer and config.store.type != "memory"):
-            store = config.store
-            self.pipeline.inbox = RedisInbox(
-                config.name, store.url, store.prefix, store.visibility_timeout
-            )
+        parts = stores.build(config)  # what its store.type supplies
+        self.pipeline = Pipeline(config, parts.store, parts.outbox)
+        self.pipeline.inbox = parts.inbox
         self.in_flight = 0
         self.readers = BodyReaders()
         self._starting: Optional[asyncio.Future[None]] = None

@@ -16,8 +16,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
 import jsonschema
 
-# redis_outbox and redis_store register the outbox and store for several replicas.
-from generic_connector import defaults, redis_outbox, redis_store  # noqa: F401
+from generic_connector import defaults
 from generic_connector.answers import (
     ANSWER_FORMATS,
     Deferral,
@@ -37,9 +36,9 @@ from generic_connector.expressions import (
 )
 from generic_connector.functions import REQUEST_FUNCTIONS
 from generic_connector.handshakes import Handshake
-from generic_connector.idempotency import STORES
 from generic_connector.mapping import RequestMapping
 from generic_connector.outbound import KINDS, Outbound, body_format_schema, template_schemas
+from generic_connector.stores import BACKENDS
 from generic_connector.yamlfile import LocatedDict, Position, load_yaml, locate
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
@@ -54,7 +53,7 @@ def _registered(schema: Dict[str, Any]) -> Dict[str, Any]:
     """
     schema = json.loads(json.dumps(schema))
     schema["properties"]["auth"] = auth_schema()
-    schema["properties"]["store"]["properties"]["type"]["enum"] = sorted(STORES)
+    schema["properties"]["store"]["properties"]["type"]["enum"] = sorted(BACKENDS)
     for answer in ("response", "response_choice"):
         schema["definitions"][answer]["properties"]["format"]["enum"] = sorted(ANSWER_FORMATS)
     outbound = schema["properties"]["outbound"]
@@ -269,8 +268,9 @@ def check_channel(
         problems = _outbound_problems(merged.get("outbound"))
         problems += _fetch_problems(merged.get("request", {}).get("fetch"))
         store = merged.get("store", {})
-        shared = store.get("type", defaults.STORE) != "memory"
-        if merged["request"].get("ack") == "early" and not shared:
+        backend = BACKENDS[store.get("type", defaults.STORE)]
+        shared = backend.shared
+        if merged["request"].get("ack") == "early" and not backend.inbox:
             hint = "early acknowledgement stores the messages: set store: {type: redis, ...}"
             problems.append((["request", "ack"], "needs a shared store", hint))
         if shared and "url_env" not in store:

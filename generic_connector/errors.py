@@ -81,3 +81,13 @@ class ConfigError(Exception):
     def __init__(self, findings: List[Finding]) -> None:
         self.findings = findings
         super().__init__("\n".join(str(f) for f in findings))
+
+
+class RetryLater(Exception):
+    """Raised by a handler when the message cannot be handled *now* for reasons of its own
+    (the assistant is loading): it is handed over again after ``delay`` seconds, and the
+    attempt is not counted against ``max_attempts``."""
+
+    def __init__(self, delay: float = 1.0, reason: str = "") -> None:
+        self.delay = delay
+        super().__init__(reason or f"retry in {delay:g} s")

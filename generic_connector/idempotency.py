@@ -2,29 +2,24 @@
 
 A message counts as already handled when a message with the same key (channel, sender,
 platform message id, text) was handled within the window. A message whose handling failed is
-released, so that the platform's retry is processed. Stores implement ``IdempotencyStore`` and
-are registered by name (``store.type``); the one here keeps keys in memory.
+released, so that the platform's retry is processed. Stores implement ``IdempotencyStore``; each
+backend of ``generic_connector.stores`` supplies one. The one here keeps keys in memory.
 """
 
 import asyncio
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import ujson
 
 from generic_connector import defaults
 
-if TYPE_CHECKING:  # config imports this module
-    from generic_connector.config import ChannelConfig
-
 Replies = List[Dict[str, Any]]
 
 
 class IdempotencyStore:
-    """What the pipeline asks of a store; subclasses register with ``@register``."""
-
-    name = ""
+    """What the pipeline asks of a de-duplication store."""
 
     async def claim(self, key: str) -> Optional[Replies]:
         """None when the caller must handle the message and then ``finish`` or ``release``.
@@ -48,25 +43,9 @@ class IdempotencyStore:
     async def check(self) -> None:
         """Raise when the store cannot be reached (said at start-up); memory always can."""
 
-    @classmethod
-    def for_channel(cls, config: "ChannelConfig") -> "IdempotencyStore":
-        """The store for a channel's ``idempotency`` and ``store`` settings."""
-        raise NotImplementedError
 
-
-STORES: Dict[str, Type[IdempotencyStore]] = {}
-
-
-def register(cls: Type[IdempotencyStore]) -> Type[IdempotencyStore]:
-    STORES[cls.name] = cls
-    return cls
-
-
-@register
 class MemoryStore(IdempotencyStore):
     """Keys in this process's memory, each for ``window`` seconds, at most ``max_keys``."""
-
-    name = "memory"
 
     def __init__(
         self,
@@ -85,10 +64,6 @@ class MemoryStore(IdempotencyStore):
         # Keys being handled, with the future their duplicates wait for: made only when a
         # duplicate comes, as nearly every key has none (a future per key cost 1.5 µs).
         self._running: Dict[str, Optional[asyncio.Future]] = {}
-
-    @classmethod
-    def for_channel(cls, config: "ChannelConfig") -> "MemoryStore":
-        return cls(config.idempotency.window, config.idempotency.max_keys)
 
     def __len__(self) -> int:
         return len(self._done) + len(self._running)
@@ -119,8 +94,3 @@ class MemoryStore(IdempotencyStore):
         running = self._running.pop(key, None)
         if running is not None and not running.done():
             running.set_result(None)
-
-
-def build_store(config: "ChannelConfig") -> IdempotencyStore:
-    """The store registered as the channel's ``store.type`` (the schema allows only those)."""
-    return STORES[config.store.type].for_channel(config)

@@ -19,6 +19,7 @@ import re
 import time
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
 
+from generic_connector import stores
 from generic_connector.answers import Rendered, RenderError
 from generic_connector.auth import AuthFailed, AuthUnavailable
 from generic_connector.config import ChannelConfig
@@ -26,7 +27,7 @@ from generic_connector.errors import HTTPError, Unavailable
 from generic_connector.expressions import EvaluationError
 from generic_connector.fetch import Fetcher, FetchFailed, HTTPFetcher, fetched_event
 from generic_connector.functions import Scope
-from generic_connector.idempotency import IdempotencyStore, Replies, build_store
+from generic_connector.idempotency import IdempotencyStore, Replies
 from generic_connector.logtext import get_logger
 from generic_connector.mapping import Extracted, IgnoreRule, MappingError
 from generic_connector.metrics import ChannelMetrics
@@ -545,9 +546,7 @@ async def _hand_over(
 
 def make_store(config: ChannelConfig) -> Optional[IdempotencyStore]:
     """The channel's idempotency store; none when messages have no id or the window is 0."""
-    if config.request.message_id is None or config.idempotency.window <= 0:
-        return None
-    return build_store(config)
+    return stores.dedup_store(config)
 
 
 def dedup_key(pipeline: Pipeline, message: Extracted) -> Optional[str]:

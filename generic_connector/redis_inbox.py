@@ -73,6 +73,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from generic_connector import defaults
+from generic_connector.errors import RetryLater
 from generic_connector.logtext import get_logger
 from generic_connector.redis_store import (
     DEFAULT_PREFIX,
@@ -94,16 +95,6 @@ PROBLEM_KEPT = 500  # characters of the last error's message in the dead-letter 
 BATCH = 100  # entries claimed or handed back per command
 # Errors that mean Redis cannot store anything now (full, read-only replica, failing disk).
 REFUSALS = ("OOM", "READONLY", "MISCONF", "NOREPLICAS", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN")
-
-
-class RetryLater(Exception):
-    """Raised by a handler when the message cannot be handled *now* for reasons of its own
-    (the assistant is loading): it is handed over again after ``delay`` seconds, and the
-    attempt is not counted against ``max_attempts``."""
-
-    def __init__(self, delay: float = 1.0, reason: str = "") -> None:
-        self.delay = delay
-        super().__init__(reason or f"retry in {delay:g} s")
 
 
 # Keys ------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set, Tuple, Type
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Type
 from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 import aiohttp
@@ -54,7 +54,7 @@ from generic_connector import defaults
 from generic_connector.delivery import client_session, drain, read_at_most, sent
 from generic_connector.logtext import get_logger
 from generic_connector.outbound import Outbound, OutboundRequest
-from generic_connector.outbox import Outbox, register
+from generic_connector.outbox import Outbox
 from generic_connector.redis_store import (
     DEFAULT_PREFIX,
     UNREACHABLE,
@@ -65,9 +65,6 @@ from generic_connector.redis_store import (
     wait_for_event,
 )
 from generic_connector.retry import Backoff, retry_after, retryable_status
-
-if TYPE_CHECKING:  # config imports this module
-    from generic_connector.config import ChannelConfig
 
 logger = get_logger(__name__)
 
@@ -405,11 +402,8 @@ def describe(error: BaseException) -> str:
 # The outbox ------------------------------------------------------------------------------------
 
 
-@register
 class RedisOutbox(Outbox):
     """A channel's outbound requests in Redis, delivered by a worker in every replica."""
-
-    name = "redis"
 
     def __init__(
         self,
@@ -459,21 +453,6 @@ class RedisOutbox(Outbox):
         self._down = False
 
     # The pipeline's side ----------------------------------------------------------------------
-
-    @classmethod
-    def for_channel(cls, config: "ChannelConfig") -> "RedisOutbox":
-        assert config.outbound is not None  # an outbox is built only for a channel with one
-        store = config.store
-        # Masked wherever a request is shown (deliveries list/show, logs): every variable read.
-        secrets = {name: os.environ[name] for name in config.env_names() if os.environ.get(name)}
-        return cls(
-            config.name,
-            config.outbound,
-            store.url,
-            prefix=store.prefix,
-            visibility_timeout=store.visibility_timeout,
-            secrets=secrets,
-        )
 
     async def start(self) -> None:
         """Check that Redis answers (StoreUnavailable, naming host and port, when not) and start

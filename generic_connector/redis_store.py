@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Optional, Tuple, Type
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -33,11 +33,8 @@ import ujson
 
 from generic_connector import defaults
 from generic_connector.errors import Unavailable
-from generic_connector.idempotency import IdempotencyStore, Replies, register
+from generic_connector.idempotency import IdempotencyStore, Replies
 from generic_connector.logtext import get_logger
-
-if TYPE_CHECKING:  # config imports this module
-    from generic_connector.config import ChannelConfig
 
 logger = get_logger(__name__)
 
@@ -206,11 +203,8 @@ return 0
 """
 
 
-@register
 class RedisStore(IdempotencyStore):
     """Handled message keys in Redis, shared by every replica that names the same URL."""
-
-    name = "redis"
 
     def __init__(
         self,
@@ -233,17 +227,6 @@ class RedisStore(IdempotencyStore):
         self.redis = RedisClient(url, pool)
         # Keys this store claimed and still handles: their claim value and renewing task.
         self._claims: Dict[str, Tuple[bytes, asyncio.Task[None]]] = {}
-
-    @classmethod
-    def for_channel(cls, config: "ChannelConfig") -> "RedisStore":
-        store = config.store
-        return cls(
-            config.idempotency.window,
-            config.idempotency.max_keys,
-            store.url,
-            prefix=store.prefix,
-            running_timeout=store.running_timeout,
-        )
 
     def _key(self, key: str) -> str:
         digest = hashlib.sha256(key.encode("utf-8", errors="surrogatepass")).hexdigest()

@@ -5,7 +5,7 @@ import json
 from typing import Any, List
 
 from generic_connector.config import load_channel
-from generic_connector.idempotency import STORES, MemoryStore, Replies
+from generic_connector.idempotency import MemoryStore, Replies
 from generic_connector.mapping import Extracted
 from generic_connector.pipeline import Assistant, Pipeline, make_store
 from generic_connector.request import IncomingRequest
@@ -25,10 +25,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def test_the_memory_store_is_registered_by_name() -> None:
-    assert STORES["memory"] is MemoryStore
 
 
 def test_done_keys_replay_their_replies_and_expire() -> None:

@@ -13,7 +13,6 @@ import redis
 
 from generic_connector import deliveries
 from generic_connector.outbound import Outbound, OutboundRequest, RequestTemplate
-from generic_connector.outbox import OUTBOXES
 from generic_connector.redis_outbox import RedisOutbox
 from generic_connector.redis_store import StoreUnavailable, new_pool
 from tests.platform_api import PlatformAPI, Recorded
@@ -130,10 +129,6 @@ def cli(*argv: str) -> int:
     deliveries.add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(argv))
     return args.run(args)
-
-
-def test_the_redis_outbox_is_registered_by_name() -> None:
-    assert OUTBOXES["redis"] is RedisOutbox
 
 
 def test_two_replicas_deliver_every_conversation_in_order(redis_url: str, api: PlatformAPI) -> None:

@@ -6,7 +6,6 @@ from typing import Any, Iterator, List, Tuple
 
 import pytest
 
-from generic_connector.idempotency import STORES
 from generic_connector.redis_store import _POOLS, RedisStore, StoreUnavailable, new_pool
 from tests.redis_server import RedisServer, fresh, serve
 
@@ -34,10 +33,6 @@ async def close(*stores: RedisStore) -> None:
         await store.close()
         if store.redis._given is not None:
             await store.redis._given.disconnect()
-
-
-def test_the_redis_store_is_registered_by_name() -> None:
-    assert STORES["redis"] is RedisStore
 
 
 def test_a_handled_key_gives_its_replies_to_a_duplicate_on_another_replica(

@@ -1,0 +1,79 @@
+"""Backends of a channel's state, chosen by ``store.type``: one table, one way to add one.
+
+A backend supplies the parts a channel may need: the de-duplication store (message ids
+handled), the outbox (replies waiting for delivery) and the inbox (messages stored before they
+are handled: early acknowledgement, ``defer`` on a shared store). ``BACKENDS`` says what each
+backend offers and names its module, imported only when a channel is built with it: the
+validator knows every backend without importing a Redis client. A configuration that needs a
+part its backend lacks is a finding of the config loader (``config.py``), never a start-up
+failure.
+
+    stores.build(config)  # -> Parts(store, outbox, inbox), each None when not needed
+
+A backend module defines ``dedup_store(config)``, ``outbox(config)`` and, when
+``Backend.inbox`` is true, ``inbox(config)``.
+"""
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Dict, Optional
+
+if TYPE_CHECKING:
+    from generic_connector.config import ChannelConfig
+    from generic_connector.idempotency import IdempotencyStore
+    from generic_connector.outbox import Outbox
+    from generic_connector.pipeline import Inbox
+
+
+@dataclass(frozen=True)
+class Backend:
+    module: str
+    shared: bool  # several replicas share its state
+    inbox: bool  # it can store messages before they are handled
+
+
+BACKENDS: Dict[str, Backend] = {
+    "memory": Backend("generic_connector.stores.memory", shared=False, inbox=False),
+    "redis": Backend("generic_connector.stores.redis", shared=True, inbox=True),
+}
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What a channel is built with; None where its configuration needs no such part."""
+
+    store: Optional["IdempotencyStore"] = None
+    outbox: Optional["Outbox"] = None
+    inbox: Optional["Inbox"] = None
+
+
+def needs_inbox(config: "ChannelConfig") -> bool:
+    """Messages stored before they are handled: early acknowledgement, or ``defer`` on a
+    backend that can store them (so that a replica killed after the deferred answer loses
+    none)."""
+    if config.request.ack == "early":
+        return True
+    return config.defer is not None and BACKENDS[config.store.type].inbox
+
+
+def dedup_store(config: "ChannelConfig") -> Optional["IdempotencyStore"]:
+    """The channel's de-duplication store; none when messages have no id or the window is 0."""
+    if config.request.message_id is None or config.idempotency.window <= 0:
+        return None
+    store: IdempotencyStore = _module(config).dedup_store(config)
+    return store
+
+
+def build(config: "ChannelConfig") -> Parts:
+    """Every part the channel's configuration needs, from its ``store.type``."""
+    module = _module(config)
+    return Parts(
+        store=dedup_store(config),
+        outbox=module.outbox(config) if config.outbound else None,
+        inbox=module.inbox(config) if needs_inbox(config) else None,
+    )
+
+
+def _module(config: "ChannelConfig") -> ModuleType:
+    return importlib.import_module(BACKENDS[config.store.type].module)

@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
     """Every test in one tier: `e2e` (real rasa processes, marked by its module), `redis` (a
     real redis-server), else `unit` (`make test-fast`)."""
     for item in items:
-        if item.get_closest_marker("e2e"):
+        if item.get_closest_marker("e2e") or item.get_closest_marker("redis"):
             continue
         if REDIS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.redis)

@@ -1,0 +1,167 @@
+"""One behavioural suite for the backends of ``store.type``: the same tests, unchanged, against
+``memory`` and against ``redis`` (a real redis-server), each with a real local platform API.
+
+What a channel relies on whatever its backend: de-duplication (a handled key answered with its
+replies, a duplicate waiting for the first delivery, a failed one handled again), replies
+delivered in order per conversation, the same statuses retried, ``Retry-After`` followed, the
+others not retried.
+"""
+
+import asyncio
+import json
+from typing import Any, Awaitable, Callable, Iterator, List
+
+import pytest
+
+from generic_connector import stores
+from generic_connector.config import load_channel
+from generic_connector.outbound import OutboundRequest
+from tests.platform_api import PlatformAPI
+from tests.redis_server import RedisServer, fresh, serve
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    yield from serve()
+
+
+@pytest.fixture
+def api() -> Iterator[PlatformAPI]:
+    server = PlatformAPI()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def parts(
+    request: pytest.FixtureRequest, api: PlatformAPI, monkeypatch: pytest.MonkeyPatch
+) -> stores.Parts:
+    store: dict = {"type": request.param}
+    if request.param == "redis":
+        monkeypatch.setenv("REDIS_URL", fresh(request.getfixturevalue("redis_server")))
+        store["url_env"] = "REDIS_URL"
+    config = load_channel(
+        {
+            "name": f"contract-{request.param}",
+            "request": {"sender": "user", "text": "text", "message_id": "id"},
+            "store": store,
+            "outbound": {
+                "retries": 3,
+                "backoff": 0.05,
+                "max_backoff": 0.2,
+                "allow_hosts": [f"127.0.0.1:{api.port}"],
+                "text": {"url": "'http://unused'", "body": "{text: message.text}"},
+            },
+        }
+    )
+    return stores.build(config)
+
+
+def run(parts: stores.Parts, scenario: Callable[[], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        assert parts.outbox is not None and parts.store is not None
+        await parts.outbox.start()
+        try:
+            return await scenario()
+        finally:
+            await parts.outbox.close()
+            await parts.store.close()
+
+    return asyncio.run(main())
+
+
+def sent(api: PlatformAPI, conversation: str, number: int) -> OutboundRequest:
+    body = json.dumps({"chat": conversation, "n": number}).encode()
+    headers = {"Content-Type": "application/json"}
+    return OutboundRequest("text", "POST", f"{api.url}/send", headers, body)
+
+
+def numbers(api: PlatformAPI, status: int = 200) -> List[int]:
+    return [r.json["n"] for r in api.requests if r.status == status]
+
+
+def test_a_handled_key_answers_its_duplicates_and_a_failed_one_is_handled_again(
+    parts: stores.Parts,
+) -> None:
+    store = parts.store
+    assert store is not None
+
+    async def scenario() -> List[Any]:
+        seen = [await store.claim("k1")]
+        duplicate = asyncio.ensure_future(store.claim("k1"))  # waits for the first delivery
+        await asyncio.sleep(0.1)
+        seen.append(duplicate.done())
+        await store.finish("k1", [{"text": "done"}])
+        seen.append(await duplicate)
+        seen.append(await store.claim("k1"))
+        seen.append(await store.claim("k2"))
+        await store.release("k2")  # its handling failed
+        seen.append(await store.claim("k2"))
+        return seen
+
+    assert run(parts, scenario) == [
+        None,
+        False,
+        [{"text": "done"}],
+        [{"text": "done"}],
+        None,
+        None,
+    ]
+
+
+def test_replies_are_delivered_in_order_per_conversation_through_a_retry(
+    parts: stores.Parts, api: PlatformAPI
+) -> None:
+    api.plan(lambda r: r.json["n"] == 0, [(503, {}, {})])
+    outbox = parts.outbox
+    assert outbox is not None
+
+    async def scenario() -> None:
+        first = await outbox.put("c1", [sent(api, "c1", n) for n in range(3)])
+        second = await outbox.put("c1", [sent(api, "c1", n) for n in range(3, 5)])
+        await first
+        await second
+
+    run(parts, scenario)
+    assert numbers(api) == [0, 1, 2, 3, 4]
+    assert numbers(api, 503) == [0]
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504])
+def test_the_same_statuses_are_retried(parts: stores.Parts, api: PlatformAPI, status: int) -> None:
+    api.plan(lambda r: True, [(status, {}, {})])
+    outbox = parts.outbox
+    assert outbox is not None
+
+    async def scenario() -> None:
+        await (await outbox.put("c2", [sent(api, "c2", 7)]))
+
+    run(parts, scenario)
+    assert [r.status for r in api.requests] == [status, 200]
+
+
+@pytest.mark.parametrize("status", [400, 403, 404])
+def test_other_refusals_are_not_retried(parts: stores.Parts, api: PlatformAPI, status: int) -> None:
+    api.plan(lambda r: True, [(status, {}, {})])
+    outbox = parts.outbox
+    assert outbox is not None
+
+    async def scenario() -> None:
+        await (await outbox.put("c3", [sent(api, "c3", 8)]))
+
+    run(parts, scenario)
+    assert [r.status for r in api.requests] == [status]
+
+
+def test_retry_after_is_followed(parts: stores.Parts, api: PlatformAPI) -> None:
+    api.plan(lambda r: True, [(429, {"Retry-After": "1"}, {})])
+    outbox = parts.outbox
+    assert outbox is not None
+
+    async def scenario() -> None:
+        await (await outbox.put("c4", [sent(api, "c4", 9)]))
+
+    run(parts, scenario)
+    first, second = api.requests
+    assert (first.status, second.status) == (429, 200)
+    assert second.at - first.at >= 0.9  # the backoff alone would be 0.05 s

@@ -676,6 +676,11 @@ def test_redis_cut_after_the_id_is_recorded_the_retry_still_gets_its_reply(
     time.sleep(2.0)  # the link is back
     assert user_message_ids(replica_b, chat) == [str(body["update_id"])]  # it was handled
     retry = post_update(replica_b, body)
+    for _ in range(5):  # as the platform does while it gets 503 (a loaded machine is slower)
+        if retry[0] != 503:
+            break
+        time.sleep(1.0)
+        retry = post_update(replica_b, body)
     assert retry[0] == 200
     handled = user_message_ids(replica_b, chat)
     assert handled == [str(body["update_id"])] * 2  # handled again: the id was not remembered

@@ -159,44 +159,13 @@ class GenericChannel(InputChannel):
         blueprint_name = "generic_connector_" + re.sub(r"\W", "_", self.config.name)
         webhook = Blueprint(blueprint_name, __name__)
 
-        ops_token = os.environ.get(OPS_TOKEN_ENV, "")
-
-        def operator(request: Request) -> bool:
-            """Whether the caller may see the details: no token set, or its bearer token."""
-            if not ops_token:
-                return True
-            given = request.headers.get("authorization", "")
-            return hmac.compare_digest(given.encode(), f"Bearer {ops_token}".encode())
-
         @webhook.route("/", methods=["GET"])
         async def health(request: Request) -> HTTPResponse:
-            """Readiness: the model is loaded, the shared store answers and its workers run;
-            else 503. What is wrong is said in words that name no internal host (the log
-            names it), and only to an operator when ``GENERIC_CONNECTOR_OPS_TOKEN`` is set."""
-            problems = []
-            agent = getattr(request.app.ctx, "agent", None)
-            if agent is not None and not agent.is_ready():
-                problems.append("the model is not loaded yet")
-            try:
-                if self.pipeline.store is not None:
-                    await self.pipeline.store.check()
-            except Unavailable:
-                problems.append("the shared store cannot be reached")
-            problems += self._stopped_workers()
-            if not problems:
-                return response.json({"status": "ok"})
-            answer: Dict[str, Any] = {"status": "unavailable"}
-            if operator(request):
-                answer["problems"] = problems
-            return response.json(answer, status=503)
+            return await self.health(request)
 
         @webhook.route("/metrics", methods=["GET"])
         async def metrics(request: Request) -> HTTPResponse:
-            """Every generic channel's metrics, in Prometheus' text format (with
-            ``GENERIC_CONNECTOR_OPS_TOKEN`` set, for its bearer only)."""
-            if not operator(request):
-                return _error(HTTPError(401, "unauthorized", {"WWW-Authenticate": "Bearer"}))
-            return HTTPResponse(exposition(), content_type=CONTENT_TYPE)
+            return await self.metrics(request)
 
         @webhook.listener("after_server_start")
         async def start(app: Any, *_: Any) -> None:
@@ -240,6 +209,34 @@ class GenericChannel(InputChannel):
                 receiver(path), path, methods=methods, name=f"receive_{index}", stream=True
             )
         return webhook
+
+    async def health(self, request: Request) -> HTTPResponse:
+        """Readiness: the model is loaded, the shared store answers and its workers run; else
+        503. What is wrong is said in words that name no internal host (the log names it), and
+        only to an operator when ``GENERIC_CONNECTOR_OPS_TOKEN`` is set."""
+        problems = []
+        agent = getattr(request.app.ctx, "agent", None)
+        if agent is not None and not agent.is_ready():
+            problems.append("the model is not loaded yet")
+        try:
+            if self.pipeline.store is not None:
+                await self.pipeline.store.check()
+        except Unavailable:
+            problems.append("the shared store cannot be reached")
+        problems += self._stopped_workers()
+        if not problems:
+            return response.json({"status": "ok"})
+        answer: Dict[str, Any] = {"status": "unavailable"}
+        if _operator(request):
+            answer["problems"] = problems
+        return response.json(answer, status=503)
+
+    async def metrics(self, request: Request) -> HTTPResponse:
+        """Every generic channel's metrics, in Prometheus' text format (with
+        ``GENERIC_CONNECTOR_OPS_TOKEN`` set, for its bearer only)."""
+        if not _operator(request):
+            return _error(HTTPError(401, "unauthorized", {"WWW-Authenticate": "Bearer"}))
+        return HTTPResponse(exposition(), content_type=CONTENT_TYPE)
 
     async def _start_workers(self, app: Any, on_new_message: OnNewMessage) -> None:
         """Check the store and start the outbox's and inbox's workers, trying again (every
@@ -410,6 +407,15 @@ async def _read_all(stream: Http, max_body: int) -> bytes:
         if size > max_body:
             raise HTTPError(413, f"request body is larger than {max_body} bytes")
         chunks.append(chunk)
+
+
+def _operator(request: Request) -> bool:
+    """Whether the caller may see operators' details: no token set, or its bearer token."""
+    token = os.environ.get(OPS_TOKEN_ENV, "")
+    if not token:
+        return True
+    given = request.headers.get("authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
 
 def _close_after(request: Request) -> None:

@@ -262,113 +262,120 @@ class _Source:
         return name, source.reads_scope
 
     def _emit(self, node: Tree, value: str) -> str:
-        kind = node["type"]
-        if kind == "field":
-            name, result = repr(node["value"]), self.temporary()
-            # Absent parents (None) are common and cheap to rule out; other types are rare.
-            self.line(
-                f"{result} = {value}.get({name}) if type({value}) is dict "
-                f"else None if {value} is None else _get({value}, {name})"
-            )
+        """One node's statements, by the emitter of its kind (``_EMITTERS``); kinds without
+        one are evaluated by jmespath's own interpreter."""
+        emitter = _EMITTERS.get(node["type"], _Source._interpreted)
+        return emitter(self, node, value)
+
+    def _field(self, node: Tree, value: str) -> str:
+        name, result = repr(node["value"]), self.temporary()
+        # Absent parents (None) are common and cheap to rule out; other types are rare.
+        self.line(
+            f"{result} = {value}.get({name}) if type({value}) is dict "
+            f"else None if {value} is None else _get({value}, {name})"
+        )
+        return result
+
+    def _chain(self, node: Tree, value: str) -> str:
+        """``a.b``, ``a[0]``, ``a | b``: each child over the result of the one before."""
+        for child in node["children"]:
+            value = self.emit(child, value)
+        return value
+
+    def _current(self, node: Tree, value: str) -> str:
+        return value
+
+    def _literal(self, node: Tree, value: str) -> str:
+        return self.constant(node["value"])
+
+    def _logical(self, node: Tree, value: str) -> str:
+        """``a || b`` and ``a && b``: the right side only when the left one does not decide."""
+        left, right = node["children"]
+        result = self.temporary()
+        self.line(f"{result} = {self.emit(left, value)}")
+        test = _falsy(result) if node["type"] == "or_expression" else f"not {_falsy(result)}"
+        self.line(f"if {test}:")
+        self.depth += 1
+        self.line(f"{result} = {self.emit(right, value)}")
+        self.depth -= 1
+        return result
+
+    def _not(self, node: Tree, value: str) -> str:
+        operand, result = self.emit(node["children"][0], value), self.temporary()
+        number = f"(type({operand}) is int or type({operand}) is float)"
+        self.line(f"{result} = False if {number} and {operand} == 0 else not {operand}")
+        return result
+
+    def _comparator(self, node: Tree, value: str) -> str:
+        left = self.emit(node["children"][0], value)
+        right = self.emit(node["children"][1], value)
+        result, operator = self.temporary(), node["value"]
+        if operator in ("eq", "ne"):
+            negate = "not " if operator == "ne" else ""
+            self.line(f"{result} = {negate}_equals({left}, {right})")
             return result
-        if kind in ("subexpression", "index_expression", "pipe"):
-            for child in node["children"]:
-                value = self.emit(child, value)
-            return value
-        if kind in ("current", "identity"):
-            return value
-        if kind == "literal":
-            return self.constant(node["value"])
-        if kind in ("or_expression", "and_expression"):
-            left, right = node["children"]
-            result = self.temporary()
-            self.line(f"{result} = {self.emit(left, value)}")
-            test = _falsy(result) if kind == "or_expression" else f"not {_falsy(result)}"
-            self.line(f"if {test}:")
-            self.depth += 1
-            self.line(f"{result} = {self.emit(right, value)}")
-            self.depth -= 1
+        # A literal's type is known now: only the other side is checked per call.
+        operands = list(zip(node["children"], (left, right)))
+        if any(
+            child["type"] == "literal" and not _is_comparable(child["value"])
+            for child, _ in operands
+        ):
+            self.line(f"{result} = None")
             return result
-        if kind == "not_expression":
-            operand, result = self.emit(node["children"][0], value), self.temporary()
-            number = f"(type({operand}) is int or type({operand}) is float)"
-            self.line(f"{result} = False if {number} and {operand} == 0 else not {operand}")
-            return result
-        if kind == "comparator":
-            left = self.emit(node["children"][0], value)
-            right = self.emit(node["children"][1], value)
-            result, operator = self.temporary(), node["value"]
-            if operator in ("eq", "ne"):
-                negate = "not " if operator == "ne" else ""
-                self.line(f"{result} = {negate}_equals({left}, {right})")
-            else:
-                # A literal's type is known now: only the other side is checked per call.
-                operands = list(zip(node["children"], (left, right)))
-                if any(
-                    child["type"] == "literal" and not _is_comparable(child["value"])
-                    for child, _ in operands
-                ):
-                    self.line(f"{result} = None")
-                    return result
-                checks = [
-                    f"_is_comparable({name})"
-                    for child, name in operands
-                    if child["type"] != "literal"
-                ]
-                test = " and ".join(checks) or "True"
-                self.line(f"{result} = {left} {_COMPARISONS[operator]} {right} if {test} else None")
-            return result
-        if kind in ("multi_select_dict", "multi_select_list"):
-            result = self.temporary()
-            self.line(f"if {value} is None:")
-            self.line(f"    {result} = None")
-            self.line("else:")
-            self.depth += 1
-            if kind == "multi_select_dict":
-                members = [
-                    f"{pair['value']!r}: {self.emit(pair['children'][0], value)}"
-                    for pair in node["children"]
-                ]
-                self.line(f"{result} = {{{', '.join(members)}}}")
-            else:
-                items = [self.emit(child, value) for child in node["children"]]
-                self.line(f"{result} = [{', '.join(items)}]")
-            self.depth -= 1
-            return result
-        if kind == "index":
-            position, result = node["value"], self.temporary()
-            # Within bounds, rather than catching IndexError.
-            inside = (
-                f"len({value}) > {position}" if position >= 0 else f"len({value}) >= {-position}"
-            )
-            self.line(
-                f"{result} = {value}[{position}] "
-                f"if isinstance({value}, list) and {inside} else None"
-            )
-            return result
-        if kind == "slice":
-            bounds, result = self.constant(slice(*node["children"])), self.temporary()
-            # A step of 0 raises ValueError, as in the interpreter.
-            self.line(f"{result} = {value}[{bounds}] if isinstance({value}, list) else None")
-            return result
-        if kind in ("projection", "filter_projection", "value_projection"):
-            return self._projection(node, value)
-        if kind == "flatten":
-            base = self.emit(node["children"][0], value)
-            result, item = self._names(2)
-            self.line(f"if isinstance({base}, list):")
-            self.line(f"    {result} = []")
-            self.line(f"    for {item} in {base}:")
-            self.line(f"        if isinstance({item}, list):")
-            self.line(f"            {result}.extend({item})")
-            self.line("        else:")
-            self.line(f"            {result}.append({item})")
-            self.line("else:")
-            self.line(f"    {result} = None")
-            return result
-        if kind == "function_expression":
-            return self._call(node, value)
-        return self._interpreted(node, value)
+        checks = [
+            f"_is_comparable({name})" for child, name in operands if child["type"] != "literal"
+        ]
+        test = " and ".join(checks) or "True"
+        self.line(f"{result} = {left} {_COMPARISONS[operator]} {right} if {test} else None")
+        return result
+
+    def _multi_select(self, node: Tree, value: str) -> str:
+        """``{a: x, b: y}`` and ``[x, y]``: null over null."""
+        result = self.temporary()
+        self.line(f"if {value} is None:")
+        self.line(f"    {result} = None")
+        self.line("else:")
+        self.depth += 1
+        if node["type"] == "multi_select_dict":
+            members = [
+                f"{pair['value']!r}: {self.emit(pair['children'][0], value)}"
+                for pair in node["children"]
+            ]
+            self.line(f"{result} = {{{', '.join(members)}}}")
+        else:
+            items = [self.emit(child, value) for child in node["children"]]
+            self.line(f"{result} = [{', '.join(items)}]")
+        self.depth -= 1
+        return result
+
+    def _index(self, node: Tree, value: str) -> str:
+        position, result = node["value"], self.temporary()
+        # Within bounds, rather than catching IndexError.
+        inside = f"len({value}) > {position}" if position >= 0 else f"len({value}) >= {-position}"
+        self.line(
+            f"{result} = {value}[{position}] if isinstance({value}, list) and {inside} else None"
+        )
+        return result
+
+    def _slice(self, node: Tree, value: str) -> str:
+        bounds, result = self.constant(slice(*node["children"])), self.temporary()
+        # A step of 0 raises ValueError, as in the interpreter.
+        self.line(f"{result} = {value}[{bounds}] if isinstance({value}, list) else None")
+        return result
+
+    def _flatten(self, node: Tree, value: str) -> str:
+        base = self.emit(node["children"][0], value)
+        result, item = self._names(2)
+        self.line(f"if isinstance({base}, list):")
+        self.line(f"    {result} = []")
+        self.line(f"    for {item} in {base}:")
+        self.line(f"        if isinstance({item}, list):")
+        self.line(f"            {result}.extend({item})")
+        self.line("        else:")
+        self.line(f"            {result}.append({item})")
+        self.line("else:")
+        self.line(f"    {result} = None")
+        return result
 
     def _names(self, count: int) -> List[str]:
         return [self.temporary() for _ in range(count)]
@@ -501,6 +508,31 @@ class _Source:
         result = self.temporary()
         self.line(f"{result} = {self.root.interpreter}({self.constant(node)}, {value})")
         return result
+
+
+# The emitter of each node kind jmespath's parser makes; others go to the interpreter.
+_EMITTERS: Dict[str, Callable[[_Source, Tree, str], str]] = {
+    "field": _Source._field,
+    "subexpression": _Source._chain,
+    "index_expression": _Source._chain,
+    "pipe": _Source._chain,
+    "current": _Source._current,
+    "identity": _Source._current,
+    "literal": _Source._literal,
+    "or_expression": _Source._logical,
+    "and_expression": _Source._logical,
+    "not_expression": _Source._not,
+    "comparator": _Source._comparator,
+    "multi_select_dict": _Source._multi_select,
+    "multi_select_list": _Source._multi_select,
+    "index": _Source._index,
+    "slice": _Source._slice,
+    "projection": _Source._projection,
+    "filter_projection": _Source._projection,
+    "value_projection": _Source._projection,
+    "flatten": _Source._flatten,
+    "function_expression": _Source._call,
+}
 
 
 def _checked(signature: Sequence[Dict[str, Any]], children: List[Tree]) -> bool:

@@ -11,13 +11,10 @@ import re
 from typing import Any, ClassVar, Dict, List, Mapping, NamedTuple, Optional, Type, Union
 from xml.parsers import expat
 
+from generic_connector.errors import RenderError
 from generic_connector.expressions import LITERALS, Expression, truthy
 from generic_connector.functions import Scope
 from generic_connector.request import dumps, is_json, media_type_of
-
-
-class RenderError(Exception):
-    """A template whose result cannot be written in its content type."""
 
 
 class Rendered(NamedTuple):

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from aiohttp import web
 
 from generic_connector import defaults
+from generic_connector.errors import GenericConnectorError
 from generic_connector.logtext import printable, printable_json
 
 DEFAULT_PORT = 5005  # where `rasa run` serves the channel later
@@ -222,7 +223,7 @@ class CaptureSettings:
     keep_secrets: bool = False  # credentials written as they were sent, not masked
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(GenericConnectorError):
     pass
 
 

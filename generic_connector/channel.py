@@ -24,7 +24,13 @@ from sanic.response import HTTPResponse
 
 from generic_connector import defaults, stores
 from generic_connector.config import ChannelConfig
-from generic_connector.errors import ConfigError, HTTPError, RetryLater, Unavailable
+from generic_connector.errors import (
+    ConfigError,
+    GenericConnectorError,
+    HTTPError,
+    RetryLater,
+    Unavailable,
+)
 from generic_connector.idempotency import Replies
 from generic_connector.logtext import get_logger
 from generic_connector.mapping import Extracted
@@ -50,7 +56,7 @@ OPS_TOKEN_ENV = "GENERIC_CONNECTOR_OPS_TOKEN"
 START_RETRY = 5.0
 
 
-class GenericChannelConfigError(RasaException):
+class GenericChannelConfigError(GenericConnectorError, RasaException):
     """A generic channel's configuration is invalid; Rasa prints it as one line and exits."""
 
 

@@ -21,7 +21,7 @@ from generic_connector.config import (
     write_schema,
 )
 from generic_connector.dryrun import simulate
-from generic_connector.errors import ConfigError
+from generic_connector.errors import ConfigError, GenericConnectorError
 from generic_connector.logtext import printable_json
 from generic_connector.request import IncomingRequest
 from generic_connector.validate import (
@@ -48,7 +48,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 2
 
 
-class UsageError(Exception):
+class UsageError(GenericConnectorError):
     """Arguments that do not make sense together."""
 
 

@@ -22,6 +22,7 @@ from jmespath import exceptions as jmespath_errors
 from jmespath import functions as jmespath_functions
 from jmespath.visitor import Options, TreeInterpreter
 
+from generic_connector.errors import GenericConnectorError
 from generic_connector.functions import DEFAULT_SCOPE, Scope, takes_scope
 
 # A node of a parsed expression as jmespath builds it ({"type", "value", "children"}), read only.
@@ -30,7 +31,7 @@ Tree = Mapping[str, Any]
 Compiled = Callable[[Any, Optional[Scope]], Any]
 
 
-class ExpressionError(ValueError):
+class ExpressionError(GenericConnectorError, ValueError):
     """An expression that does not compile or calls a function wrongly."""
 
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import redis
 import redis.exceptions
 
+from generic_connector.errors import GenericConnectorError
 from generic_connector.logtext import printable, printable_json
 from generic_connector.redis_inbox import REQUEUE_INBOUND, inbox_base
 from generic_connector.redis_outbox import REQUEUE, outbox_base
@@ -113,7 +114,7 @@ def _command(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
     return wrapped
 
 
-class _Usage(Exception):
+class _Usage(GenericConnectorError):
     pass
 
 

@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Dict, Iterator, List, Optional
 
 from generic_connector.answers import Rendered
 from generic_connector.config import ChannelConfig, rebuild_auth
+from generic_connector.errors import GenericConnectorError
 from generic_connector.fetch import SampleFetcher
 from generic_connector.idempotency import Replies
 from generic_connector.mapping import Extracted
@@ -142,7 +143,7 @@ def _answer(rendered: Rendered) -> Dict[str, Any]:
     }
 
 
-class CaseError(ValueError):
+class CaseError(GenericConnectorError, ValueError):
     """A test case that cannot be run, e.g. because its body file is missing."""
 
 

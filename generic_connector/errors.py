@@ -1,10 +1,34 @@
-"""Error types: HTTP answers for bad requests, located findings for bad configuration."""
+"""Error types: HTTP answers for bad requests, located findings for bad configuration.
+
+Every exception the package raises derives from ``GenericConnectorError``:
+
+    GenericConnectorError
+    ├── HTTPError            a request answered by the channel itself (status, message)
+    ├── Unavailable          a shared store cannot be reached now (503)
+    │   └── StoreUnavailable     Redis (redis_store)
+    ├── ConfigError          a configuration that cannot be used (its located findings)
+    ├── RetryLater           a stored message to hand over again later, not counted
+    ├── RenderError          a template whose result is no usable answer or request
+    ├── ExpressionError      a JMESPath expression that does not compile (compiler)
+    ├── EvaluationError      an expression that failed on this input (expressions)
+    ├── MappingError         an event that does not map to a message (mapping)
+    ├── FetchFailed          the platform gave no usable answer to a fetch (fetch_template)
+    ├── URLRefused           a rendered URL that is not sent (outbound)
+    ├── AuthFailed, AuthUnavailable, AuthConfigError, KeyFormatError   (auth)
+    └── CaseError, StarterError, NothingToGuess, BodyTooLarge, UsageError   (the commands)
+
+The pipeline turns them into statuses in one place (``Pipeline.run`` and its stages' table).
+"""
 
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 
-class HTTPError(Exception):
+class GenericConnectorError(Exception):
+    """The base of every exception the package raises."""
+
+
+class HTTPError(GenericConnectorError):
     """A request the channel answers itself, with a status and a JSON error body.
 
     Raised where the problem is known (decoding, mapping, handing over to Rasa) and
@@ -32,7 +56,7 @@ class HTTPError(Exception):
         return {"error": self.message, **self.details}
 
 
-class Unavailable(Exception):
+class Unavailable(GenericConnectorError):
     """A shared store the channel needs cannot be reached now: the platform should retry (503).
 
     The message says which one, never a password.
@@ -75,7 +99,7 @@ class Finding:
         }
 
 
-class ConfigError(Exception):
+class ConfigError(GenericConnectorError):
     """A channel configuration that cannot be used; carries every finding at once."""
 
     def __init__(self, findings: List[Finding]) -> None:
@@ -83,7 +107,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(f) for f in findings))
 
 
-class RetryLater(Exception):
+class RetryLater(GenericConnectorError):
     """Raised by a handler when the message cannot be handled *now* for reasons of its own
     (the assistant is loading): it is handed over again after ``delay`` seconds, and the
     attempt is not counted against ``max_attempts``."""
@@ -91,3 +115,8 @@ class RetryLater(Exception):
     def __init__(self, delay: float = 1.0, reason: str = "") -> None:
         self.delay = delay
         super().__init__(reason or f"retry in {delay:g} s")
+
+
+class RenderError(GenericConnectorError, ValueError):
+    """A template whose result is no usable answer (not writable in its content type) or no
+    usable request for a message."""

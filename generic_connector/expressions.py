@@ -12,6 +12,7 @@ from jmespath import exceptions as jmespath_errors
 from jmespath.parser import ParsedResult
 
 from generic_connector.compiler import ExpressionError, Tree, compile_expression_tree, is_false
+from generic_connector.errors import GenericConnectorError
 from generic_connector.functions import (
     DEFAULT_SCOPE,
     FUNCTIONS,
@@ -28,7 +29,7 @@ _JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", l
 _ENV_ARGUMENTS = {"env": 0, "env_or": 0, "jwt_sign": 1}
 
 
-class EvaluationError(Exception):
+class EvaluationError(GenericConnectorError):
     """An expression that failed on the data it was given (a type error, a bad argument)."""
 
     def __init__(self, expression: str, reason: str) -> None:

@@ -7,12 +7,13 @@ from typing import Any, Dict, List, NamedTuple, Optional
 from urllib.parse import urlsplit
 
 from generic_connector import defaults
+from generic_connector.errors import GenericConnectorError
 from generic_connector.expressions import Expression
 from generic_connector.functions import Scope
 from generic_connector.outbound import HostAllowList, URLRefused, checked_url, url_port
 
 
-class FetchFailed(Exception):
+class FetchFailed(GenericConnectorError):
     """The platform's API did not give a usable answer; the message is for the log."""
 
 

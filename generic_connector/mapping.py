@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, NamedTuple, Optional, Union
 
 from generic_connector.compiler import Compiled, Tree, compile_mapping
+from generic_connector.errors import GenericConnectorError
 from generic_connector.expressions import Expression, json_type, optional
 from generic_connector.fetch_template import FetchTemplate
 from generic_connector.functions import FUNCTIONS, Scope
 
 
-class MappingError(Exception):
+class MappingError(GenericConnectorError):
     """An event that does not give a valid user message: which field, which expression."""
 
     def __init__(self, message: str, field: str, expression: str) -> None:

@@ -32,6 +32,7 @@ from typing import (
 from urllib.parse import SplitResult, unquote, urlencode, urlsplit
 
 from generic_connector import defaults as default
+from generic_connector.errors import GenericConnectorError, RenderError
 from generic_connector.expressions import EvaluationError, Expression, json_type
 from generic_connector.functions import Scope
 
@@ -41,10 +42,6 @@ if TYPE_CHECKING:
 Message = Mapping[str, Any]
 
 TEMPLATE_SCHEMA = {"$ref": "#/definitions/outbound_request"}
-
-
-class RenderError(ValueError):
-    """A template that gave no usable request for this message."""
 
 
 @dataclass(frozen=True)
@@ -271,7 +268,7 @@ _CONTROLS = re.compile(r"[\x00-\x20\x7f]")
 _DOT_SEGMENTS = {".", ".."}
 
 
-class URLRefused(ValueError):
+class URLRefused(GenericConnectorError, ValueError):
     """A rendered URL that must not be requested; the message says why, without the URL."""
 
 

@@ -25,6 +25,7 @@ import yaml
 
 from generic_connector.config import SCHEMA, SCHEMA_PATH, check_channel
 from generic_connector.dryrun import case_request, environment, simulate
+from generic_connector.errors import GenericConnectorError
 from generic_connector.request import FORM, media_type_of
 from generic_connector.validate import validate_file
 
@@ -67,11 +68,11 @@ CASE_ORDER = (
 Step = Union[str, int]
 
 
-class StarterError(Exception):
+class StarterError(GenericConnectorError):
     """Input that cannot be read (exit status 2)."""
 
 
-class NothingToGuess(Exception):
+class NothingToGuess(GenericConnectorError):
     """Input without a text or a sender to map (exit status 1)."""
 
 

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Type,
 
 import jsonschema
 
+from generic_connector.errors import GenericConnectorError
 from generic_connector.request import IncomingRequest
 
 __all__ = [
@@ -37,15 +38,15 @@ __all__ = [
 ]
 
 
-class AuthFailed(Exception):
+class AuthFailed(GenericConnectorError):
     """The request is not authentic; the message says why, for the log only (never the caller)."""
 
 
-class AuthUnavailable(Exception):
+class AuthUnavailable(GenericConnectorError):
     """The request cannot be checked now (a key server is down): answer 503, not 401."""
 
 
-class AuthConfigError(ValueError):
+class AuthConfigError(GenericConnectorError, ValueError):
     """An ``auth`` section that no scheme can be built from (unknown type, invalid keys)."""
 
 

@@ -11,6 +11,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from generic_connector.auth import AuthConfigError, AuthFailed, AuthScheme
+from generic_connector.errors import GenericConnectorError
 from generic_connector.request import IncomingRequest
 
 ENV_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
@@ -197,7 +198,7 @@ def signature_keys(extra_fields: Iterable[str] = (), about_extra: str = "") -> D
     }
 
 
-class KeyFormatError(ValueError):
+class KeyFormatError(GenericConnectorError, ValueError):
     """Key material of the wrong form. The message is a predicate ("is not hex (...)") that
     says what is wrong and never quotes the value."""
 

@@ -26,8 +26,8 @@ from jmespath import exceptions, functions
 from generic_connector import defaults
 from generic_connector.request import (
     IncomingRequest,
-    _bounded_int,
-    _no_constant,
+    bounded_int,
+    no_constant,
     valid_unicode,
 )
 
@@ -148,9 +148,9 @@ class ConnectorFunctions(functions.Functions):
         try:
             value = json.loads(
                 text,
-                parse_int=_bounded_int,
+                parse_int=bounded_int,
                 parse_float=_finite_float,
-                parse_constant=_no_constant,
+                parse_constant=no_constant,
             )
         except (ValueError, RecursionError):
             return None

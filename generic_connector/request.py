@@ -151,16 +151,18 @@ def decode_body(
 
 def _careful_json(raw: bytes) -> Any:
     """JSON with integers of more than 20 digits refused before they are converted."""
-    return json.loads(raw, parse_int=_bounded_int, parse_constant=_no_constant)
+    return json.loads(raw, parse_int=bounded_int, parse_constant=no_constant)
 
 
-def _bounded_int(digits: str) -> int:
+def bounded_int(digits: str) -> int:
+    """``parse_int`` for JSON that refuses integers of more than MAX_DIGITS digits (also for
+    ``parse_json()``)."""
     if len(digits.lstrip("-")) > MAX_DIGITS:
         raise ValueError(f"an integer has more than {MAX_DIGITS} digits")
     return int(digits)
 
 
-def _no_constant(name: str) -> None:
+def no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
 

@@ -5,7 +5,10 @@ channels (``store_channels()``: ``telegram.yml`` delivering every reply to the s
 
 1. **Redis against memory**: ``store_memory`` and ``store_redis`` (de-duplication and the
    outbox in Redis) driven by wrk in turns over paired rounds; the server's CPU time per
-   request counts until the replies are delivered. Target: Redis at most 1.25x memory.
+   request counts until the replies are delivered. Target: Redis at most 1.6x memory. Then
+   the Redis round trips and commands per handled message, from the server's ``/metrics``
+   (``generic_connector_redis_round_trips_total``), at wrk's 32 connections (target: at most
+   2) and at one.
 2. **Early acknowledgement**: ``store_early`` (``request.ack: early``; the stand-in agent takes
    2 s per message) under a fixed rate of 1,000 requests/s (``bench/fixed_rate.py``, latency
    counted from each request's due time). Target: webhook p99 at most 20 ms.
@@ -17,9 +20,12 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+from typing import Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -37,12 +43,15 @@ from run import (  # noqa: E402
     serving,
     spread,
     stand_in_api,
+    wrk_run,
 )
 
 sys.path.insert(0, str(ROOT))
 from tests.redis_server import RedisServer  # noqa: E402
 
-REDIS_CPU = 1.25  # at most, Redis / memory, CPU per request
+REDIS_CPU = 1.6  # at most, Redis / memory, CPU per request
+ROUND_TRIPS = 2.0  # at most, Redis round trips per handled message
+OPS_TOKEN = "bench-ops-token"
 EARLY_P99_MS = 20.0  # at most, at EARLY_RATE with a 2 s agent
 TOKEN = peers.SECRETS["TELEGRAM_BOT_TOKEN"]
 
@@ -69,6 +78,33 @@ def early_ack(url: str, rate: float, seconds: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def redis_counts(server_url: str) -> Tuple[int, int]:
+    """(round trips, commands) the server has sent Redis so far, from its /metrics."""
+    request = urllib.request.Request(
+        server_url + "/webhooks/store_redis/metrics",
+        headers={"Authorization": f"Bearer {OPS_TOKEN}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        text = answer.read().decode()
+    found = dict(re.findall(r"^generic_connector_redis_(\w+)_total (\S+)$", text, re.M))
+    return int(float(found.get("round_trips", 0))), int(float(found.get("commands", 0)))
+
+
+def count_round_trips(server, api, connections: int, seconds: int) -> Tuple[float, float]:
+    """Redis round trips and commands per handled message on the Redis route, over one wrk
+    run at ``connections`` (after a warm-up), until its replies are delivered."""
+    redis_route = route("redis")
+    url = server.url + redis_route.path
+    wrk_run(url, redis_route.script(7 * 10**9 + connections * 10**7), 1, connections)
+    api.settle()
+    trips, commands = redis_counts(server.url)
+    run = wrk_run(url, redis_route.script(8 * 10**9 + connections * 10**7), seconds, connections)
+    api.settle()
+    after_trips, after_commands = redis_counts(server.url)
+    handled = max(run.requests - run.failed, 1)
+    return (after_trips - trips) / handled, (after_commands - commands) / handled
+
+
 def pin(pid: int, core: int) -> None:
     """Keep ``pid`` on ``core`` (redis-server beside wrk and the stand-in API, the far side)."""
     with contextlib.suppress(OSError):
@@ -78,7 +114,7 @@ def pin(pid: int, core: int) -> None:
 ROUND_TRIP = """
 import asyncio, sys, time
 import redis.asyncio as aioredis
-from generic_connector.redis_store import new_pool
+from generic_connector.stores.redis.client import new_pool
 
 async def main():
     client = aioredis.Redis(connection_pool=new_pool(sys.argv[1]))
@@ -114,7 +150,11 @@ def main() -> None:
     try:
         far, near = round_trip_us(redis.url, 0), round_trip_us(redis.url, 1)
         with stand_in_api() as api:
-            env = {"BENCH_API_URL": api.url, "BENCH_REDIS_URL": redis.url}
+            env = {
+                "BENCH_API_URL": api.url,
+                "BENCH_REDIS_URL": redis.url,
+                "GENERIC_CONNECTOR_OPS_TOKEN": OPS_TOKEN,
+            }
             command = [PYTHON, str(ROOT / "bench" / "server.py")]
             with serving(command, "/webhooks/rest/", env=env) as server:
                 routes = [route("memory"), route("redis")]
@@ -122,6 +162,10 @@ def main() -> None:
                 runs = measure(
                     server, api, routes, [labels], args.seconds, args.connections, args.rounds
                 )
+                trips = {
+                    c: count_round_trips(server, api, c, args.seconds)
+                    for c in (args.connections, 1)
+                }
                 cpu = server.cpu_seconds()
                 early = early_ack(server.url + "/webhooks/store_early/webhook", args.rate, 10)
                 early["cpu_us"] = (server.cpu_seconds() - cpu) / early["requests"] * 1e6
@@ -140,6 +184,16 @@ def main() -> None:
         f"delivered/s {spread(ratios(runs, labels[1], labels[0], 'delivered'))}; "
         f"target CPU <= {REDIS_CPU:.2f}x: {check(cpu[0] <= REDIS_CPU)}"
     )
+    for connections, (per_message, commands) in trips.items():
+        target = (
+            f"; target <= {ROUND_TRIPS:.0f}: {check(per_message <= ROUND_TRIPS)}"
+            if connections == args.connections
+            else " (one request at a time: nothing to share a round trip with)"
+        )
+        print(
+            f"Redis round trips per handled message at {connections} connection(s): "
+            f"{per_message:.2f} ({commands:.2f} commands){target}"
+        )
     print(
         f"One Redis command costs its client {far:.0f} µs of CPU here with redis-server on the "
         f"other core (as in these runs), {near:.0f} µs on the same core: waking a process on "

@@ -23,7 +23,7 @@ from jmespath import functions as jmespath_functions
 from jmespath.visitor import Options, TreeInterpreter
 
 from generic_connector.errors import GenericConnectorError
-from generic_connector.functions import DEFAULT_SCOPE, Scope, takes_scope
+from generic_connector.functions import DEFAULT_SCOPE, Scope, gives_another_value, takes_scope
 
 # A node of a parsed expression as jmespath builds it ({"type", "value", "children"}), read only.
 Tree = Mapping[str, Any]
@@ -32,7 +32,46 @@ Compiled = Callable[[Any, Optional[Scope]], Any]
 
 
 class ExpressionError(GenericConnectorError, ValueError):
-    """An expression that does not compile or calls a function wrongly."""
+    """An expression that does not compile or calls a function wrongly.
+
+    A syntax error jmespath found carries its parts as fields, so that nothing reads them back
+    from the message: ``expression`` (the source), ``position`` (the 0-based offset of the
+    offending token in it; messages name the column ``position + 1``, ``column``), ``token``
+    (that token's text as jmespath's message shows it, '' at the end), ``token_type``
+    (jmespath's name for it: 'dot', 'eof', ...), ``reason`` (jmespath's words without the
+    position) and ``expected`` (the token types jmespath wanted there, when it says). An
+    expression that parses but is refused (an unknown function, a wrong argument) has the
+    message only: ``syntax`` is false and the fields are None.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        expression: Optional[str] = None,
+        position: Optional[int] = None,
+        token: Optional[str] = None,
+        token_type: Optional[str] = None,
+        reason: Optional[str] = None,
+        expected: Tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.expression = expression
+        self.position = position
+        self.token = token
+        self.token_type = token_type
+        self.reason = reason
+        self.expected = expected
+
+    @property
+    def syntax(self) -> bool:
+        """Whether jmespath could not parse the expression (the fields are known)."""
+        return self.reason is not None
+
+    @property
+    def column(self) -> Optional[int]:
+        """The 1-based column messages name, or None."""
+        return None if self.position is None else self.position + 1
 
 
 def is_false(value: Any) -> bool:
@@ -236,7 +275,8 @@ class _Source:
         """Statements that evaluate ``node`` over the variable ``value``; the result's name.
 
         Expressions are pure, so a node already computed over the same input at the top
-        level (not inside a branch) is not computed again.
+        level (not inside a branch) is not computed again; but for one that calls a function
+        giving another value at each call (uuid4()), which is.
         """
         key = (json.dumps(node, sort_keys=True, default=repr), value)
         if key in self.computed:
@@ -249,9 +289,19 @@ class _Source:
             self.line(f"{result} = {function}({value}, scope)")
         else:
             result = self._emit(node, value)
-        if unconditional:
+        if unconditional and not self._varies(node):
             self.computed[key] = result
         return result
+
+    def _varies(self, node: Tree) -> bool:
+        """Whether ``node`` calls a function that gives another value at each call."""
+        table = self.functions.FUNCTION_TABLE
+        return any(
+            inner["type"] == "function_expression"
+            and inner["value"] in table
+            and gives_another_value(table[inner["value"]]["function"])
+            for inner in _nodes(node)
+        )
 
     def nested(self, node: Tree) -> Tuple[str, bool]:
         """A module-level function of ``(value, scope)`` for ``node``: its name, and whether

@@ -26,7 +26,7 @@ from generic_connector.answers import (
 )
 from generic_connector.auth import AuthScheme, auth_schema, build_auth
 from generic_connector.compiler import Tree
-from generic_connector.errors import ConfigError, Finding
+from generic_connector.errors import ConfigError, Finding, FindingCode
 from generic_connector.expressions import (
     Expression,
     ExpressionError,
@@ -153,6 +153,16 @@ class ChannelConfig:
         return routes
 
 
+class Problem(NamedTuple):
+    """A problem of a channel's document before it is located: a Finding's code, key path
+    (from the channel's top), message and hint."""
+
+    code: FindingCode
+    path: List[Any]
+    message: str
+    hint: str
+
+
 def _dotted(prefix: str, path: Iterable[Any]) -> str:
     text = prefix
     for key in path:
@@ -160,8 +170,8 @@ def _dotted(prefix: str, path: Iterable[Any]) -> str:
     return text
 
 
-def _describe(error: jsonschema.ValidationError) -> Tuple[List[Any], str, str]:
-    """Turn a schema error into (key path, message, hint) a person can act on."""
+def _describe(error: jsonschema.ValidationError) -> Problem:
+    """Turn a schema error into a problem a person can act on."""
     path = list(error.absolute_path)
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
@@ -169,19 +179,22 @@ def _describe(error: jsonschema.ValidationError) -> Tuple[List[Any], str, str]:
         key = extra[0]
         close = difflib.get_close_matches(str(key), allowed, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
-        return path + [key], f"unknown key '{key}'", hint
+        return Problem("unknown-key", path + [key], f"unknown key '{key}'", hint)
     if error.validator == "required":
         key = error.message.split("'")[1]
-        return path + [key], f"missing required key '{key}'", "add it"
+        return Problem("missing-key", path + [key], f"missing required key '{key}'", "add it")
     if error.validator == "type":
         expected = error.validator_value
-        return path, f"must be {_json_type_name(expected)}, got {json_type(error.instance)}", ""
-    if error.validator == "format" and error.cause is not None:
-        return path, f"expression does not compile: {error.cause}", "fix the JMESPath expression"
+        message = f"must be {_json_type_name(expected)}, got {json_type(error.instance)}"
+        return Problem("wrong-type", path, message, "")
+    if error.validator == "format" and isinstance(error.cause, ExpressionError):
+        code: FindingCode = "expression-syntax" if error.cause.syntax else "expression-invalid"
+        message = f"expression does not compile: {error.cause}"
+        return Problem(code, path, message, "fix the JMESPath expression")
     if error.validator == "pattern":
         message = f"{error.instance!r} does not match {error.validator_value}"
-        return path, message, error.schema.get("x-hint", "")
-    return path, error.message, error.schema.get("x-hint", "")
+        return Problem("invalid-value", path, message, error.schema.get("x-hint", ""))
+    return Problem("invalid-value", path, error.message, error.schema.get("x-hint", ""))
 
 
 def _json_type_name(expected: Any) -> str:
@@ -206,7 +219,7 @@ def _merge(entry: Dict[str, Any], base_dir: Path) -> Tuple[LocatedDict, List[Fin
         path = resolve_mapping(mapping_ref, base_dir)
         if path is None:
             message, hint = _mapping_not_found(mapping_ref)
-            findings.append(Finding("mapping", message, hint, *position))
+            findings.append(Finding("mapping-not-found", "mapping", message, hint, *position))
         else:
             try:
                 document = load_yaml(path)
@@ -214,7 +227,7 @@ def _merge(entry: Dict[str, Any], base_dir: Path) -> Tuple[LocatedDict, List[Fin
                 return merged, error.findings
             if not isinstance(document, dict):
                 message = f"must be a mapping of keys, got {json_type(document)}"
-                findings.append(Finding("", message, file=str(path)))
+                findings.append(Finding("not-a-mapping", "", message, file=str(path)))
             else:
                 # A mapping file's test cases describe that file; they run when it is validated.
                 merged.update((k, v) for k, v in document.items() if k != "tests")
@@ -254,16 +267,17 @@ def check_channel(
         entry = {}
     if not isinstance(entry, dict):
         message = f"must be a mapping of keys, got {json_type(entry)}"
-        return Checked(None, [Finding(label, message, "", *origin)], {})
+        return Checked(None, [Finding("not-a-mapping", label, message, "", *origin)], {})
     merged, findings = _merge(entry, base_dir or Path.cwd())
     if findings and not merged:
         return Checked(None, findings, merged)
     name = merged.get("name")
     prefix = name if isinstance(name, str) and name else label
     for error in _VALIDATOR.iter_errors(merged):
-        path, message, hint = _describe(error)
+        code, path, message, hint = _describe(error)
         where = locate(merged, path) or origin
-        findings.append(Finding(_dotted(prefix, path), message, hint, *where))
+        cause = error.cause if isinstance(error.cause, ExpressionError) else error
+        findings.append(Finding(code, _dotted(prefix, path), message, hint, *where, cause=cause))
     if not findings:
         problems = _outbound_problems(merged.get("outbound"))
         problems += _fetch_problems(merged.get("request", {}).get("fetch"))
@@ -272,16 +286,22 @@ def check_channel(
         shared = backend.shared
         if merged["request"].get("ack") == "early" and not backend.inbox:
             hint = "early acknowledgement stores the messages: set store: {type: redis, ...}"
-            problems.append((["request", "ack"], "needs a shared store", hint))
+            problems.append(
+                Problem("needs-shared-store", ["request", "ack"], "needs a shared store", hint)
+            )
         if shared and "url_env" not in store:
             hint = "name the environment variable that holds the URL, e.g. REDIS_URL"
-            problems.append((["store"], "a shared store needs url_env", hint))
+            problems.append(
+                Problem("missing-url-env", ["store"], "a shared store needs url_env", hint)
+            )
         if "defer" in merged and "outbound" not in merged:
             hint = "add an outbound section for the replies that come after the answer"
-            problems.append((["defer"], "deferred replies need outbound", hint))
-        for path, message, hint in problems:
+            problems.append(
+                Problem("needs-outbound", ["defer"], "deferred replies need outbound", hint)
+            )
+        for code, path, message, hint in problems:
             where = locate(merged, path) or origin
-            findings.append(Finding(_dotted(prefix, path), message, hint, *where))
+            findings.append(Finding(code, _dotted(prefix, path), message, hint, *where))
     if findings:
         findings.sort(key=lambda f: (f.file or "", f.line or 0, f.column or 0))
         return Checked(None, findings, merged)
@@ -289,13 +309,18 @@ def check_channel(
     if require_env:
         env_problems = environment_problems(config)
         if env_problems:
-            return Checked(None, [Finding(prefix, *(p + origin)) for p in env_problems], merged)
+            found = [
+                Finding(code, prefix, message, hint, *origin)
+                for code, message, hint in env_problems
+            ]
+            return Checked(None, found, merged)
     return Checked(config, [], merged)
 
 
-def environment_problems(config: ChannelConfig) -> List[Tuple[str, str]]:
-    """(message, hint) for variables the channel reads that are unset, and empty secrets."""
-    problems = []
+def environment_problems(config: ChannelConfig) -> List[Tuple[FindingCode, str, str]]:
+    """(code, message, hint) for variables the channel reads that are unset, empty secrets
+    and secrets the auth scheme cannot use."""
+    problems: List[Tuple[FindingCode, str, str]] = []
     missing = [name for name in config.env_names() if name not in os.environ]
     if missing:
         message = (
@@ -303,15 +328,18 @@ def environment_problems(config: ChannelConfig) -> List[Tuple[str, str]]:
             if len(missing) == 1
             else f"environment variables {', '.join(missing)} are not set"
         )
-        problems.append((message, "the mapping reads it; set it before rasa run starts"))
+        problems.append(
+            ("missing-env", message, "the mapping reads it; set it before rasa run starts")
+        )
     secrets = config.auth.env_names() if config.auth else []
     for name in secrets:
         if os.environ.get(name) == "":
             message = f"environment variable {name} is empty"
-            problems.append((message, "a secret must not be empty; set it to the platform's"))
+            hint = "a secret must not be empty; set it to the platform's"
+            problems.append(("empty-secret", message, hint))
     for problem in config.auth.problems() if config.auth else []:
         if not problem.endswith((" is not set", " is empty")):  # said above
-            problems.append((f"auth: {problem}", "fix the secret's value"))
+            problems.append(("invalid-secret", f"auth: {problem}", "fix the secret's value"))
     return problems
 
 
@@ -323,7 +351,7 @@ _DATA_NODES = {"field", "current"}
 _AUTHORITY_END = "/?#\\"
 
 
-def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Tuple[List[Any], str, str]]:
+def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Problem]:
     """Templates that cannot give a request, names that are not registered, and URLs whose host
     comes from request data with no allow-list."""
     from generic_connector.outbound import (
@@ -334,13 +362,14 @@ def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Tuple[List[Any
         merge_defaults,
     )
 
-    problems: List[Tuple[List[Any], str, str]] = []
+    problems: List[Problem] = []
     if not isinstance(section, dict) or not section:
         return problems
 
-    def add(path: List[Any], message: str, hint: str) -> None:
-        if (path, message, hint) not in problems:  # a default shared by several kinds: once
-            problems.append((path, message, hint))
+    def add(code: FindingCode, path: List[Any], message: str, hint: str) -> None:
+        problem = Problem(code, path, message, hint)
+        if problem not in problems:  # a default shared by several kinds: once
+            problems.append(problem)
 
     problems += _allow_hosts_problems(["outbound", "allow_hosts"], section.get("allow_hosts"))
     defaults = section.get("defaults") or {}
@@ -348,14 +377,14 @@ def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Tuple[List[Any
     for key in section:
         if key not in kinds and key not in OPTIONS and key not in (TURN, "defaults"):
             hint = f"message kinds: {', '.join(KINDS)}; or {TURN} for one request per turn"
-            add(["outbound", key], f"unknown message kind '{key}'", hint)
+            add("unknown-kind", ["outbound", key], f"unknown message kind '{key}'", hint)
     if TURN in section:
         for kind in kinds:
             message = f"outbound.{TURN} sends all the replies of a turn, so this is never used"
-            add(["outbound", kind], message, f"remove it, or outbound.{TURN}")
+            add("unused-template", ["outbound", kind], message, f"remove it, or outbound.{TURN}")
     elif "text" not in section:
         hint = f"add outbound.text, or outbound.{TURN} for one request per turn"
-        add(["outbound"], "no template for text messages", hint)
+        add("missing-template", ["outbound"], "no template for text messages", hint)
     for name in kinds + ([TURN] if TURN in section else []):
         own = section[name] if isinstance(section[name], dict) else {}
         template = merge_defaults(defaults, own)
@@ -365,49 +394,55 @@ def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Tuple[List[Any
 
         if "url" not in template:
             what = "the turn's request" if name == TURN else "this kind of message"
-            add(["outbound", name], f"no url for {what}", "give it here or in outbound.defaults")
+            hint = "give it here or in outbound.defaults"
+            add("missing-url", ["outbound", name], f"no url for {what}", hint)
         elif "allow_hosts" not in section and _reads_request(template["url"]):
             hint = "list the hosts it may call in outbound.allow_hosts"
-            add(where("url"), "the URL is built from request data", hint)
+            add("url-from-request", where("url"), "the URL is built from request data", hint)
         content_type = template.get("content_type", "json")
         if content_type not in BODY_FORMATS:
             hint = f"one of: {', '.join(BODY_FORMATS)}"
-            add(where("content_type"), f"unknown body format {content_type!r}", hint)
+            message = f"unknown body format {content_type!r}"
+            add("unknown-body-format", where("content_type"), message, hint)
         for header in template.get("headers") or {}:
             if not HEADER_NAME.match(str(header)):
                 path = ["outbound", name if header in own.get("headers", {}) else "defaults"]
                 hint = "letters, digits and !#$%&'*+-.^_`|~ only"
-                add(path + ["headers", header], "not a valid header name", hint)
+                message = "not a valid header name"
+                add("invalid-header-name", path + ["headers", header], message, hint)
     return problems
 
 
-def _allow_hosts_problems(path: List[Any], entries: Any) -> List[Tuple[List[Any], str, str]]:
+def _allow_hosts_problems(path: List[Any], entries: Any) -> List[Problem]:
     """``allow_hosts`` entries that are no ``host`` or ``host:port``."""
     from generic_connector.outbound import HostAllowList
 
-    problems: List[Tuple[List[Any], str, str]] = []
+    problems: List[Problem] = []
     for index, entry in enumerate(entries if isinstance(entries, list) else []):
         try:
             HostAllowList([entry])
         except ValueError:
             hint = "write host (the scheme's default port) or host:port, e.g. 127.0.0.1:8080"
-            problems.append((path + [index], f"{entry!r} is not a host or host:port", hint))
+            message = f"{entry!r} is not a host or host:port"
+            problems.append(Problem("invalid-host", path + [index], message, hint))
     return problems
 
 
-def _fetch_problems(section: Optional[List[Any]]) -> List[Tuple[List[Any], str, str]]:
+def _fetch_problems(section: Optional[List[Any]]) -> List[Problem]:
     """Fetch URLs whose host comes from request data with no allow-list; repeated names."""
-    problems: List[Tuple[List[Any], str, str]] = []
+    problems: List[Problem] = []
     names: List[str] = []
     for index, spec in enumerate(section or []):
         where = ["request", "fetch", index]
         if spec["name"] in names:
-            problems.append((where + ["name"], f"fetch {spec['name']!r} is declared twice", ""))
+            message = f"fetch {spec['name']!r} is declared twice"
+            problems.append(Problem("duplicate-fetch", where + ["name"], message, ""))
         names.append(spec["name"])
         problems += _allow_hosts_problems(where + ["allow_hosts"], spec.get("allow_hosts"))
         if "allow_hosts" not in spec and _reads_request(spec["url"]):
             hint = "list the hosts it may call in allow_hosts"
-            problems.append((where + ["url"], "the URL's host is built from request data", hint))
+            message = "the URL's host is built from request data"
+            problems.append(Problem("url-from-request", where + ["url"], message, hint))
     return problems
 
 

@@ -27,7 +27,7 @@ from generic_connector import defaults
 from generic_connector.logtext import get_logger
 from generic_connector.metrics import ChannelMetrics
 from generic_connector.outbound import Outbound, OutboundRequest
-from generic_connector.retry import Backoff, retry_after, retryable_status
+from generic_connector.retry import Backoff, Outcome, retry_after, retryable_status
 
 logger = get_logger(__name__)
 
@@ -111,34 +111,23 @@ class Delivery:
             )  # fmt: skip
             return False
         attempts = self.outbound.retries + 1
-        problem = ""
-        for attempt in range(attempts):
-            delay: Optional[float] = None
-            try:
-                async with sent(self._client(), request) as answer:
-                    if answer.status < 300:
-                        await drain(answer)
-                        return True
-                    if answer.status < 400:  # a redirect: where to is not logged, not followed
-                        problem = f"the platform answered HTTP {answer.status} (a redirect)"
-                        break
-                    text = (await read_at_most(answer, 4 * ANSWER_LOGGED)).decode(
-                        "utf-8", errors="replace"
-                    )
-                    problem = f"the platform answered HTTP {answer.status}: {scrub(text, request)}"
-                    if not retryable_status(answer.status):
-                        break
-                    delay = retry_after(answer.headers.get("Retry-After"))
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-                problem = f"the last attempt failed: {describe(error)}"
-                if not retryable(error):
-                    break
-            if attempt + 1 < attempts:
-                self.metrics.outbound["retried"] += 1
-                await asyncio.sleep(self.backoff.delay(attempt + 1, delay))
+        for number in range(1, attempts + 1):
+            outcome = await attempt(self._client(), request)
+            if outcome.done:
+                return True
+            if not outcome.retry or number == attempts:
+                break
+            self.metrics.outbound["retried"] += 1
+            await asyncio.sleep(self.backoff.delay(number, outcome.delay))
+        if outcome.status is None:
+            problem = f"the last attempt failed: {outcome.problem}"
+        elif outcome.status < 400:
+            problem = f"the platform answered HTTP {outcome.status} (a redirect)"
+        else:
+            problem = f"the platform answered {outcome.problem}: {scrub(outcome.answer, request)}"
         logger.error(
             "Channel %s: could not deliver %s for conversation %s after %d attempt(s); %s",
-            self.channel, request.subject, conversation, attempt + 1, problem,
+            self.channel, request.subject, conversation, number, problem,
         )  # fmt: skip
         return False
 
@@ -157,6 +146,32 @@ class Delivery:
                 await asyncio.wait(pending)
         if self._session is not None:
             await self._session.close()
+
+
+async def attempt(session: aiohttp.ClientSession, request: OutboundRequest) -> Outcome:
+    """One attempt at an outbound request (the memory outbox's and the Redis outbox's). Raises
+    only what no retry can mend (aiohttp's ValueError for a line break in a header value), and
+    cancellation. Its ``answer`` is the platform's, unmasked."""
+    try:
+        async with sent(session, request) as answer:
+            status = answer.status
+            if status < 300:
+                await drain(answer)  # bounded: a success's body is not needed
+                return Outcome(True, status=status)
+            if status < 400:
+                problem = f"HTTP {status}, a redirect, not followed"
+                return Outcome(False, status=status, problem=problem)
+            text = (await read_at_most(answer, 4 * ANSWER_LOGGED)).decode("utf-8", "replace")
+            return Outcome(
+                False,
+                retry=retryable_status(status),
+                delay=retry_after(answer.headers.get("Retry-After")),
+                status=status,
+                answer=text,
+                problem=f"HTTP {status}",
+            )
+    except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+        return Outcome(False, retry=retryable(error), problem=describe(error))
 
 
 async def drain(answer: aiohttp.ClientResponse, limit: int = MAX_DRAINED) -> None:

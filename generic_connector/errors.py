@@ -5,7 +5,7 @@ Every exception the package raises derives from ``GenericConnectorError``:
     GenericConnectorError
     ├── HTTPError            a request answered by the channel itself (status, message)
     ├── Unavailable          a shared store cannot be reached now (503)
-    │   └── StoreUnavailable     Redis (redis_store)
+    │   └── StoreUnavailable     Redis (stores.redis.client)
     ├── ConfigError          a configuration that cannot be used (its located findings)
     ├── RetryLater           a stored message to hand over again later, not counted
     ├── RenderError          a template whose result is no usable answer or request
@@ -20,8 +20,8 @@ Every exception the package raises derives from ``GenericConnectorError``:
 The pipeline turns them into statuses in one place (``Pipeline.run`` and its stages' table).
 """
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Optional
 
 
 class GenericConnectorError(Exception):
@@ -63,16 +63,101 @@ class Unavailable(GenericConnectorError):
     """
 
 
+# What a finding is about: a stable name to match on (the message is for people, and its
+# words may change). tests/test_errors.py holds FindingCode and FINDING_CODES to each other.
+FindingCode = Literal[
+    "unreadable-file",
+    "invalid-yaml",
+    "empty-file",
+    "not-a-mapping",
+    "unknown-channel-key",
+    "mapping-not-found",
+    "unknown-key",
+    "missing-key",
+    "wrong-type",
+    "invalid-value",
+    "expression-syntax",
+    "expression-invalid",
+    "unknown-kind",
+    "unused-template",
+    "missing-template",
+    "missing-url",
+    "unknown-body-format",
+    "invalid-header-name",
+    "invalid-host",
+    "url-from-request",
+    "duplicate-fetch",
+    "needs-shared-store",
+    "missing-url-env",
+    "needs-outbound",
+    "missing-env",
+    "empty-secret",
+    "invalid-secret",
+    "duplicate-name",
+    "rasa-channel-clash",
+    "test-failed",
+    "answer-fails",
+]
+FINDING_CODES: Dict[FindingCode, str] = {
+    # Files
+    "unreadable-file": "the file cannot be read, or is not UTF-8 text",
+    "invalid-yaml": "the file is not valid YAML (a syntax error, a key given twice)",
+    "empty-file": "the file holds nothing",
+    "not-a-mapping": "a file or a channel entry is a list or a value, not a mapping of keys",
+    "unknown-channel-key": "a credentials key meant for a generic channel that Rasa cannot load",
+    "mapping-not-found": "`mapping:` names no file and no ready mapping",
+    # What the schema checks
+    "unknown-key": "a key the schema does not know at that level",
+    "missing-key": "a required key is absent",
+    "wrong-type": "a value of another type than the key takes",
+    "invalid-value": "a value the schema refuses otherwise: a pattern, a range, a choice",
+    "expression-syntax": "a JMESPath expression that does not parse",
+    "expression-invalid": "an expression that parses but is refused: a function called wrongly",
+    # What the sections need beyond the schema
+    "unknown-kind": "an outbound key that is no message kind",
+    "unused-template": "an outbound template that outbound.turn leaves unused",
+    "missing-template": "outbound has no template for text messages",
+    "missing-url": "an outbound template without a url",
+    "unknown-body-format": "a content_type that is no body format",
+    "invalid-header-name": "a header name HTTP does not allow",
+    "invalid-host": "an allow_hosts entry that is no host or host:port",
+    "url-from-request": "a URL whose host comes from request data, without allow_hosts",
+    "duplicate-fetch": "two fetches of one name",
+    "needs-shared-store": "early acknowledgement on a store that has no inbox",
+    "missing-url-env": "a shared store without url_env",
+    "needs-outbound": "deferred replies without an outbound section",
+    # The environment rasa run starts in
+    "missing-env": "an environment variable the channel reads is not set",
+    "empty-secret": "a secret's environment variable is set but empty",
+    "invalid-secret": "a secret the auth scheme cannot use, such as malformed key material",
+    # Names
+    "duplicate-name": "generic channels with one name, or names Rasa's server cannot tell apart",
+    "rasa-channel-clash": "a generic channel named like Rasa's own channel in the same file",
+    # Test cases
+    "test-failed": "a mapping test case does not give what it expects",
+    "answer-fails": "the response fails on a test case's request with sample bot replies",
+}
+
+
 @dataclass(frozen=True)
 class Finding:
-    """One problem in a channel configuration, located as precisely as the source allows."""
+    """One problem in a channel configuration, located as precisely as the source allows.
 
+    ``code`` says what kind of problem it is (``FINDING_CODES``): what code matches on, never
+    the message. ``cause`` is the error the finding reports when one was raised (the
+    ``ExpressionError`` of an expression that does not compile, the schema's error of a value
+    it refuses): what ``explain`` reads instead of the message. It is neither shown nor
+    compared.
+    """
+
+    code: FindingCode
     path: str
     message: str
     hint: str = ""
     file: Optional[str] = None
     line: Optional[int] = None
     column: Optional[int] = None
+    cause: Optional[Exception] = field(default=None, compare=False, repr=False)
 
     def location(self) -> str:
         """``file:line:column`` with whatever parts are known."""

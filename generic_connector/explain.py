@@ -11,8 +11,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from jsonschema import ValidationError
+
+from generic_connector.compiler import ExpressionError
 from generic_connector.config import SCHEMA
 from generic_connector.errors import Finding
+from generic_connector.expressions import INCOMPLETE
 
 COMPILE = "expression does not compile: "
 
@@ -24,38 +28,41 @@ def explain_findings(
     keys at the wrong level and expressions YAML did not read as text."""
     name = document.get("name") if isinstance(document, dict) else None
     prefix = name if isinstance(name, str) and name else label
-    return [explain_finding(f, document, prefix) for f in findings]
+    return [explain_finding(f, prefix) for f in findings]
 
 
-def explain_finding(
-    finding: Finding, document: Optional[Dict[str, Any]] = None, prefix: str = ""
-) -> Finding:
-    """One finding, explained; unchanged when there is nothing to add."""
-    message, hint = finding.message, finding.hint
+def explain_finding(finding: Finding, prefix: str = "") -> Finding:
+    """One finding, explained; unchanged when there is nothing to add. ``prefix`` is the
+    channel's name in front of the finding's key path."""
+    message, hint, cause = finding.message, finding.hint, finding.cause
     keys = _keys_in(finding.path, prefix)
-    if message.startswith(COMPILE):
-        source = _value_at(document, keys)
-        plain = explain_expression_error(
-            message[len(COMPILE) :], source if isinstance(source, str) else None
-        )
+    if finding.code == "expression-syntax" and isinstance(cause, ExpressionError):
+        plain = explain_expression_error(cause)
         if plain is not None:
             message, hint = COMPILE + plain[0], plain[1]
-    elif message.startswith("unknown key '") and keys:
+    elif finding.code == "unknown-key" and keys:
         elsewhere = belongs_under(str(keys[-1]), keys[:-1])
         if elsewhere is not None:
             hint = elsewhere
-    elif message.startswith("must be a string, got ") and message[22:] in _CONTAINERS:
-        message = "must be a string, got " + _CONTAINERS[message[22:]]
-        hint = _quote_hint(finding, keys, "{" if message.endswith("object") else "[")
-    elif message.startswith("not valid YAML: "):
+    elif finding.code == "wrong-type" and _unquoted_bracket(cause):
+        hint = _quote_hint(finding, keys, _unquoted_bracket(cause))
+    elif finding.code == "invalid-yaml":
         hint = _yaml_hint(finding) or hint
     if (message, hint) == (finding.message, finding.hint):
         return finding
     return dataclasses.replace(finding, message=message, hint=hint)
 
 
-# How a type finding names a YAML object or list (a LocatedDict is an object read from YAML).
-_CONTAINERS = {"an object": "an object", "LocatedDict": "an object", "a list": "a list"}
+def _unquoted_bracket(cause: Optional[Exception]) -> str:
+    """For a string expected where YAML read an object or a list (an expression YAML did not
+    read as text): the bracket it starts with; else ''."""
+    if not isinstance(cause, ValidationError) or cause.validator != "type":
+        return ""
+    if cause.validator_value != "string":
+        return ""
+    if isinstance(cause.instance, dict):
+        return "{"
+    return "[" if isinstance(cause.instance, list) else ""
 
 
 def _keys_in(path: str, prefix: str) -> List[Any]:
@@ -68,16 +75,6 @@ def _keys_in(path: str, prefix: str) -> List[Any]:
     elif prefix:
         return []
     return [int(i) if i else k for i, k in re.findall(r"\[(\d+)\]|([^.\[\]]+)", path)]
-
-
-def _value_at(document: Any, keys: List[Any]) -> Any:
-    node = document
-    for key in keys:
-        found = isinstance(node, dict) and key in node
-        if not (found or (isinstance(node, list) and isinstance(key, int) and key < len(node))):
-            return None
-        node = node[key]
-    return node
 
 
 @lru_cache(maxsize=1)
@@ -199,24 +196,23 @@ _TOKENS = {
 }  # fmt: skip
 _CLOSING = {"(": ")", "[": "]", "{": "}"}
 _OPERATORS = ("||", "&&", "==", "!=", "<=", ">=", "|", "<", ">", "!", ",", ":", ".", "[?")
-_AT_COLUMN = re.compile(r"^(?P<what>.*) at column (?P<column>\d+)$", re.DOTALL)
 
 
-def explain_expression_error(raw: str, source: Optional[str] = None) -> Optional[Tuple[str, str]]:
+def explain_expression_error(error: ExpressionError) -> Optional[Tuple[str, str]]:
     """(message, hint) in plain words for a JMESPath syntax error ``compile_expression``
-    raised, with the column and a fix; None when the message is already plain."""
-    if raw == "the expression ends too early":
-        return _ends_early(source)
-    found = _AT_COLUMN.match(raw)
-    if not found:
+    raised, with the column and a fix; None when its message is already plain (an expression
+    that parses but is refused)."""
+    if not error.syntax or error.position is None or error.reason is None:
         return None
-    what, column = found["what"], int(found["column"])
+    source, what, column = error.expression, error.reason, error.position + 1
+    token = error.token or ""
+    if what == INCOMPLETE:
+        return _ends_early(source)
     char = source[column - 1] if source and 0 < column <= len(source) else None
-    expecting = re.match(r"Expecting: (?P<expected>.+), got: (?P<got>\w+)$", what)
-    if expecting:
-        return _expecting(expecting["expected"], expecting["got"], column, source)
+    if error.expected:
+        return _expecting(error.expected, error.token_type or "", column, source)
     if what.startswith("Unexpected token: "):
-        return _unexpected(what[len("Unexpected token: ") :], column, source)
+        return _unexpected(token, column, source)
     if what == "Unknown token '='":
         fixed = source[: column - 1] + "==" + source[column:] if source and char == "=" else None
         hint = "compare with ==" + (f": {fixed}" if fixed else "")
@@ -224,11 +220,10 @@ def explain_expression_error(raw: str, source: Optional[str] = None) -> Optional
     if what == "Unknown token '-'":
         return _dash(column, source)
     if what.startswith("Unknown token "):
-        bad = what[len("Unknown token ") :].strip("'")
-        message = f"`{bad}` at column {column} is not part of JMESPath"
-        return message, f'remove it, or quote the name that holds it: "a{bad}b"'
+        message = f"`{token}` at column {column} is not part of JMESPath"
+        return message, f'remove it, or quote the name that holds it: "a{token}b"'
     if what.startswith("Unclosed "):
-        delimiter = what.split()[1]
+        delimiter = token[:1]
         kind = {"'": "string", '"': "quoted name", "`": "literal"}.get(delimiter, "quote")
         message = f"the {kind} opened with {delimiter} at column {column} is never closed"
         hint = f"end it with {delimiter}"
@@ -251,7 +246,9 @@ def explain_expression_error(raw: str, source: Optional[str] = None) -> Optional
     return None
 
 
-def _expecting(expected: str, got: str, column: int, source: Optional[str]) -> Tuple[str, str]:
+def _expecting(
+    expected: Tuple[str, ...], got: str, column: int, source: Optional[str]
+) -> Tuple[str, str]:
     token = _TOKENS.get(got, got)
     if "lbrace" in expected and "lbracket" in expected:  # after a dot
         dot = column - 1
@@ -272,8 +269,8 @@ def _expecting(expected: str, got: str, column: int, source: Optional[str]) -> T
     if "quoted_identifier" in expected:  # a key of {…}
         hint = 'write {key: value}; a key holding other characters is quoted: {"first-name": a}'
         return f"an object key is expected at column {column}, not {token}", hint
-    wanted = _TOKENS.get(expected, expected)
-    if expected == "colon":
+    wanted = " or ".join(_TOKENS.get(t, t) for t in expected)
+    if expected == ("colon",):
         return f"`:` expected at column {column}, not {token}", "write {key: value, other: b}"
     hint = "check that every (, [ and { before it is closed, in the right order"
     return f"{wanted} expected at column {column}, not {token}", hint

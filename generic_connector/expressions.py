@@ -5,7 +5,7 @@ pipeline decides what the platform is answered.
 """
 
 import re
-from typing import Any, Iterator, List, Optional, Set
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 import jmespath
 from jmespath import exceptions as jmespath_errors
@@ -14,11 +14,15 @@ from jmespath.parser import ParsedResult
 from generic_connector.compiler import ExpressionError, Tree, compile_expression_tree, is_false
 from generic_connector.errors import GenericConnectorError
 from generic_connector.functions import (
+    AES_KEY_ENCODINGS,
     DEFAULT_SCOPE,
+    DIGEST_ENCODINGS,
     FUNCTIONS,
+    HMAC_ALGORITHMS,
     JWT_ALGORITHMS,
     REQUEST_FUNCTIONS,
     SIGNATURES,
+    TIME_UNITS,
     Scope,
 )
 
@@ -27,6 +31,18 @@ _PATHS = {"subexpression", "index_expression", "filter_projection", "projection"
 _JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "array"}
 # The functions that read an environment variable: which argument names it.
 _ENV_ARGUMENTS = {"env": 0, "env_or": 0, "jwt_sign": 1}
+# Arguments that are literals, one of a few values (by 0-based position), and a call to show.
+_CHOICES: Dict[str, Tuple[Dict[int, Tuple[str, ...]], str]] = {
+    "hmac": (
+        {0: HMAC_ALGORITHMS, 3: DIGEST_ENCODINGS},
+        "hmac('sha256', env('KEY'), raw_body(), 'hex')",
+    ),
+    "now": ({0: TIME_UNITS}, "now('s')"),
+    "aes_cbc_decrypt": (
+        {3: AES_KEY_ENCODINGS},
+        "aes_cbc_decrypt(encrypt, env('KEY'), `null`, 'sha256')",
+    ),
+}
 
 
 class EvaluationError(GenericConnectorError):
@@ -77,14 +93,45 @@ def compile_expression(source: str) -> ParsedResult:
     """Parse ``source`` and check its function calls; raise ExpressionError saying what is wrong."""
     try:
         parsed = jmespath.compile(source)
-    except jmespath_errors.IncompleteExpressionError:
-        raise ExpressionError("the expression ends too early") from None
-    except jmespath_errors.LexerError as error:
-        raise ExpressionError(f"{error.message} at column {error.lexer_position + 1}") from None
     except jmespath_errors.ParseError as error:
-        raise ExpressionError(f"{error.msg} at column {error.lex_position + 1}") from None
+        raise syntax_error(error, source) from None
     _check_calls(parsed.parsed)
     return parsed
+
+
+# The reason of an expression that ends before it is complete (jmespath's own words).
+INCOMPLETE = "Incomplete expression"
+# jmespath names the token types it expected in its message only: "Expecting: [...], got: dot".
+_EXPECTING = re.compile(r"Expecting: (?P<expected>.+), got: \w+$")
+
+
+def syntax_error(error: jmespath_errors.ParseError, source: str) -> ExpressionError:
+    """jmespath's parse error as an ExpressionError with its position and token as fields,
+    and the message people have always read: ``<reason> at column <position + 1>``."""
+    if isinstance(error, jmespath_errors.IncompleteExpressionError):
+        return ExpressionError(
+            "the expression ends too early",
+            expression=source,
+            position=len(source),
+            token="",
+            token_type="eof",
+            reason=INCOMPLETE,
+        )
+    if isinstance(error, jmespath_errors.LexerError):  # no token type: the lexer found none
+        reason, position, value, kind = error.message, error.lexer_position, error.lexer_value, None
+    else:
+        reason, position, value = error.msg, error.lex_position, error.token_value
+        kind = error.token_type.lower()  # ParseError upper-cases it
+    expecting = _EXPECTING.match(reason)
+    return ExpressionError(
+        f"{reason} at column {position + 1}",
+        expression=source,
+        position=position,
+        token=None if value is None else str(value),
+        token_type=kind,
+        reason=reason,
+        expected=tuple(re.findall(r"\w+", expecting["expected"])) if expecting else (),
+    )
 
 
 def _check_calls(tree: Tree) -> None:
@@ -134,6 +181,8 @@ def _check_node(node: Tree) -> None:
             _check_jwt_sign(args)
         if name == "regex_replace":
             _check_pattern(args[1])
+        if name in _CHOICES:
+            _check_choices(name, args)
 
 
 def _check_jwt_sign(args: List[Tree]) -> None:
@@ -147,6 +196,16 @@ def _check_jwt_sign(args: List[Tree]) -> None:
             f"jwt_sign() takes the algorithm as a literal, one of {', '.join(JWT_ALGORITHMS)}: "
             f"{usage}"
         )
+
+
+def _check_choices(name: str, args: List[Tree]) -> None:
+    choices, usage = _CHOICES[name]
+    for position, allowed in choices.items():
+        if args[position]["type"] not in LITERALS or args[position]["value"] not in allowed:
+            raise ExpressionError(
+                f"{name}() argument {position + 1} is a literal, one of {', '.join(allowed)}: "
+                f"{usage}"
+            )
 
 
 def _check_pattern(node: Tree) -> None:

@@ -1,26 +1,33 @@
 """JMESPath functions beyond the standard ones, for what real webhook payloads need.
 
-``header()``, ``query()`` and ``body()`` read the request being mapped; ``env()``,
-``env_or()`` and ``jwt_sign()`` read the environment. Both come from the ``Scope`` that each
-evaluation is given: compiled expressions are functions of the value and the scope, and the
-functions that read it are marked ``@reads_scope`` and take it after ``self``. The names of
-the environment variables are literals, known when the mapping is compiled, so a missing
-variable stops start-up instead of failing a request, and no request can choose which
-variable is read.
+``header()``, ``query()``, ``body()``, ``raw_body()``, ``method()`` and ``path()`` read the
+request being mapped; ``env()``, ``env_or()`` and ``jwt_sign()`` read the environment;
+``now()``, ``random_hex()`` and ``uuid4()`` read the clock and the source of randomness. All
+come from the ``Scope`` that each evaluation is given: compiled expressions are functions of
+the value and the scope, and the functions that read it are marked ``@reads_scope`` and take
+it after ``self``. The names of the environment variables are literals, known when the
+mapping is compiled, so a missing variable stops start-up instead of failing a request, and
+no request can choose which variable is read.
 """
 
 import base64
 import functools
 import hashlib
+import hmac
 import html
 import json
 import math
 import os
 import re
-from typing import Any, Callable, Dict, Mapping, Optional, TypeVar
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, TypeVar
 
 import jwt
 import regex
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from jmespath import exceptions, functions
 
 from generic_connector import defaults
@@ -48,25 +55,46 @@ REGEX_TIMEOUT = 0.1
 PARSE_JSON_MAX_LENGTH = defaults.MAX_BODY
 PARSE_JSON_MAX_NESTING = 100
 
+# hmac(): the hash functions it keys, and how it writes the MAC.
+HMAC_ALGORITHMS = ("sha1", "sha256", "sha512")
+DIGEST_ENCODINGS = ("hex", "base64")
+# now(): integer seconds or milliseconds since the epoch, or UTC time as 2026-12-07T05:33:49Z.
+TIME_UNITS = ("s", "ms", "rfc3339")
+# random_hex(): the most bytes one call gives (128 hexadecimal characters).
+RANDOM_MAX_BYTES = 64
+# aes_cbc_decrypt(): how the key is given, and the longest base64 ciphertext it decrypts (the
+# largest body a channel accepts). "sha256": the key is the SHA-256 digest of the secret's
+# UTF-8 bytes (Lark/Feishu's encrypt key).
+AES_KEY_ENCODINGS = ("hex", "base64", "sha256")
+AES_MAX_CIPHERTEXT = defaults.MAX_BODY
+
 
 class Scope:
-    """What header(), query(), body(), env(), env_or() and jwt_sign() read; given to every
-    evaluation. ``environ`` is ``os.environ`` unless another mapping is given."""
+    """What the functions marked ``@reads_scope`` read; given to every evaluation.
 
-    __slots__ = ("request", "body", "environ")
+    ``environ`` is ``os.environ`` unless another mapping is given; ``clock`` (seconds since
+    the epoch, for now()) is ``time.time`` and ``random`` (n bytes, for random_hex() and
+    uuid4()) is ``os.urandom`` unless others are given, as tests do.
+    """
+
+    __slots__ = ("request", "body", "environ", "clock", "random")
 
     def __init__(
         self,
         request: Optional[IncomingRequest] = None,
         body: Any = None,
         environ: Optional[Mapping[str, str]] = None,
+        clock: Callable[[], float] = time.time,
+        random: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.request = request
         self.body = body
         self.environ = os.environ if environ is None else environ
+        self.clock = clock
+        self.random = random
 
 
-# The scope of evaluations without a request: header(), query() and body() give null.
+# The scope of evaluations without a request: header(), query(), body() and the like give null.
 DEFAULT_SCOPE = Scope()
 
 
@@ -79,6 +107,18 @@ def reads_scope(function: Function) -> Function:
 def takes_scope(function: Callable[..., Any]) -> bool:
     """Whether ``function`` (a FUNCTION_TABLE entry's) was marked with ``reads_scope``."""
     return getattr(function, "reads_scope", False) is True
+
+
+def varies(function: Function) -> Function:
+    """Mark a JMESPath function that gives another value at each call (random_hex(),
+    uuid4()): the compiler must not give two calls one call's value."""
+    function.varies = True  # type: ignore[attr-defined]
+    return function
+
+
+def gives_another_value(function: Callable[..., Any]) -> bool:
+    """Whether ``function`` (a FUNCTION_TABLE entry's) was marked with ``varies``."""
+    return getattr(function, "varies", False) is True
 
 
 class ConnectorFunctions(functions.Functions):
@@ -103,6 +143,33 @@ class ConnectorFunctions(functions.Functions):
     def _func_body(self, scope: Scope) -> Any:
         """The request's whole decoded body, whatever is being mapped."""
         return scope.body
+
+    @reads_scope
+    @functions.signature()
+    def _func_raw_body(self, scope: Scope) -> Optional[str]:
+        """The request's body as it came, as text (what signatures are computed over); null
+        without a request or when the body is not valid UTF-8."""
+        request = scope.request
+        if request is None:
+            return None
+        try:
+            return request.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    @reads_scope
+    @functions.signature()
+    def _func_method(self, scope: Scope) -> Optional[str]:
+        """The request's HTTP method (``POST``, ``GET``), or null without a request."""
+        request = scope.request
+        return request.method if request is not None else None
+
+    @reads_scope
+    @functions.signature({"types": ["string"]})
+    def _func_path(self, scope: Scope, name: str) -> Optional[str]:
+        """A parameter of the route the request matched, or null."""
+        value = scope.request.path_param(name) if scope.request is not None else None
+        return None if value is None else str(value)
 
     @reads_scope
     @functions.signature({"types": ["string"]})
@@ -138,6 +205,41 @@ class ConnectorFunctions(functions.Functions):
                 f"jwt_sign(): {key_env} is not a valid {algorithm} key, "
                 "or the claims cannot be signed"
             ) from None
+
+    @reads_scope
+    @functions.signature({"types": ["string"]})
+    def _func_now(self, scope: Scope, unit: str) -> Any:
+        """The scope's clock: integer seconds (``s``) or milliseconds (``ms``, to the nearest)
+        since the epoch, or UTC time to the second as ``2026-12-07T05:33:49Z`` (``rfc3339``)."""
+        _check_choice("now", "unit", unit, TIME_UNITS)
+        seconds = scope.clock()
+        if unit == "ms":
+            return round(seconds * 1000)
+        if unit == "s":
+            return math.floor(seconds)
+        return datetime.fromtimestamp(math.floor(seconds), timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+
+    @varies
+    @reads_scope
+    @functions.signature({"types": ["number"]})
+    def _func_random_hex(self, scope: Scope, count: float) -> str:
+        """``count`` random bytes (1 to RANDOM_MAX_BYTES) in lowercase hexadecimal: twice as
+        many characters."""
+        if not 1 <= count <= RANDOM_MAX_BYTES or count != int(count):
+            raise exceptions.JMESPathError(
+                f"random_hex() takes a whole number of bytes from 1 to {RANDOM_MAX_BYTES}, "
+                f"not {count}"
+            )
+        return scope.random(int(count)).hex()
+
+    @varies
+    @reads_scope
+    @functions.signature()
+    def _func_uuid4(self, scope: Scope) -> str:
+        """A random (version 4) UUID, as ``2f1c0a3e-8b1d-4c52-9f0e-5d7a6b3c2e10``."""
+        return str(uuid.UUID(bytes=scope.random(16), version=4))
 
     @functions.signature({"types": ["string", "null"]})
     def _func_parse_json(self, text: Optional[str]) -> Any:
@@ -214,9 +316,97 @@ class ConnectorFunctions(functions.Functions):
         return html.unescape(text)
 
     @functions.signature({"types": ["string"]})
+    def _func_sha1(self, text: str) -> str:
+        """The SHA-1 digest of the text's UTF-8 bytes, in lowercase hexadecimal (what WeChat
+        signs its webhooks with)."""
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+    @functions.signature({"types": ["string"]})
     def _func_sha256(self, text: str) -> str:
         """The SHA-256 digest of the text's UTF-8 bytes, in lowercase hexadecimal."""
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    @functions.signature({"types": ["string"]})
+    def _func_sha512(self, text: str) -> str:
+        """The SHA-512 digest of the text's UTF-8 bytes, in lowercase hexadecimal."""
+        return hashlib.sha512(text.encode("utf-8")).hexdigest()
+
+    @functions.signature(
+        {"types": ["string"]}, {"types": ["string"]}, {"types": ["string"]}, {"types": ["string"]}
+    )
+    def _func_hmac(self, algorithm: str, key: str, data: str, encoding: str) -> str:
+        """The HMAC (RFC 2104) of ``data``'s UTF-8 bytes keyed with ``key``'s, with SHA-1,
+        SHA-256 or SHA-512, in lowercase hexadecimal or standard padded base64."""
+        _check_choice("hmac", "algorithm", algorithm, HMAC_ALGORITHMS)
+        _check_choice("hmac", "encoding", encoding, DIGEST_ENCODINGS)
+        mac = hmac.new(key.encode("utf-8"), data.encode("utf-8"), algorithm).digest()
+        return mac.hex() if encoding == "hex" else base64.b64encode(mac).decode("ascii")
+
+    @functions.signature(
+        {"types": ["string", "null"]},
+        {"types": ["string"]},
+        {"types": ["string", "null"]},
+        {"types": ["string"]},
+    )
+    def _func_aes_cbc_decrypt(
+        self, ciphertext: Optional[str], key: str, iv: Optional[str], key_encoding: str
+    ) -> Optional[str]:
+        """The UTF-8 text in base64 ``ciphertext``, encrypted with AES-256-CBC and PKCS#7
+        padding. The key is 32 bytes in ``hex`` or ``base64``, or the ``sha256`` of the UTF-8
+        secret; the IV is base64, or (null) the ciphertext's first 16 bytes. Null when the
+        ciphertext or IV is not base64, the padding or the text is not valid, or the
+        ciphertext is longer than AES_MAX_CIPHERTEXT; a key that is not 32 bytes fails."""
+        _check_choice("aes_cbc_decrypt", "key_encoding", key_encoding, AES_KEY_ENCODINGS)
+        secret = _aes_key(key, key_encoding)
+        if ciphertext is None or len(ciphertext) > AES_MAX_CIPHERTEXT:
+            return None
+        data, vector = _b64(ciphertext), _b64(iv) if iv is not None else b""
+        if data is None or vector is None:
+            return None
+        if iv is None:
+            data, vector = data[16:], data[:16]
+        if len(vector) != 16 or not data or len(data) % 16:
+            return None
+        decryptor = Cipher(algorithms.AES(secret), modes.CBC(vector)).decryptor()
+        unpadder = padding.PKCS7(128).unpadder()
+        try:
+            padded = decryptor.update(data) + decryptor.finalize()
+            return (unpadder.update(padded) + unpadder.finalize()).decode("utf-8")
+        except ValueError:  # bad padding, UnicodeDecodeError
+            return None
+
+
+def _check_choice(function: str, argument: str, value: str, choices: Tuple[str, ...]) -> None:
+    if value not in choices:
+        raise exceptions.JMESPathError(
+            f"{function}() argument {argument} is one of {', '.join(choices)}, not {value!r}"
+        )
+
+
+def _b64(text: str) -> Optional[bytes]:
+    """The bytes in standard, padded base64; None if it is not that."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:  # binascii.Error, a non-ASCII string
+        return None
+
+
+def _aes_key(key: str, encoding: str) -> bytes:
+    """The 32 bytes of an AES-256 key; a JMESPathError that does not quote it otherwise."""
+    if encoding == "sha256":
+        return hashlib.sha256(key.encode("utf-8")).digest()
+    try:
+        if encoding == "hex":
+            secret = bytes.fromhex(key)
+        else:  # base64, its padding optional (a 43-character key such as WeCom's has none)
+            secret = base64.b64decode(key + "=" * (-len(key) % 4), validate=True)
+    except ValueError:  # binascii.Error, a non-ASCII string
+        secret = b""
+    if len(secret) != 32:
+        raise exceptions.JMESPathError(
+            f"aes_cbc_decrypt(): the key is not 32 bytes in {encoding} (AES-256)"
+        )
+    return secret
 
 
 @functools.lru_cache(maxsize=256)
@@ -259,7 +449,7 @@ SIGNATURES: Dict[str, Any] = {
 }
 
 # Functions that read the request being mapped (the rest of the scope is the environment).
-REQUEST_FUNCTIONS = {"header", "query", "body"}
+REQUEST_FUNCTIONS = {"header", "query", "body", "raw_body", "method", "path"}
 # Functions given the scope: jmespath's interpreter cannot call them.
 SCOPE_FUNCTIONS = {
     name for name, spec in FUNCTIONS.FUNCTION_TABLE.items() if takes_scope(spec["function"])

@@ -52,6 +52,18 @@ class ChannelMetrics:
 _ALL: "weakref.WeakSet[ChannelMetrics]" = weakref.WeakSet()
 
 
+class RedisCounts:
+    """The process's round trips to Redis and the commands they carried (every channel and
+    part share the connection: ``stores.redis.client``)."""
+
+    def __init__(self) -> None:
+        self.round_trips = 0
+        self.commands = 0
+
+
+REDIS = RedisCounts()
+
+
 class ChannelsCollector(Collector):
     """Every channel's counts as Prometheus series, summed by channel name."""
 
@@ -98,6 +110,17 @@ class ChannelsCollector(Collector):
             pending.add_metric([channel], sum(part.pending for part in parts))
             assistant.add_metric([channel], *_histogram(parts))
         yield from (requests, ignored, duplicates, assistant, attempts, pending)
+        if REDIS.round_trips:
+            yield CounterMetricFamily(
+                "generic_connector_redis_round_trips",
+                "Round trips to Redis (commands issued together share one).",
+                value=REDIS.round_trips,
+            )
+            yield CounterMetricFamily(
+                "generic_connector_redis_commands",
+                "Commands sent to Redis (a script counts as one).",
+                value=REDIS.commands,
+            )
 
 
 def _by_channel(channels: List[ChannelMetrics]) -> Dict[str, List[ChannelMetrics]]:

@@ -51,7 +51,7 @@ class Assistant:
 
 class Inbox(Protocol):
     """Where stored messages wait for the assistant (``request.ack: early``, and ``defer`` on a
-    shared store): ``redis_inbox.RedisInbox``; its workers give each to ``handle_stored``."""
+    shared store): ``stores.redis.inbox.RedisInbox``; its workers give each to ``handle_stored``."""
 
     async def put(self, entries: List[Dict[str, Any]]) -> None:
         """Store the entries durably; raise ``Unavailable`` when they could not be."""
@@ -151,6 +151,7 @@ class Pipeline:
         The answer goes out with the exchange's ``request_id`` as ``X-Request-ID``.
         """
         exchange = Exchange(request, request_id(request), self.clock() if now is None else now)
+        exchange.scope.clock = self.clock  # now() reads the pipeline's clock
         try:
             for stage in self.stages:
                 pending = stage(self, exchange, assistant)
@@ -159,28 +160,33 @@ class Pipeline:
                 if exchange.answer is not None and stage is not render_answer:
                     break
             answer = exchange.answer
-        except Unavailable as reason:
-            logger.error(
-                "Channel %s: request %s from sender %s could not be handled: %s",
-                self.config.name, exchange.request_id, exchange.sender, reason,
-            )  # fmt: skip
-            error = HTTPError(
-                503, "the channel's store is unavailable; retry later", {"Retry-After": "5"}
-            )
-            exchange.refusal = error
-            answer = self.refusal(exchange, error)
-        except HTTPError as error:
-            exchange.refusal = error
-            answer = self.refusal(exchange, error)
-        except Exception:
-            logger.exception(
-                "Channel %s: request %s from sender %s failed",
-                self.config.name, exchange.request_id, exchange.sender,
-            )  # fmt: skip
-            answer = self.refusal(exchange, HTTPError(500, "the request could not be handled"))
+        except Exception as error:
+            refusal = self.answer_for(exchange, error)
+            if refusal is None:
+                logger.exception(
+                    "Channel %s: request %s from sender %s failed",
+                    self.config.name, exchange.request_id, exchange.sender,
+                )  # fmt: skip
+                answer = self.refusal(exchange, HTTPError(500, "the request could not be handled"))
+            else:
+                exchange.refusal = refusal
+                answer = self.refusal(exchange, refusal)
         assert answer is not None
         self.metrics.requests[answer.status] += 1
         return exchange, answer
+
+    def answer_for(self, exchange: Exchange, error: Exception) -> Optional[HTTPError]:
+        """What the platform is answered when a stage raised ``error``: ``ANSWERS``' first row
+        for its type (None: not a request's fate, a bug). Unavailable parts are logged here."""
+        for kind, answer, logged in ANSWERS:
+            if isinstance(error, kind):
+                if logged:
+                    logger.error(
+                        "Channel %s: request %s from sender %s: %s: %s",
+                        self.config.name, exchange.request_id, exchange.sender, logged, error,
+                    )  # fmt: skip
+                return answer(self, error)
+        return None
 
     def refusal(self, exchange: Exchange, error: HTTPError) -> Rendered:
         """The JSON error answer; refusals are logged once, failures (5xx) where they happen."""
@@ -228,18 +234,7 @@ async def authenticate_body(pipeline: Pipeline, exchange: Exchange, assistant: A
 async def _check_auth(pipeline: Pipeline, exchange: Exchange, body: Any) -> None:
     auth = pipeline.config.auth
     assert auth is not None  # the auth stages run only with an auth section
-    try:
-        await auth.check(exchange.request, body, exchange.now)
-    except AuthFailed as reason:
-        raise HTTPError(401, "unauthorized", auth.challenge, reason=str(reason)) from None
-    except AuthUnavailable as reason:
-        logger.error(
-            "Channel %s: request %s could not be authenticated: %s",
-            pipeline.config.name, exchange.request_id, reason,
-        )  # fmt: skip
-        raise HTTPError(
-            503, "authentication is unavailable; retry later", {"Retry-After": "5"}
-        ) from None
+    await auth.check(exchange.request, body, exchange.now)  # AuthFailed: 401 (ANSWERS)
 
 
 def answer_handshake(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
@@ -261,10 +256,7 @@ def answer_handshake(pipeline: Pipeline, exchange: Exchange, assistant: Assistan
 
 def select_events(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
     """The body itself, or what ``request.events`` selects; at most ``limits.max_events``."""
-    try:
-        exchange.events = pipeline.config.request.select_events(exchange.body, exchange.scope)
-    except (MappingError, EvaluationError) as error:
-        raise _unmappable(error) from None
+    exchange.events = pipeline.config.request.select_events(exchange.body, exchange.scope)
     limit = pipeline.config.limits.max_events
     if len(exchange.events) > limit:
         raise HTTPError(
@@ -278,31 +270,16 @@ async def fetch_data(pipeline: Pipeline, exchange: Exchange, assistant: Assistan
     if not templates or pipeline.fetcher is None:
         return
     for index, event in enumerate(exchange.events):
-        try:
-            exchange.events[index] = await fetched_event(
-                event, templates, pipeline.fetcher, exchange.scope
-            )
-        except EvaluationError as error:
-            raise _unmappable(error) from None
-        except FetchFailed as reason:
-            logger.error(
-                "Channel %s: request %s: %s", pipeline.config.name, exchange.request_id, reason
-            )
-            raise HTTPError(
-                503,
-                "the message could not be fetched from the platform; retry later",
-                {"Retry-After": "5"},
-            ) from None
+        exchange.events[index] = await fetched_event(
+            event, templates, pipeline.fetcher, exchange.scope
+        )
 
 
 def map_events(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
     """Ignore rules, then the fields of each event; all are mapped before any reaches Rasa."""
     mapping, name = pipeline.config.request, pipeline.config.name
     for index, event in enumerate(exchange.events):
-        try:
-            mapped = mapping.map(event, exchange.scope)
-        except (MappingError, EvaluationError) as error:
-            raise _unmappable(error) from None
+        mapped = mapping.map(event, exchange.scope)
         if isinstance(mapped, IgnoreRule):
             logger.info("Channel %s: event %d ignored by rule %r", name, index, mapped.name)
             exchange.ignored.append((index, mapped.name))
@@ -355,6 +332,7 @@ async def handle_stored(pipeline: Pipeline, entry: Dict[str, Any], assistant: As
     )
     request = IncomingRequest.from_parts(b"")
     exchange = Exchange(request, entry.get("request_id") or unique_id(), pipeline.clock())
+    exchange.scope.clock = pipeline.clock
     exchange.messages = [message]
     exchange.body = message.event
     await hand_to_assistant(pipeline, exchange, assistant)
@@ -367,11 +345,30 @@ async def handle_stored(pipeline: Pipeline, entry: Dict[str, Any], assistant: As
         await send_outbound(pipeline, exchange, assistant)
 
 
-def _unmappable(error: Exception) -> HTTPError:
-    if isinstance(error, MappingError):
-        return HTTPError(422, error.message, field=error.field, expression=error.expression)
-    assert isinstance(error, EvaluationError)
-    return HTTPError(422, str(error), expression=error.expression)
+def _unauthorized(pipeline: Pipeline, error: Any) -> HTTPError:
+    assert pipeline.config.auth is not None
+    return HTTPError(401, "unauthorized", pipeline.config.auth.challenge, reason=str(error))
+
+
+def _later(message: str) -> Callable[[Pipeline, Any], HTTPError]:
+    return lambda pipeline, error: HTTPError(503, message, {"Retry-After": "5"})
+
+
+# What a stage's exception answers, in one place: the first row whose type matches; the third
+# column, when set, logs the error (a part of ours or the platform's is down). Anything else is
+# a bug: 500, with its traceback in the log.
+ANSWERS: Tuple[Tuple[type, Callable[[Pipeline, Any], HTTPError], str], ...] = (
+    (HTTPError, lambda pipeline, error: error, ""),
+    (AuthFailed, _unauthorized, ""),
+    (AuthUnavailable, _later("authentication is unavailable; retry later"), "authentication"),
+    (FetchFailed, _later("the message could not be fetched from the platform; retry later"),
+     "fetching"),
+    (Unavailable, _later("the channel's store is unavailable; retry later"), "store"),
+    (MappingError, lambda pipeline, error: HTTPError(
+        422, error.message, field=error.field, expression=error.expression), ""),
+    (EvaluationError, lambda pipeline, error: HTTPError(
+        422, str(error), expression=error.expression), ""),
+)  # fmt: skip
 
 
 async def hand_to_assistant(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:

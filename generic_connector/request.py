@@ -27,10 +27,15 @@ class IncomingRequest:
     """What the channel needs of an HTTP request; built from Sanic's or from a test case.
 
     ``headers`` must answer ``get()`` case-insensitively (Sanic's do; ``from_parts`` makes a
-    plain dict that does), ``query.get()`` gives the first value of a parameter.
+    plain dict that does), ``query.get()`` gives the first value of a parameter, and
+    ``path_params`` the parameters of the route that matched (Sanic's ``match_info``; empty
+    when the route has none).
     """
 
-    __slots__ = ("body", "headers", "_query", "method", "path", "_url", "_source", "_media_type")
+    __slots__ = (
+        "body", "headers", "_query", "method", "path", "_url", "_source", "_media_type",
+        "_path_params",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -41,6 +46,7 @@ class IncomingRequest:
         path: str = "/webhook",
         url: str = "",
         source: Any = None,
+        path_params: Optional[Mapping[str, str]] = None,
     ) -> None:
         self.body = body
         self.headers = headers if headers is not None else {}
@@ -48,15 +54,24 @@ class IncomingRequest:
         self.method = method
         self.path = path
         self._url = url
-        # Sanic's request: its query and URL are only worked out if a mapping reads them.
+        # Sanic's request: its query, URL and route parameters are only worked out if a
+        # mapping reads them.
         self._source = source
         self._media_type: Optional[str] = None
+        self._path_params = path_params
 
     @property
     def query(self) -> Mapping[str, Any]:
         if self._query is None:
             self._query = self._source.args if self._source is not None else {}
         return self._query
+
+    @property
+    def path_params(self) -> Mapping[str, str]:
+        if self._path_params is None:
+            source = self._source
+            self._path_params = getattr(source, "match_info", None) or {}
+        return self._path_params
 
     @property
     def url(self) -> str:
@@ -73,16 +88,21 @@ class IncomingRequest:
         method: str = "POST",
         path: str = "/webhook",
         url: str = "",
+        path_params: Optional[Dict[str, str]] = None,
     ) -> "IncomingRequest":
         """A request from plain dicts, as test cases and the dry run give them."""
         lowered = {name.lower(): value for name, value in (headers or {}).items()}
-        return cls(body, lowered, dict(query or {}), method.upper(), path, url)
+        params = dict(path_params or {})
+        return cls(body, lowered, dict(query or {}), method.upper(), path, url, None, params)
 
     def header(self, name: str) -> Optional[str]:
         return self.headers.get(name.lower())
 
     def query_param(self, name: str) -> Optional[str]:
         return self.query.get(name)
+
+    def path_param(self, name: str) -> Optional[str]:
+        return self.path_params.get(name)
 
     @property
     def media_type(self) -> str:

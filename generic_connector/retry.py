@@ -7,6 +7,7 @@ whatever the store.
 """
 
 import email.utils
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -55,3 +56,22 @@ class Backoff:
         if asked is not None:
             return asked
         return min(self.cap, self.base * 2 ** max(0, failures - 1)) * self.jitter(0.5, 1.5)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended: done, to retry (after ``delay`` when the far side said how long),
+    or refused for good. ``counted=False``: it does not spend the retry budget (the assistant
+    was not ready). ``answer``: the platform's, as it came (mask it before showing it)."""
+
+    done: bool
+    retry: bool = False
+    delay: Optional[float] = None
+    counted: bool = True
+    status: Optional[int] = None
+    answer: str = ""
+    problem: str = ""
+
+    def stored(self) -> str:
+        """What is kept of it between attempts (a shared store's, across replicas)."""
+        return json.dumps({"status": self.status, "answer": self.answer, "problem": self.problem})

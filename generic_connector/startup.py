@@ -2,8 +2,8 @@
 the checks ``generic-connector validate`` applies (``config.check_channel``), in the same
 words, as far as one credentials entry and the command line show them.
 
-It and the channel import nothing of the tooling (the dry run, the test cases, the CLI):
-``validate`` re-exports these names.
+It and the channel import nothing of the tooling (``generic_connector.cli``: the dry run, the
+test cases, the commands); ``cli.validate`` uses these names.
 """
 
 import os
@@ -34,14 +34,14 @@ def env_findings(config: ChannelConfig, origin: Position = (None, None, None)) -
     """One finding per environment variable the channel reads that is not set, then empty
     secrets and secrets the auth scheme cannot use: what stops ``rasa run`` at start-up."""
     hint = "the mapping reads it; set it before rasa run starts"
-    findings = [
-        Finding(config.name, f"environment variable {name} is not set", hint, *origin)
-        for name in config.env_names()
-        if name not in os.environ
-    ]
-    for message, problem_hint in environment_problems(config):
-        if not message.endswith(" not set"):  # said above, one by one
-            findings.append(Finding(config.name, message, problem_hint, *origin))
+    findings = []
+    for name in config.env_names():
+        if name not in os.environ:
+            message = f"environment variable {name} is not set"
+            findings.append(Finding("missing-env", config.name, message, hint, *origin))
+    for code, message, problem_hint in environment_problems(config):
+        if code != "missing-env":  # said above, one by one
+            findings.append(Finding(code, config.name, message, problem_hint, *origin))
     return findings
 
 
@@ -109,11 +109,12 @@ def startup_clashes(name: str, argv: Optional[Sequence[str]] = None) -> List[Fin
     findings = []
     other = _STARTED.get(route_key(name))
     if other is not None:
-        findings.append(Finding(name, *duplicate_name(name, other)))
+        findings.append(Finding("duplicate-name", name, *duplicate_name(name, other)))
     if name in RASA_CHANNELS:
         file = credentials_on_command_line(argv)
         if file is not None and name in _keys_of(file):
-            findings.append(Finding(name, *rasa_channel_clash(name), file=str(file)))
+            clash = rasa_channel_clash(name)
+            findings.append(Finding("rasa-channel-clash", name, *clash, file=str(file)))
     return findings
 
 

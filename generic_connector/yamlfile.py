@@ -47,11 +47,13 @@ def load_yaml(path: Path) -> Any:
     try:
         raw = path.read_bytes()
     except OSError as error:
-        raise ConfigError([Finding("", f"cannot read file: {error.strerror}", file=file)]) from None
+        message = f"cannot read file: {error.strerror}"
+        raise ConfigError([Finding("unreadable-file", "", message, file=file)]) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError([Finding("", "not a text file (not UTF-8)", file=file)]) from None
+        message = "not a text file (not UTF-8)"
+        raise ConfigError([Finding("unreadable-file", "", message, file=file)]) from None
     loader = _LocatingLoader(text)
     loader.file = file
     try:
@@ -62,6 +64,7 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError(
             [
                 Finding(
+                    "invalid-yaml",
                     "",
                     f"not valid YAML: {problem}",
                     file=file,

@@ -18,9 +18,10 @@ from tests.platform_api import PlatformAPI
 from tests.rasa_process import ROOT, RasaServer, free_port, train
 from tests.signing import CHAT_ISSUER, WEBHOOK_SECRETS, chat_jwks
 
-# Hypothesis: fewer examples for the inner loop, the full count in CI (CI=true).
+# Hypothesis: a tenth of the examples for the inner loop, the full count in CI (CI=true). The
+# tests that ask for more ask for a multiple of the profile's count.
 settings.register_profile("ci", max_examples=100, deadline=None)
-settings.register_profile("dev", max_examples=20, deadline=None)
+settings.register_profile("dev", max_examples=10, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 # Fixtures that start a real redis-server: the tests that use one are the `redis` tier.
@@ -28,8 +29,9 @@ REDIS_FIXTURES = {"redis_server", "redis_url", "redis_later"}
 
 
 def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
-    """Every test in one tier: `e2e` (real rasa processes, marked by its module), `redis` (a
-    real redis-server), else `unit` (`make test-fast`)."""
+    """Every test in one tier: `e2e` (real rasa processes, marked by its module, and other slow
+    processes, marked by the test), `redis` (a real redis-server), else `unit` (`make
+    test-fast`)."""
     for item in items:
         if item.get_closest_marker("e2e") or item.get_closest_marker("redis"):
             continue

@@ -4,6 +4,7 @@ It speaks HTTP/1.1 with keep-alive, as the platforms do, so that a client's conn
 shows: each recorded request has the client's port.
 """
 
+import functools
 import json
 import threading
 import time
@@ -52,7 +53,9 @@ class PlatformAPI:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # shutdown() waits for the serving loop's next poll: a short one keeps teardowns short.
+        serve = functools.partial(self.server.serve_forever, poll_interval=0.05)
+        threading.Thread(target=serve, daemon=True).start()
 
     def plan(
         self, match: Callable[[Recorded], bool], answers: List[Answer], delay: float = 0.0

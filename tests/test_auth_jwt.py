@@ -6,6 +6,7 @@ passing a later ``now``, never by sleeping.
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -89,7 +90,8 @@ class KeyServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        serve = functools.partial(self.httpd.serve_forever, poll_interval=0.05)  # quick shutdown
+        self.thread = threading.Thread(target=serve, daemon=True)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"

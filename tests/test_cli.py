@@ -1,10 +1,12 @@
 """The validation command: one located finding per problem, exit codes, dry run."""
 
+import contextlib
+import io
 import json
-import subprocess
-import sys
+import os
 from pathlib import Path
 from typing import Any, Dict, List
+from unittest import mock
 
 import pytest
 
@@ -207,14 +209,26 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert raised.value.code == 2
 
 
+def dry_run(*args: str) -> Dict[str, Any]:
+    """``generic-connector dry-run ARGS`` run from the repository's root: its JSON output.
+
+    In this process (the console script and ``python -m`` are run by test_packaging): the
+    variables ``--env`` sets are taken back afterwards, as the command's process would end.
+    """
+    output = io.StringIO()
+    here = os.getcwd()
+    with mock.patch.dict(os.environ), contextlib.redirect_stdout(output):
+        os.chdir(ROOT)
+        try:
+            assert main(["dry-run", *args]) == 0
+        finally:
+            os.chdir(here)
+    return json.loads(output.getvalue())
+
+
 def test_dry_run_prints_extraction_and_response(tmp_path: Path) -> None:
     body = write(tmp_path, "body.json", '{"sender": "u1", "message": "hello"}')
-    result = subprocess.run(
-        [sys.executable, "-m", "generic_connector", "dry-run", "mappings/myio.yml",
-         "--body", body, "--reply", "Hi!"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    assert json.loads(result.stdout) == {
+    assert dry_run("mappings/myio.yml", "--body", body, "--reply", "Hi!") == {
         "status": 200,
         "messages": [
             {
@@ -236,24 +250,12 @@ def test_dry_run_prints_extraction_and_response(tmp_path: Path) -> None:
 
 def test_dry_run_shows_why_a_request_would_be_rejected(tmp_path: Path) -> None:
     body = write(tmp_path, "body.json", '{"message": "hello"}')
-    exe = Path(sys.executable).with_name("generic-connector")
-    result = subprocess.run(
-        [str(exe), "dry-run", "credentials.yml", "--channel", "myio", "--body", body],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    assert json.loads(result.stdout)["error"] == {
+    result = dry_run("credentials.yml", "--channel", "myio", "--body", body)
+    assert result["error"] == {
         "error": "no sender in the request: `sender` found nothing",
         "field": "sender",
         "expression": "sender",
     }
-
-
-def dry_run(tmp_path: Path, *args: str) -> Dict[str, Any]:
-    exe = Path(sys.executable).with_name("generic-connector")
-    result = subprocess.run(
-        [str(exe), "dry-run", *args], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    return json.loads(result.stdout)
 
 
 HEADER_MAPPING = """
@@ -269,7 +271,7 @@ def test_dry_run_header_names_are_case_insensitive(tmp_path: Path) -> None:
     mapping = write(tmp_path, "tenants.yml", HEADER_MAPPING)
     body = write(tmp_path, "body.json", '{"user": "u", "text": "hi"}')
     for header in ("X-Tenant: acme", "x-tenant: acme", "X-TENANT: acme"):
-        result = dry_run(tmp_path, mapping, "--body", body, "--header", header)
+        result = dry_run(mapping, "--body", body, "--header", header)
         assert result["messages"][0]["metadata"] == {"tenant": "acme"}, header
 
 
@@ -296,7 +298,6 @@ def test_dry_run_env_method_path_and_the_reason_of_a_401(tmp_path: Path) -> None
     mapping = write(tmp_path, "signed.yml", SIGNED_MAPPING)
     body = write(tmp_path, "body.json", '{"user": "u", "text": "hi"}')
     refused = dry_run(
-        tmp_path,
         mapping,
         "--body",
         body,
@@ -309,7 +310,7 @@ def test_dry_run_env_method_path_and_the_reason_of_a_401(tmp_path: Path) -> None
     assert refused["error"] == {"error": "unauthorized"}
     assert refused["reason"] == "token does not match"
     pong = dry_run(
-        tmp_path, mapping, "--body", body, "--env", "SIGNED_TOKEN=infobip",
+        mapping, "--body", body, "--env", "SIGNED_TOKEN=infobip",
         "--method", "GET", "--path", "/ping",
     )  # fmt: skip
     assert (pong["status"], pong["response"]["body"]) == (200, "pong")
@@ -324,7 +325,7 @@ def test_dry_run_masks_secrets_by_exact_value_and_takes_rich_replies(tmp_path: P
         '[{"text": "Pick", "buttons": [{"title": "Yes", "payload": "/y"}]}]',
     )
     result = dry_run(
-        tmp_path, mapping, "--body", body, "--env", "SIGNED_TOKEN=infobip",
+        mapping, "--body", body, "--env", "SIGNED_TOKEN=infobip",
         "--header", "X-Token: infobip", "--replies", replies,
     )  # fmt: skip
     assert result["status"] == 200

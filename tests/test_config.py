@@ -98,21 +98,23 @@ def test_positions_come_from_the_file_that_holds_the_key(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    "content, message",
+    "content, code, words",
     [
-        (b"name: [unclosed\n", "not valid YAML"),
-        (b"\xff\xfe\x00binary", "not a text file"),
-        (b"a: 1\na: 2\n", "duplicate key 'a'"),
+        (b"name: [unclosed\n", "invalid-yaml", "not valid YAML"),
+        (b"\xff\xfe\x00binary", "unreadable-file", "not a text file"),
+        (b"a: 1\na: 2\n", "invalid-yaml", "duplicate key 'a'"),
     ],
 )
-def test_unreadable_yaml_is_one_finding(tmp_path: Path, content: bytes, message: str) -> None:
+def test_unreadable_yaml_is_one_finding(
+    tmp_path: Path, content: bytes, code: str, words: str
+) -> None:
     path = tmp_path / "bad.yml"
     path.write_bytes(content)
     with pytest.raises(ConfigError) as raised:
         load_yaml(path)
     [finding] = raised.value.findings
-    assert finding.file == str(path)
-    assert message in finding.message
+    assert (finding.file, finding.code) == (str(path), code)
+    assert words in finding.message  # what a person reads: the key YAML found twice
 
 
 def test_start_up_names_a_missing_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,6 +132,23 @@ def test_start_up_names_a_missing_environment_variable(monkeypatch: pytest.Monke
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigError, match="environment variables WHATSAPP_ACCESS_TOKEN, "):
         load_channel({"mapping": str(ROOT / "mappings/whatsapp.yml")}, "generic channel")
+
+
+def test_broken_channels_give_findings_with_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    request = {"sender": "data..customer", "text": "nope(a)", "input_channel": "x"}
+    entry = {"name": "c", "request": request, "respones": {"status": 200}}
+    _, findings, _ = check_channel(entry, "c")
+    assert sorted((f.code, f.path) for f in findings) == [
+        ("expression-invalid", "c.request.text"),
+        ("expression-syntax", "c.request.sender"),
+        ("unknown-key", "c.respones"),
+    ]
+    [syntax] = [f for f in findings if f.code == "expression-syntax"]
+    assert syntax.cause is not None and getattr(syntax.cause, "column", None) == 6
+    monkeypatch.delenv("GENERIC_CONNECTOR_UNSET", raising=False)
+    entry = {"name": "c", "request": {"sender": "a", "text": "env('GENERIC_CONNECTOR_UNSET')"}}
+    _, [unset], _ = check_channel(entry, "c", require_env=True)
+    assert (unset.code, unset.path) == ("missing-env", "c")
 
 
 def test_schema_json_holds_every_registry_as_the_loader_checks_it() -> None:

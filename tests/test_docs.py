@@ -17,7 +17,7 @@ commands after it. Then, by the HTML comment on the line before the block, or el
 - anything else is a fragment of a mapping (``auth:``, ``response:``, ``request:`` alone...):
   its top-level keys over the minimal channel ``WRAPPER``, validated as a mapping file.
 
-Validation is the project's own (``generic_connector.validate.validate_file``), test cases
+Validation is the project's own (``generic_connector.cli.validate.validate_file``), test cases
 included, without requiring environment variables.
 
 ```json blocks must parse as JSON. ```bash blocks (``check_bash``): each command (lines joined
@@ -45,7 +45,7 @@ import pytest
 import yaml
 
 from generic_connector.cli import main
-from generic_connector.validate import is_generic_key, validate_file
+from generic_connector.cli.validate import is_generic_key, validate_file
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -298,6 +298,7 @@ frobnicate --all
     assert len(problems) >= len(expected), problems
 
 
+@pytest.mark.e2e  # mkdocs in a process of its own; `make lint` builds the site too
 def test_the_site_builds_strictly(tmp_path: Path) -> None:
     """Broken links and #anchors, and pages missing from the nav, fail the build."""
     mkdocs = BIN / "mkdocs"

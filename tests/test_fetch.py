@@ -6,8 +6,8 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
+from generic_connector.cli.dryrun import simulate
 from generic_connector.config import check_channel, load_channel
-from generic_connector.dryrun import simulate
 from generic_connector.idempotency import Replies
 from generic_connector.mapping import Extracted
 from generic_connector.pipeline import Assistant, Pipeline

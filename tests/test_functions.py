@@ -288,7 +288,10 @@ def test_request_functions_read_the_scope_request() -> None:
 
 
 def test_scope_functions_are_known_and_nothing_is_bound_globally() -> None:
-    assert {"header", "query", "body", "env", "env_or", "jwt_sign"} == SCOPE_FUNCTIONS
+    assert {
+        "header", "query", "body", "env", "env_or", "jwt_sign",
+        "raw_body", "method", "path", "now", "random_hex", "uuid4",
+    } == SCOPE_FUNCTIONS  # fmt: skip
     for name in ("bind", "unbind", "bound_to", "contextvars"):
         assert not hasattr(functions, name)
 

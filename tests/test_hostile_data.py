@@ -159,6 +159,9 @@ def test_a_string_answer_with_a_doctype_is_refused_before_its_entities_expand() 
 
 # The target phase (Pareto optimisation) would take most of the run's time.
 NO_TARGETING = (Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink)
+# The profile's count (tests/conftest.py): 100 in CI, so 200 and 400 documents below; a tenth
+# of that in the inner loop.
+EXAMPLES = settings().max_examples
 NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9._-]{0,6}", fullmatch=True)
 ANY_TEXT = st.text(st.characters(blacklist_categories=()), max_size=20)  # surrogates too
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | ANY_TEXT
@@ -173,7 +176,7 @@ VALUES = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None, phases=NO_TARGETING)
+@settings(max_examples=2 * EXAMPLES, deadline=None, phases=NO_TARGETING)
 @given(st.dictionaries(KEYS, VALUES, max_size=4))
 def test_any_data_gives_well_formed_xml_or_a_render_error(content: Dict[str, Any]) -> None:
     try:
@@ -190,7 +193,7 @@ def xml_char(c: str) -> bool:
     return n in (0x9, 0xA, 0xD) or 0x20 <= n <= 0xD7FF or 0xE000 <= n <= 0xFFFD or n >= 0x10000
 
 
-@settings(max_examples=400, deadline=None, phases=NO_TARGETING)
+@settings(max_examples=4 * EXAMPLES, deadline=None, phases=NO_TARGETING)
 @given(ANY_TEXT, ANY_TEXT, NAMES, NAMES.filter(lambda name: name != "xmlns"))
 def test_text_and_attributes_read_back(text: str, value: str, element: str, attr: str) -> None:
     message = ET.fromstring(answer({"m": {f"@{attr}": value, element: text}})).find("Message")

@@ -19,7 +19,7 @@ from generic_connector.auth import build_auth
 from generic_connector.auth._common import KeyFormatError, decode_key
 from generic_connector.cli import main
 from generic_connector.errors import ConfigError
-from generic_connector.validate import load_startup_channel
+from generic_connector.startup import load_startup_channel
 
 DISCORD = """\
 name: discord

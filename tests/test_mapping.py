@@ -2,6 +2,7 @@
 
 import json
 import urllib.parse
+from typing import Optional, Tuple
 
 import pytest
 
@@ -107,6 +108,53 @@ def test_bad_expressions_fail_when_the_mapping_is_built() -> None:
         RequestMapping(sender="a.[", text="b", default_input_channel="x")
     with pytest.raises(ExpressionError, match=r"unknown function nope\(\)"):
         RequestMapping(sender="nope(a)", text="b", default_input_channel="x")
+
+
+@pytest.mark.parametrize(
+    "source, message, position, token, token_type, expected",
+    [
+        # The parser meets the end where `[` needs what follows: at len(source), the eof token.
+        ("foo.[", "the expression ends too early", 5, "", "eof", ()),
+        # A second name after a complete expression: the parser's token, at its start.
+        ("a.b c", "Unexpected token: c at column 5", 4, "c", "unquoted_identifier", ()),
+        # The lexer's own errors carry its value and no token type.
+        ("type = 'text'", "Unknown token '=' at column 6", 5, "=", None, ()),
+        ("'hello", "Unclosed ' delimiter at column 1", 0, "'hello", None, ()),
+        # What may follow a dot, and the second dot that came instead.
+        (
+            "data..customer",
+            "Expecting: ['quoted_identifier', 'unquoted_identifier', 'lbracket', 'lbrace'], "
+            "got: dot at column 6",
+            5,
+            ".",
+            "dot",
+            ("quoted_identifier", "unquoted_identifier", "lbracket", "lbrace"),
+        ),
+    ],
+)
+def test_a_syntax_error_carries_its_position_and_token(
+    source: str,
+    message: str,
+    position: int,
+    token: str,
+    token_type: Optional[str],
+    expected: Tuple[str, ...],
+) -> None:
+    with pytest.raises(ExpressionError) as raised:
+        Expression(source)
+    error = raised.value
+    assert str(error) == message
+    assert (error.expression, error.position, error.column) == (source, position, position + 1)
+    assert (error.token, error.token_type, error.expected) == (token, token_type, expected)
+    assert error.syntax
+
+
+def test_an_expression_refused_after_parsing_has_no_position() -> None:
+    with pytest.raises(ExpressionError) as raised:
+        Expression("nope(a)")
+    assert str(raised.value) == "unknown function nope()"
+    assert not raised.value.syntax
+    assert (raised.value.position, raised.value.token) == (None, None)
 
 
 MESSAGES = [{"recipient_id": "42", "text": "Hi"}, {"recipient_id": "42", "image": "u.png"}]

@@ -20,15 +20,15 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 import yaml
 
-from generic_connector.capture import (
+from generic_connector.cli.capture import (
     body_entry,
     case_file_name,
     challenge_answer,
     channel_path,
 )
+from generic_connector.cli.onboarding import add_commands
+from generic_connector.cli.validate import validate_file
 from generic_connector.config import SCHEMA_PATH
-from generic_connector.onboarding import add_commands
-from generic_connector.validate import validate_file
 from tests.rasa_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,7 +230,7 @@ def test_capture_limits_records_raw_bodies_and_continues_numbering(tmp_path: Pat
 def test_capture_stops_on_ctrl_c(tmp_path: Path) -> None:
     script = (
         "import argparse, sys\n"
-        "from generic_connector.onboarding import add_commands\n"
+        "from generic_connector.cli.onboarding import add_commands\n"
         "parser = argparse.ArgumentParser()\n"
         "add_commands(parser.add_subparsers(dest='command'))\n"
         "args = parser.parse_args(sys.argv[1:])\n"

@@ -427,6 +427,7 @@ def test_the_validator_checks_turn_defaults_and_names() -> None:
     base = "join('', [event.base, '/reply'])"
     assert _outbound_problems({"defaults": {"url": base}, "turn": {"body": "messages"}}) == [
         (
+            "url-from-request",
             ["outbound", "defaults", "url"],
             "the URL is built from request data",
             "list the hosts it may call in outbound.allow_hosts",
@@ -434,14 +435,16 @@ def test_the_validator_checks_turn_defaults_and_names() -> None:
     ]
     assert _outbound_problems({"turn": {"body": "messages"}}) == [
         (
+            "missing-url",
             ["outbound", "turn"],
             "no url for the turn's request",
             "give it here or in outbound.defaults",
         )
     ]
     both = _outbound_problems({"turn": {"url": API}, "text": {"url": API}})
-    assert [(path, message) for path, message, _ in both] == [
+    assert [(p.code, p.path, p.message) for p in both] == [
         (
+            "unused-template",
             ["outbound", "text"],
             "outbound.turn sends all the replies of a turn, so this is never used",
         )
@@ -449,9 +452,13 @@ def test_the_validator_checks_turn_defaults_and_names() -> None:
     odd = _outbound_problems(
         {"text": {"url": API, "content_type": "xml", "headers": {"Bad Name": "'x'"}}}
     )
-    assert [(path, message) for path, message, _ in odd] == [
-        (["outbound", "text", "content_type"], "unknown body format 'xml'"),
-        (["outbound", "text", "headers", "Bad Name"], "not a valid header name"),
+    assert [(p.code, p.path, p.message) for p in odd] == [
+        ("unknown-body-format", ["outbound", "text", "content_type"], "unknown body format 'xml'"),
+        (
+            "invalid-header-name",
+            ["outbound", "text", "headers", "Bad Name"],
+            "not a valid header name",
+        ),
     ]
 
 

@@ -15,9 +15,9 @@ import pytest
 from generic_connector.auth import AuthUnavailable, build_auth
 from generic_connector.delivery import Delivery
 from generic_connector.outbound import Outbound, OutboundRequest, RequestTemplate
-from generic_connector.redis_outbox import RedisOutbox
-from generic_connector.redis_store import new_pool
 from generic_connector.request import IncomingRequest
+from generic_connector.stores.redis.client import new_pool
+from generic_connector.stores.redis.outbox import RedisOutbox
 from tests.redis_server import RedisServer, fresh, serve
 from tests.test_fetch import WEBHOOK, channel, run
 

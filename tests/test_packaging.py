@@ -3,6 +3,7 @@ ready mappings inside the package, the schemas, the container's entry point and 
 and (end-to-end) a built wheel in a fresh virtualenv beside Rasa answering through rasa run."""
 
 import ast
+import functools
 import http.server
 import importlib.util
 import json
@@ -52,6 +53,9 @@ def run(capsys: pytest.CaptureFixture, *args: str) -> Tuple[int, List[str]]:
 # --- Metadata -----------------------------------------------------------------------------
 
 
+# The console script and `python -m generic_connector`, each a process of its own that
+# imports every command (~1.5 s): the e2e tier, with the other tests of real processes.
+@pytest.mark.e2e
 def test_version_everywhere() -> None:
     version = generic_connector.__version__
     assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {
@@ -85,6 +89,25 @@ def test_every_package_is_listed() -> None:
     for init in (ROOT / "generic_connector").rglob("__init__.py"):
         found.add(".".join(init.parent.relative_to(ROOT).parts))
     assert set(PYPROJECT["tool"]["setuptools"]["packages"]) == found
+
+
+def test_every_core_module_is_kept_from_the_tooling() -> None:
+    """The import contract "Nothing outside cli imports cli" names its sources one by one:
+    every module and sub-package beside cli/ must be among them."""
+    (contract,) = [
+        c
+        for c in PYPROJECT["tool"]["importlinter"]["contracts"]
+        if c["name"] == "Nothing outside cli imports cli"
+    ]
+    package = ROOT / "generic_connector"
+    entries = {p.stem for p in package.glob("*.py")} | {
+        p.parent.name for p in package.glob("*/__init__.py")
+    }
+    core = {f"generic_connector.{name}" for name in entries - {"__init__", "__main__", "cli"}}
+    sources = set(contract["source_modules"])
+    assert core <= sources
+    assert not [s for s in sources if s.startswith("generic_connector.cli")]
+    assert contract["forbidden_modules"] == ["generic_connector.cli"]
 
 
 def _imports() -> Set[str]:
@@ -256,6 +279,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     return {"wheel": wheel, "sdist": sdist}
 
 
+# The package is built by `uv build` in a process of its own (~4 s): the e2e tier.
+@pytest.mark.e2e
 def test_wheel_contents(built: Dict[str, Path]) -> None:
     version = generic_connector.__version__
     with zipfile.ZipFile(built["wheel"]) as wheel:
@@ -270,6 +295,7 @@ def test_wheel_contents(built: Dict[str, Path]) -> None:
     assert not [n for n in names if n.startswith("tests/")]
 
 
+@pytest.mark.e2e
 def test_sdist_carries_what_its_tests_need(built: Dict[str, Path]) -> None:
     with tarfile.open(built["sdist"]) as sdist:
         names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
@@ -286,6 +312,7 @@ def test_sdist_carries_what_its_tests_need(built: Dict[str, Path]) -> None:
     assert not [n for n in names if "__pycache__" in n or n.startswith("demo/models")]
 
 
+@pytest.mark.e2e  # and a whole pytest run in a process of its own
 def test_sdist_tests_run(built: Dict[str, Path], tmp_path: Path) -> None:
     """Unpacked, the sdist's own tests pass against its own code."""
     with tarfile.open(built["sdist"]) as sdist:
@@ -331,6 +358,7 @@ def entrypoint(cwd: Path, env: Dict[str, str], *args: str) -> subprocess.Complet
     )
 
 
+@pytest.mark.e2e  # the real generic-connector validate, in a process of its own
 def test_entrypoint_checks_credentials_then_runs_rasa(
     tmp_path: Path, fake_rasa: Dict[str, str]
 ) -> None:
@@ -346,6 +374,7 @@ def test_entrypoint_checks_credentials_then_runs_rasa(
     ]
 
 
+@pytest.mark.e2e  # the real generic-connector validate, in a process of its own
 def test_entrypoint_stops_on_a_broken_file(tmp_path: Path, fake_rasa: Dict[str, str]) -> None:
     creds = tmp_path / "prod.yml"
     creds.write_text(
@@ -458,7 +487,8 @@ class _Stub(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def stub_server() -> Iterator[http.server.HTTPServer]:
     server = http.server.HTTPServer(("127.0.0.1", 0), _Stub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve = functools.partial(server.serve_forever, poll_interval=0.05)  # a quick shutdown
+    threading.Thread(target=serve, daemon=True).start()
     yield server
     server.shutdown()
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from generic_connector.answers import Rendered
+from generic_connector.cli.dryrun import Recorder
 from generic_connector.config import load_channel
-from generic_connector.dryrun import Recorder
 from generic_connector.errors import HTTPError
 from generic_connector.idempotency import Replies
 from generic_connector.mapping import Extracted
@@ -350,7 +350,7 @@ RAW_SURROGATES = st.integers(0xD800, 0xDFFF).map(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=5 * settings().max_examples, deadline=None)  # 500 in CI
 @given(st.binary(max_size=64), st.one_of(st.binary(max_size=8), RAW_SURROGATES))
 def test_every_body_decodes_to_valid_unicode_or_is_refused(prefix: bytes, raw: bytes) -> None:
     # Raw bytes inside a JSON string, and alone: the decoder refuses them (400) or gives a

@@ -14,8 +14,8 @@ from typing import Any, Dict, List
 
 import pytest
 
+from generic_connector.cli.dryrun import case_request, simulate
 from generic_connector.config import load_channel, load_yaml
-from generic_connector.dryrun import case_request, simulate
 from generic_connector.expressions import EvaluationError
 from generic_connector.mapping import MappingError
 from tests.conftest import API_TOKENS, PLATFORMS, VERIFY_TOKENS

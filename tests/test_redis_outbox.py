@@ -11,10 +11,10 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 import redis
 
-from generic_connector import deliveries
+from generic_connector.cli import deliveries
 from generic_connector.outbound import Outbound, OutboundRequest, RequestTemplate
-from generic_connector.redis_outbox import RedisOutbox
-from generic_connector.redis_store import StoreUnavailable, new_pool
+from generic_connector.stores.redis.client import StoreUnavailable, new_pool
+from generic_connector.stores.redis.outbox import RedisOutbox
 from tests.platform_api import PlatformAPI, Recorded
 from tests.redis_server import RedisServer, fresh, serve
 
@@ -63,9 +63,9 @@ class CountingOutbox(RedisOutbox):
 
     sent = 0
 
-    async def _send(self, entry: Dict[str, Any]) -> Any:
+    async def process(self, entry: Any) -> Any:
         self.sent += 1
-        return await super()._send(entry)
+        return await super().process(entry)
 
 
 class Replicas:
@@ -287,7 +287,7 @@ def test_exhausted_requests_go_to_the_dead_letter_stream_and_retry_sends_them(
     # Nothing printed or logged shows the token; Redis keeps the real request, for retry.
     assert TOKEN not in listing + shown + json.dumps(entries) + caplog.text
     [(_, stored)] = client(redis_url).xrange("generic_connector:dead", first["id"], first["id"])
-    assert TOKEN in json.loads(stored[b"request"])["url"]
+    assert TOKEN in json.loads(stored[b"payload"])["url"]
 
     assert cli("deliveries", "show", "1-1", "--url", redis_url) == 1
     assert cli("deliveries", "retry", "--url", redis_url) == 2  # neither IDs nor --all
@@ -411,8 +411,8 @@ def test_redis_down_makes_put_raise_and_the_outbox_recovers(
     problem = asyncio.run(scenario())
     assert problem.startswith(f"Redis at 127.0.0.1:{redis_server.port}/0 cannot be reached")
     assert by_conversation(delivered(api)) == {"u1": [1]}  # the refused one was never stored
-    assert caplog.text.count("deliveries wait until it answers again") == 1
-    assert "answers again; deliveries go on" in caplog.text
+    assert caplog.text.count("the outbox waits until it answers again") == 1
+    assert "answers again; the outbox goes on" in caplog.text
 
 
 def test_start_says_when_redis_cannot_be_reached(
@@ -433,7 +433,7 @@ def test_start_says_when_redis_cannot_be_reached(
 
 
 def test_secrets_are_masked_in_their_encoded_forms_and_credential_headers_hidden() -> None:
-    from generic_connector.redis_outbox import Masker
+    from generic_connector.stores.redis.outbox import Masker
 
     mask = Masker({"TOKEN": "a b/c", "EMPTY": ""})
     assert mask("x a%20b%2Fc y a+b%2Fc z a b/c") == "x ${TOKEN} y ${TOKEN} z ${TOKEN}"

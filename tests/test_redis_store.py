@@ -6,7 +6,8 @@ from typing import Any, Iterator, List, Tuple
 
 import pytest
 
-from generic_connector.redis_store import _POOLS, RedisStore, StoreUnavailable, new_pool
+from generic_connector.stores.redis.client import _POOLS, StoreUnavailable, new_pool
+from generic_connector.stores.redis.dedup import RedisStore
 from tests.redis_server import RedisServer, fresh, serve
 
 

@@ -664,9 +664,9 @@ def test_redis_cut_after_the_id_is_recorded_the_retry_still_gets_its_reply(
     again (at least once) and its replies reach the user."""
     (chat,) = cluster.chats(1)
     replica_b = cluster.replicas[1].wait_ready()
+    # The outbox's write: a stored request of this chat (``<id> {"channel": ..., ...}``).
     store_put = (
-        rb":outbox:telegram:queue:" + str(chat).encode()
-        + rb"\r\n\$\d+\r\n[^\r]*:outbox:telegram:ready\r\n"
+        rb'\r\n[0-9a-f]{32} \{"channel": "telegram", "conversation": "' + str(chat).encode()
     )  # fmt: skip
     cluster.store_link.trip_on(store_put, hold=1.5)
     body = update(cluster.update_id(), chat, 1)

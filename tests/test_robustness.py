@@ -21,7 +21,7 @@ from generic_connector.pipeline import Assistant, Pipeline, make_store
 from generic_connector.request import IncomingRequest
 
 ROOT = Path(__file__).resolve().parent.parent
-# 1,300 requests per mapping in CI (its Hypothesis profile: 100 examples), 260 in the inner loop:
+# 1,300 requests per mapping in CI (its Hypothesis profile: 100 examples), 130 in the inner loop:
 # the whole suite stays within 15 minutes.
 EXAMPLES = 13 * settings().max_examples
 

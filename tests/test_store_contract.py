@@ -4,17 +4,20 @@
 What a channel relies on whatever its backend: de-duplication (a handled key answered with its
 replies, a duplicate waiting for the first delivery, a failed one handled again), replies
 delivered in order per conversation, the same statuses retried, ``Retry-After`` followed, the
-others not retried.
+others not retried, a request given up recorded for the operator (a log line; on Redis a
+dead letter too), and, on a backend shared by replicas, a killed replica's deliveries taken
+over by another one.
 """
 
 import asyncio
 import json
+import logging
 from typing import Any, Awaitable, Callable, Iterator, List
 
 import pytest
 
 from generic_connector import stores
-from generic_connector.config import load_channel
+from generic_connector.config import ChannelConfig, load_channel
 from generic_connector.outbound import OutboundRequest
 from tests.platform_api import PlatformAPI
 from tests.redis_server import RedisServer, fresh, serve
@@ -33,14 +36,14 @@ def api() -> Iterator[PlatformAPI]:
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def parts(
+def config(
     request: pytest.FixtureRequest, api: PlatformAPI, monkeypatch: pytest.MonkeyPatch
-) -> stores.Parts:
+) -> ChannelConfig:
     store: dict = {"type": request.param}
     if request.param == "redis":
         monkeypatch.setenv("REDIS_URL", fresh(request.getfixturevalue("redis_server")))
-        store["url_env"] = "REDIS_URL"
-    config = load_channel(
+        store.update(url_env="REDIS_URL", visibility_timeout=1)
+    return load_channel(
         {
             "name": f"contract-{request.param}",
             "request": {"sender": "user", "text": "text", "message_id": "id"},
@@ -54,6 +57,10 @@ def parts(
             },
         }
     )
+
+
+@pytest.fixture
+def parts(config: ChannelConfig) -> stores.Parts:
     return stores.build(config)
 
 
@@ -165,3 +172,51 @@ def test_retry_after_is_followed(parts: stores.Parts, api: PlatformAPI) -> None:
     first, second = api.requests
     assert (first.status, second.status) == (429, 200)
     assert second.at - first.at >= 0.9  # the backoff alone would be 0.05 s
+
+
+@pytest.mark.parametrize(
+    "answers, attempts", [([(400, {}, {"error": "chat not found"})], 1), ([(503, {}, {})] * 4, 4)]
+)
+def test_a_request_given_up_is_recorded_for_the_operator(
+    parts: stores.Parts, api: PlatformAPI, caplog: pytest.LogCaptureFixture, answers: Any,
+    attempts: int,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.ERROR, logger="generic_connector")
+    api.plan(lambda r: True, answers)
+    outbox = parts.outbox
+    assert outbox is not None
+
+    async def scenario() -> None:
+        await asyncio.wait_for(await outbox.put("c5", [sent(api, "c5", 10)]), 10)
+
+    run(parts, scenario)
+    assert len(api.requests) == attempts  # and the put's awaitable completed
+    [line] = [r.getMessage() for r in caplog.records if "conversation c5" in r.getMessage()]
+    status = answers[0][0]
+    assert f"after {attempts} attempt(s)" in line and f"HTTP {status}" in line
+
+
+def test_a_killed_replicas_deliveries_are_taken_over(
+    config: ChannelConfig, api: PlatformAPI
+) -> None:
+    if not stores.BACKENDS[config.store.type].shared:
+        pytest.skip("this backend keeps its state in one process: nothing to take over")
+    api.plan(lambda r: r.json["n"] == 0, [(200, {}, {})], delay=2.0)  # a slow first answer
+    doomed, survivor = stores.build(config), stores.build(config)
+    assert doomed.outbox is not None and survivor.outbox is not None
+
+    async def scenario() -> None:
+        await doomed.outbox.start()
+        await doomed.outbox.put("c6", [sent(api, "c6", n) for n in range(3)])
+        while not api.requests:
+            await asyncio.sleep(0.01)
+        doomed.outbox.kill()  # type: ignore[attr-defined]  # as if its process died
+        await survivor.outbox.start()
+        while len([r for r in api.requests if r.status == 200]) < 4:
+            await asyncio.sleep(0.05)
+        await survivor.outbox.close()
+        await doomed.outbox.close()  # its session; the conversation is no longer its own
+
+    asyncio.run(asyncio.wait_for(scenario(), 15))
+    # The request under way when the replica died is sent again (at least once), then the rest.
+    assert [r.json["n"] for r in api.requests] == [0, 0, 1, 2]

@@ -9,9 +9,9 @@ from generic_connector import stores
 from generic_connector.config import check_channel, load_channel
 from generic_connector.idempotency import MemoryStore
 from generic_connector.outbox import MemoryOutbox
-from generic_connector.redis_inbox import RedisInbox
-from generic_connector.redis_outbox import RedisOutbox
-from generic_connector.redis_store import RedisStore
+from generic_connector.stores.redis.dedup import RedisStore
+from generic_connector.stores.redis.inbox import RedisInbox
+from generic_connector.stores.redis.outbox import RedisOutbox
 
 OUTBOUND = {"text": {"url": "'https://api.example.com/send'", "body": "{text: message.text}"}}
 REQUEST = {"sender": "user", "text": "text", "message_id": "id"}
@@ -74,6 +74,6 @@ def test_an_unknown_backend_is_a_finding() -> None:
 
 
 def test_validating_imports_no_redis_client() -> None:
-    code = "import sys, generic_connector.validate; print('redis' in sys.modules)"
+    code = "import sys, generic_connector.cli.validate; print('redis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -13,10 +13,11 @@ import pytest
 from generic_connector.cli import main
 from generic_connector.config import check_channel
 from generic_connector.errors import ConfigError
-from generic_connector.validate import (
+from generic_connector.explain import explain_expression_error, explain_findings
+from generic_connector.expressions import ExpressionError, compile_expression
+from generic_connector.startup import (
     RASA_CHANNELS,
     credentials_on_command_line,
-    explain_expression_error,
     forget_started_channels,
     load_startup_channel,
 )
@@ -231,10 +232,13 @@ def test_a_typo_still_gets_did_you_mean(capsys: pytest.CaptureFixture, tmp_path:
     ],
 )
 def test_jmespath_syntax_errors_in_plain_words(expression: str, message: str, hint: str) -> None:
+    with pytest.raises(ExpressionError) as raised:
+        compile_expression(expression)
+    assert explain_expression_error(raised.value) == (message, hint)
+    # A channel's finding carries the error itself, and says the same.
     document = {"name": "m", "request": {"sender": expression, "text": "text"}}
     _, [finding], _ = check_channel(document, "m")
-    raw = finding.message[len("expression does not compile: ") :]
-    assert explain_expression_error(raw, expression) == (message, hint)
+    assert explain_findings([finding], document)[0].message.endswith(message)
 
 
 def test_jmespath_error_located_with_its_fix(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:

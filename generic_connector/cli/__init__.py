@@ -1,4 +1,12 @@
-"""The command line: ``generic-connector validate | dry-run | schema | mappings | ...``."""
+"""The command line: ``generic-connector validate | dry-run | schema | mappings | ...``.
+
+The tooling lives in this sub-package, one module per command or group of commands:
+``validate`` (whole files and their test cases), ``dryrun`` (the pipeline with sample
+replies), ``deliveries`` (the Redis dead letters), ``onboarding`` with ``capture`` and
+``starter`` (``capture`` and ``new``). The channel's runtime imports none of it (an import
+contract in pyproject.toml); what the commands share with it, such as the start-up checks
+(``startup``) and the plain words of findings (``explain``), is in the core modules.
+"""
 
 import argparse
 import difflib
@@ -6,11 +14,19 @@ import json
 import logging
 import os
 import platform
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from generic_connector import __version__, deliveries, onboarding
+from generic_connector import __version__
+from generic_connector.cli import onboarding
+from generic_connector.cli.dryrun import simulate
+from generic_connector.cli.validate import (
+    credentials_schema,
+    expand,
+    is_generic_key,
+    summary,
+    validate_file,
+)
 from generic_connector.config import (
     SCHEMA,
     SCHEMA_PATH,
@@ -20,17 +36,9 @@ from generic_connector.config import (
     ready_mappings,
     write_schema,
 )
-from generic_connector.dryrun import simulate
 from generic_connector.errors import ConfigError, GenericConnectorError
 from generic_connector.logtext import printable_json
 from generic_connector.request import IncomingRequest
-from generic_connector.validate import (
-    credentials_schema,
-    expand,
-    is_generic_key,
-    summary,
-    validate_file,
-)
 
 SAMPLE_REPLY = "This is a sample bot reply."
 
@@ -159,6 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     mappings.add_argument("name", nargs="?", help="print the path of this ready mapping")
     mappings.add_argument("--format", choices=("text", "json"), default="text")
     mappings.set_defaults(run=_mappings)
+
+    # Imported here: its Redis client is not needed to import the other commands' modules.
+    from generic_connector.cli import deliveries
 
     deliveries.add_commands(commands)
     onboarding.add_commands(commands)
@@ -312,7 +323,3 @@ def _pairs(items: List[str], separator: str) -> dict:
             raise UsageError(f"expected NAME{separator}VALUE, got {item!r}")
         pairs[name.strip()] = value.strip()
     return pairs
-
-
-if __name__ == "__main__":
-    sys.exit(main())

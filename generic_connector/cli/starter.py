@@ -23,11 +23,11 @@ from urllib.parse import parse_qs
 
 import yaml
 
+from generic_connector.cli.dryrun import case_request, environment, simulate
+from generic_connector.cli.validate import validate_file
 from generic_connector.config import SCHEMA, SCHEMA_PATH, check_channel
-from generic_connector.dryrun import case_request, environment, simulate
 from generic_connector.errors import GenericConnectorError
 from generic_connector.request import FORM, media_type_of
-from generic_connector.validate import validate_file
 
 TEXT_KEYS = ("text", "message", "body", "content")
 # A text inside one of these is the message's own text (message.text, text.body).

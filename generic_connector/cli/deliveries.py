@@ -30,15 +30,14 @@ import redis.exceptions
 
 from generic_connector.errors import GenericConnectorError
 from generic_connector.logtext import printable, printable_json
-from generic_connector.redis_inbox import REQUEUE_INBOUND, inbox_base
-from generic_connector.redis_outbox import REQUEUE, outbox_base
-from generic_connector.redis_store import (
+from generic_connector.stores.redis.client import (
     CONNECT_TIMEOUT,
     DEFAULT_PREFIX,
     SOCKET_TIMEOUT,
     StoreUnavailable,
     dead_key,
 )
+from generic_connector.stores.redis.queue import REQUEUE
 
 DEFAULT_URL = "redis://localhost:6379/0"
 NOT_FOUND = 1
@@ -167,20 +166,14 @@ def run_retry(args: argparse.Namespace) -> int:
     missing: List[str] = []
     done = 0
     with _connection(args) as client:
-        script = client.register_script(REQUEUE)
-        # Early acknowledged messages go back to their inbox; this script leaves the rest alone.
-        inbound = client.register_script(REQUEUE_INBOUND)
-        base = outbox_base(args.prefix)
+        script = client.register_script(REQUEUE)  # each back to its own queue
         if args.all:
             ids = [e["id"] for e in _entries(client, args.prefix, args.channel, None)]
         else:
             ids = args.ids
         dead = [dead_key(args.prefix)]
         for entry_id in ids:
-            back = _valid_id(entry_id) and (
-                inbound(keys=dead, args=[entry_id, inbox_base(args.prefix)])
-                or script(keys=dead, args=[entry_id, base])
-            )
+            back = _valid_id(entry_id) and script(keys=dead, args=[entry_id, args.prefix])
             if back:
                 done += 1
             else:

@@ -1,11 +1,15 @@
-"""The ``redis`` backend: state in one Redis shared by every replica that names its URL."""
+"""The ``redis`` backend: state in one Redis shared by every replica that names its URL.
+
+``client`` (the shared connection, round trips), ``dedup`` (the de-duplication store),
+``queue`` (the one durable queue engine), and its two adapters: ``outbox`` and ``inbox``.
+"""
 
 import os
 from typing import TYPE_CHECKING
 
-from generic_connector.redis_inbox import RedisInbox
-from generic_connector.redis_outbox import RedisOutbox
-from generic_connector.redis_store import RedisStore
+from generic_connector.stores.redis.dedup import RedisStore
+from generic_connector.stores.redis.inbox import RedisInbox
+from generic_connector.stores.redis.outbox import RedisOutbox
 
 if TYPE_CHECKING:
     from generic_connector.config import ChannelConfig
@@ -39,4 +43,6 @@ def outbox(config: "ChannelConfig") -> RedisOutbox:
 
 def inbox(config: "ChannelConfig") -> RedisInbox:
     store = config.store
-    return RedisInbox(config.name, store.url, store.prefix, store.visibility_timeout)
+    return RedisInbox(
+        config.name, store.url, store.prefix, visibility_timeout=store.visibility_timeout
+    )

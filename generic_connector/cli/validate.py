@@ -4,9 +4,9 @@ The channel-level checks are ``config.check_channel``, the same ones ``rasa run`
 start-up; this module finds the channels in a file, checks what only the whole file shows
 (two channels with one name, a name Rasa's own channel in the file also has, misspelt
 ``generic_connector.*`` keys), explains findings in plain words (``explain``), and runs the
-mapping test cases. ``load_startup_channel`` (``startup``, re-exported here) is what a channel
-is built with at ``rasa run`` start-up: the same checks and words, as far as one credentials
-entry and the command line show them.
+mapping test cases. ``startup.load_startup_channel`` is what a channel is built with at
+``rasa run`` start-up: the same checks and words, as far as one credentials entry and the
+command line show them.
 """
 
 import difflib
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
+from generic_connector.cli.dryrun import CaseError, answer_problem, run_case
 from generic_connector.config import (
     SCHEMA,
     ChannelConfig,
@@ -23,26 +24,14 @@ from generic_connector.config import (
     load_yaml,
     locate,
 )
-from generic_connector.dryrun import CaseError, answer_problem, run_case
 from generic_connector.errors import ConfigError, Finding
-from generic_connector.explain import (  # noqa: F401 (re-exported)
-    COMPILE,
-    belongs_under,
-    explain_expression_error,
-    explain_finding,
-    explain_findings,
-)
-from generic_connector.startup import (  # noqa: F401 (re-exported)
-    DEFAULT_CREDENTIALS,
+from generic_connector.explain import explain_findings
+from generic_connector.startup import (
     RASA_CHANNELS,
-    credentials_on_command_line,
     duplicate_name,
     env_findings,
-    forget_started_channels,
-    load_startup_channel,
     rasa_channel_clash,
     route_key,
-    startup_clashes,
 )
 
 GENERIC_KEYS = ("generic_connector.GenericChannel",)
@@ -110,11 +99,10 @@ def validate_file(path: Path, check_env: Optional[bool] = False) -> FileReport:
         return report
     start: Position = (str(path), 1, 1)
     if document is None:
-        report.findings.append(Finding("", "the file is empty", "", *start))
+        report.findings.append(Finding("empty-file", "", "the file is empty", "", *start))
     elif not isinstance(document, dict):
-        report.findings.append(
-            Finding("", "must be a mapping of keys, not a list or a value", "", *start)
-        )
+        message = "must be a mapping of keys, not a list or a value"
+        report.findings.append(Finding("not-a-mapping", "", message, "", *start))
     elif _is_credentials(document):
         report.kind = "credentials"
         check_env = env_check_default() if check_env is None else check_env
@@ -124,7 +112,9 @@ def validate_file(path: Path, check_env: Optional[bool] = False) -> FileReport:
             origin = positions.get(key, start)
             problem = channel_key_problem(key)
             if problem is not None:
-                report.findings.append(Finding(str(key), *(problem + origin)))
+                message, hint = problem
+                finding = Finding("unknown-channel-key", str(key), message, hint, *origin)
+                report.findings.append(finding)
             elif is_generic_key(key):
                 config = _check(report, entry, key, origin, path.parent, check_env)
                 if config is not None:
@@ -179,7 +169,9 @@ def _answer_findings(config: ChannelConfig, document: Dict[str, Any], base: Path
                 "message as the bot's replies)"
             )
             hint = "Rasa would handle the message and the platform get no answer it can use"
-            findings.append(Finding(f"{config.name}.response", message, hint, *where))
+            findings.append(
+                Finding("answer-fails", f"{config.name}.response", message, hint, *where)
+            )
     return findings
 
 
@@ -199,7 +191,7 @@ def _run_cases(
         else:
             key = f"{config.name}.tests[{index}]"
             message = f"test {case['name']!r} failed: " + "; ".join(failures)
-            yield Finding(key, message, "", *where)
+            yield Finding("test-failed", key, message, "", *where)
 
 
 def summary(reports: List[FileReport]) -> Tuple[int, int, int]:
@@ -245,10 +237,12 @@ def _clashes(channels: List[Tuple[ChannelConfig, Position]], rasa_keys: Set[str]
     for config, origin in channels:
         name = config.name
         if route_key(name) in seen:
-            findings.append(Finding(name, *(duplicate_name(name, seen[route_key(name)]) + origin)))
+            message, hint = duplicate_name(name, seen[route_key(name)])
+            findings.append(Finding("duplicate-name", name, message, hint, *origin))
         seen.setdefault(route_key(name), name)
         if name in rasa_keys:
-            findings.append(Finding(name, *(rasa_channel_clash(name) + origin)))
+            message, hint = rasa_channel_clash(name)
+            findings.append(Finding("rasa-channel-clash", name, message, hint, *origin))
     return findings
 
 

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from generic_connector import defaults
-from generic_connector.capture import (
+from generic_connector.cli.capture import (
     DEFAULT_MAX_REQUESTS,
     DEFAULT_PORT,
     REDACTED,
     CaptureSettings,
 )
-from generic_connector.capture import run as run_capture
-from generic_connector.starter import (
+from generic_connector.cli.capture import run as run_capture
+from generic_connector.cli.starter import (
     NothingToGuess,
     StarterError,
     build,

@@ -30,6 +30,7 @@ class AnswerFormat:
     """Writes a template's result as text; one subclass per format, registered by name."""
 
     name: ClassVar[str]
+    content_type: ClassVar[str]  # an answer's Content-Type when the template gives none
 
     @staticmethod
     def suits(media_type: str) -> bool:
@@ -44,6 +45,7 @@ class JSONFormat(AnswerFormat):
     """The result as JSON: ``application/json`` and every ``*+json`` type."""
 
     name = "json"
+    content_type = "application/json"
 
     @staticmethod
     def suits(media_type: str) -> bool:
@@ -57,6 +59,7 @@ class XMLFormat(AnswerFormat):
     """An object with one root key as XML (Twilio's TwiML); a string that is XML as it is."""
 
     name = "xml"
+    content_type = "application/xml"
 
     @staticmethod
     def suits(media_type: str) -> bool:
@@ -70,6 +73,7 @@ class TextFormat(AnswerFormat):
     """A string as it is; anything else as JSON; null as nothing."""
 
     name = "text"
+    content_type = "text/plain; charset=utf-8"
 
     def write(self, result: Any) -> str:
         if result is None:
@@ -99,7 +103,7 @@ class ResponseTemplate:
     def __init__(
         self,
         body: str = "messages",
-        content_type: str = "application/json",
+        content_type: Optional[str] = None,
         status: int = 200,
         headers: Optional[Dict[str, str]] = None,
         format: Optional[str] = None,
@@ -108,10 +112,11 @@ class ResponseTemplate:
         # In a list of answers: this one is chosen when ``when`` is true (or absent).
         self.when = Expression(when) if when else None
         self.body = Expression(body)
-        self.content_type = content_type
+        self.format = format_for(content_type or "application/json", format)
+        # Without one, the format's own: ``format: xml`` answers application/xml.
+        self.content_type = content_type or self.format.content_type
         self.status = status
         self.headers = headers or {}
-        self.format = format_for(content_type, format)
         # The default, Rasa's REST answer: the messages as they are, nothing to evaluate.
         self._messages_as_json = body == "messages" and isinstance(self.format, JSONFormat)
         # Whether answers depend on the bot's messages (a literal body does not).

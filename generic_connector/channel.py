@@ -43,6 +43,7 @@ from generic_connector.pipeline import (
     unique_id,
 )
 from generic_connector.request import IncomingRequest, dumps
+from generic_connector.routes import METHODS, sanic_path
 from generic_connector.startup import load_startup_channel
 
 logger = get_logger(__name__)
@@ -165,12 +166,16 @@ class GenericChannel(InputChannel):
         blueprint_name = "generic_connector_" + re.sub(r"\W", "_", self.config.name)
         webhook = Blueprint(blueprint_name, __name__)
 
-        @webhook.route("/", methods=["GET"])
+        @webhook.route("/", methods=METHODS)
         async def health(request: Request) -> HTTPResponse:
+            if request.method != "GET":
+                return _not_served(request, ["GET"])
             return await self.health(request)
 
-        @webhook.route("/metrics", methods=["GET"])
+        @webhook.route("/metrics", methods=METHODS)
         async def metrics(request: Request) -> HTTPResponse:
+            if request.method != "GET":
+                return _not_served(request, ["GET"])
             return await self.metrics(request)
 
         @webhook.listener("after_server_start")
@@ -195,8 +200,12 @@ class GenericChannel(InputChannel):
 
         assistants: Dict[Any, RasaAssistant] = {}  # one per Sanic app
 
-        def receiver(path: str) -> Callable[[Request], Coroutine[Any, Any, HTTPResponse]]:
-            async def receive_request(request: Request) -> HTTPResponse:
+        def receiver(
+            path: str, methods: List[str]
+        ) -> Callable[..., Coroutine[Any, Any, HTTPResponse]]:
+            async def receive_request(request: Request, **_: str) -> HTTPResponse:
+                if request.method not in methods:
+                    return _not_served(request, methods)
                 assistant = assistants.get(request.app)
                 if assistant is None:
                     assistant = assistants[request.app] = RasaAssistant(
@@ -210,10 +219,19 @@ class GenericChannel(InputChannel):
         for method, path in self.config.routes():
             paths.setdefault(path, []).append(method)
         for index, (path, methods) in enumerate(paths.items()):
+            # Every method, so that one the path does not serve gets the channel's JSON 405.
             # Streamed: the body is read here, within the channel's size and time limits.
             webhook.add_route(
-                receiver(path), path, methods=methods, name=f"receive_{index}", stream=True
-            )
+                receiver(path, methods), sanic_path(path), methods=METHODS,
+                name=f"receive_{index}", stream=True,
+            )  # fmt: skip
+
+        @webhook.route("/<rest:path>", methods=METHODS, name="not_served")
+        async def not_served(request: Request, rest: str) -> HTTPResponse:
+            if not rest:  # "/webhooks/<name>/": Sanic routes it here rather than to health
+                return await health(request)
+            return _not_served(request, [])
+
         return webhook
 
     async def health(self, request: Request) -> HTTPResponse:
@@ -428,6 +446,16 @@ def _close_after(request: Request) -> None:
     """Close the connection after the answer instead of reading what is left of the body."""
     if request.stream is not None:
         request.stream.request_max_size = 0  # Sanic then drops the rest and the connection
+
+
+def _not_served(request: Request, methods: List[str]) -> HTTPResponse:
+    """The channel's JSON 404 for a path it does not serve, 405 for a method it does not."""
+    _close_after(request)
+    if not methods:
+        return _error(HTTPError(404, f"this channel serves no path {request.path[:200]}"))
+    allowed = ", ".join(methods)
+    message = f"{request.method} is not served here; this path takes {allowed}"
+    return _error(HTTPError(405, message, {"Allow": allowed}))
 
 
 def _error(error: HTTPError) -> HTTPResponse:

@@ -38,7 +38,10 @@ from generic_connector.functions import REQUEST_FUNCTIONS
 from generic_connector.handshakes import Handshake
 from generic_connector.mapping import RequestMapping
 from generic_connector.outbound import KINDS, Outbound, body_format_schema, template_schemas
+from generic_connector.routes import DEFAULT as DEFAULT_ROUTE
+from generic_connector.routes import Route
 from generic_connector.stores import BACKENDS
+from generic_connector.tokens import TokenSpec, build_specs
 from generic_connector.yamlfile import LocatedDict, Position, load_yaml, locate
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
@@ -128,9 +131,14 @@ class ChannelConfig:
     store: Store = Store()
     auth_section: Any = None  # the auth scheme's keys, to build it again (test cases' env)
     defer: Optional[Deferral] = None
+    # (method, path) pairs that carry messages: POST /webhook and ``routes:``.
+    message_routes: Tuple[Route, ...] = (DEFAULT_ROUTE,)
+    # ``tokens``: access tokens from a token endpoint, by name.
+    tokens: Dict[str, TokenSpec] = dataclasses.field(default_factory=dict)
 
     def expressions(self) -> List[Expression]:
         found = self.request.expressions() + self.response.expressions()
+        found += [e for spec in self.tokens.values() for e in spec.expressions()]
         found += [self.defer.response.body] if self.defer else []
         found += self.outbound.expressions() if self.outbound else []
         return found + [e for h in self.handshakes for e in h.expressions()]
@@ -146,9 +154,10 @@ class ChannelConfig:
         names |= {self.store.url_env} if self.store.url_env else set()
         return sorted(names | set(self.auth.env_names() if self.auth else []))
 
-    def routes(self) -> List[Tuple[str, str]]:
-        """(method, path) pairs the channel serves: POST /webhook and its handshakes'."""
-        routes = [("POST", "/webhook")]
+    def routes(self) -> List[Route]:
+        """(method, path template) pairs the channel serves: those that carry messages, then
+        its handshakes'."""
+        routes = list(self.message_routes)
         routes += [(h.method, h.path) for h in self.handshakes if (h.method, h.path) not in routes]
         return routes
 
@@ -281,6 +290,7 @@ def check_channel(
     if not findings:
         problems = _outbound_problems(merged.get("outbound"))
         problems += _fetch_problems(merged.get("request", {}).get("fetch"))
+        problems += _token_problems(merged)
         store = merged.get("store", {})
         backend = BACKENDS[store.get("type", defaults.STORE)]
         shared = backend.shared
@@ -421,9 +431,10 @@ def _allow_hosts_problems(path: List[Any], entries: Any) -> List[Problem]:
     for index, entry in enumerate(entries if isinstance(entries, list) else []):
         try:
             HostAllowList([entry])
-        except ValueError:
+        except ValueError as error:
             hint = "write host (the scheme's default port) or host:port, e.g. 127.0.0.1:8080"
-            message = f"{entry!r} is not a host or host:port"
+            wildcard = "no wildcards" in str(error)
+            message = str(error) if wildcard else f"{entry!r} is not a host or host:port"
             problems.append(Problem("invalid-host", path + [index], message, hint))
     return problems
 
@@ -444,6 +455,56 @@ def _fetch_problems(section: Optional[List[Any]]) -> List[Problem]:
             message = "the URL's host is built from request data"
             problems.append(Problem("url-from-request", where + ["url"], message, hint))
     return problems
+
+
+def _token_problems(document: Dict[str, Any]) -> List[Problem]:
+    """token() calls that name no declared token (or no literal name), or sit where no sender
+    fills them: in a body, or in a fetch request."""
+    declared = set(document.get("tokens") or {})
+    outbound = document.get("outbound") or {}
+    found: List[Tuple[List[Any], Any, bool]] = []  # (path, expression, filled there)
+    for name, template in outbound.items():
+        if not isinstance(template, dict):
+            continue
+        found.append((["outbound", name, "url"], template.get("url"), True))
+        found.append((["outbound", name, "body"], template.get("body"), False))
+        for header, value in (template.get("headers") or {}).items():
+            found.append((["outbound", name, "headers", header], value, True))
+    for index, spec in enumerate(document.get("request", {}).get("fetch") or []):
+        found.append((["request", "fetch", index, "url"], spec.get("url"), False))
+        for header, value in (spec.get("headers") or {}).items():
+            found.append((["request", "fetch", index, "headers", header], value, False))
+    problems: List[Problem] = []
+    for path, expression, filled in found:
+        for call in _token_calls(expression):
+            problem = _token_problem(path, call, declared, filled)
+            problems += [problem] if problem is not None else []
+    return problems
+
+
+def _token_calls(expression: Any) -> List[Tree]:
+    if not isinstance(expression, str):
+        return []
+    tree = compile_expression(expression).parsed
+    return [n for n in nodes(tree) if n["type"] == "function_expression" and n["value"] == "token"]
+
+
+def _token_problem(
+    path: List[Any], call: Tree, declared: Iterable[str], filled: bool
+) -> Optional[Problem]:
+    argument = call["children"][0] if call["children"] else None
+    literal = argument is not None and argument["type"] == "literal"
+    name = argument["value"] if literal and argument is not None else None
+    hint = f"declared tokens: {', '.join(sorted(declared))}" if declared else "add a tokens section"
+    if not isinstance(name, str):
+        return Problem("unknown-token", path, "token() takes a literal name: token('api')", hint)
+    if name not in declared:
+        return Problem("unknown-token", path, f"no token {name!r} in tokens", hint)
+    if not filled:
+        where = "a body" if path[-1] == "body" else "a fetch request"
+        message = f"token({name!r}) is not filled in {where}, only in outbound URLs and headers"
+        return Problem("invalid-value", path, message, "use it in the url or a header")
+    return None
 
 
 def _reads_request(expression: str) -> bool:
@@ -523,7 +584,15 @@ def _build(document: Dict[str, Any]) -> ChannelConfig:
         limits=Limits(**document.get("limits", {})),
         idempotency=Idempotency(**document.get("idempotency", {})),
         store=Store(**document.get("store", {})),
+        message_routes=_message_routes(document.get("routes", [])),
+        tokens=build_specs(document.get("tokens")),
     )
+
+
+def _message_routes(specs: List[Dict[str, Any]]) -> Tuple[Route, ...]:
+    routes = [DEFAULT_ROUTE]
+    routes += [(spec["method"], spec["path"]) for spec in specs]
+    return tuple(dict.fromkeys(routes))
 
 
 def rebuild_auth(config: ChannelConfig) -> ChannelConfig:

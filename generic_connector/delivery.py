@@ -18,7 +18,7 @@ import errno
 import re
 import socket
 import ssl
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
@@ -28,6 +28,9 @@ from generic_connector.logtext import get_logger
 from generic_connector.metrics import ChannelMetrics
 from generic_connector.outbound import Outbound, OutboundRequest
 from generic_connector.retry import Backoff, Outcome, retry_after, retryable_status
+
+if TYPE_CHECKING:
+    from generic_connector.tokens import TokenProvider
 
 logger = get_logger(__name__)
 
@@ -39,9 +42,12 @@ _HIDDEN = "[hidden]"
 class Delivery:
     """Delivers a channel's outbound requests; create it in the server's event loop."""
 
-    def __init__(self, channel: str, outbound: Outbound) -> None:
+    def __init__(
+        self, channel: str, outbound: Outbound, tokens: Optional["TokenProvider"] = None
+    ) -> None:
         self.channel = channel
         self.outbound = outbound
+        self.tokens = tokens  # fills token('name') markers right before each attempt
         self.backoff = Backoff(outbound.backoff, outbound.max_backoff)
         self._session: Optional[aiohttp.ClientSession] = None
         self._tails: Dict[str, asyncio.Task] = {}  # each conversation's last task
@@ -112,7 +118,10 @@ class Delivery:
             return False
         attempts = self.outbound.retries + 1
         for number in range(1, attempts + 1):
-            outcome = await attempt(self._client(), request)
+            if self.tokens is None:
+                outcome, sent_as = await attempt(self._client(), request), request
+            else:
+                outcome, sent_as = await self.tokens.attempt(self._client(), request)
             if outcome.done:
                 return True
             if not outcome.retry or number == attempts:
@@ -124,7 +133,7 @@ class Delivery:
         elif outcome.status < 400:
             problem = f"the platform answered HTTP {outcome.status} (a redirect)"
         else:
-            problem = f"the platform answered {outcome.problem}: {scrub(outcome.answer, request)}"
+            problem = f"the platform answered {outcome.problem}: {scrub(outcome.answer, sent_as)}"
         logger.error(
             "Channel %s: could not deliver %s for conversation %s after %d attempt(s); %s",
             self.channel, request.subject, conversation, number, problem,
@@ -146,6 +155,8 @@ class Delivery:
                 await asyncio.wait(pending)
         if self._session is not None:
             await self._session.close()
+        if self.tokens is not None:
+            await self.tokens.close()
 
 
 async def attempt(session: aiohttp.ClientSession, request: OutboundRequest) -> Outcome:

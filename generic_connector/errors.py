@@ -14,6 +14,7 @@ Every exception the package raises derives from ``GenericConnectorError``:
     ├── MappingError         an event that does not map to a message (mapping)
     ├── FetchFailed          the platform gave no usable answer to a fetch (fetch_template)
     ├── URLRefused           a rendered URL that is not sent (outbound)
+    ├── XMLRefused           an XML request body that is not read (xmlbody)
     ├── AuthFailed, AuthUnavailable, AuthConfigError, KeyFormatError   (auth)
     └── CaseError, StarterError, NothingToGuess, BodyTooLarge, UsageError   (the commands)
 
@@ -90,6 +91,7 @@ FindingCode = Literal[
     "needs-shared-store",
     "missing-url-env",
     "needs-outbound",
+    "unknown-token",
     "missing-env",
     "empty-secret",
     "invalid-secret",
@@ -126,6 +128,7 @@ FINDING_CODES: Dict[FindingCode, str] = {
     "needs-shared-store": "early acknowledgement on a store that has no inbox",
     "missing-url-env": "a shared store without url_env",
     "needs-outbound": "deferred replies without an outbound section",
+    "unknown-token": "token() naming no entry of the tokens section, or no literal name",
     # The environment rasa run starts in
     "missing-env": "an environment variable the channel reads is not set",
     "empty-secret": "a secret's environment variable is set but empty",

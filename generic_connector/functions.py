@@ -67,6 +67,9 @@ RANDOM_MAX_BYTES = 64
 # UTF-8 bytes (Lark/Feishu's encrypt key).
 AES_KEY_ENCODINGS = ("hex", "base64", "sha256")
 AES_MAX_CIPHERTEXT = defaults.MAX_BODY
+# token(): what it renders to, for a name of the ``tokens`` section.
+TOKEN_MARKER = "${{token:{}}}"
+TOKEN_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class Scope:
@@ -240,6 +243,14 @@ class ConnectorFunctions(functions.Functions):
     def _func_uuid4(self, scope: Scope) -> str:
         """A random (version 4) UUID, as ``2f1c0a3e-8b1d-4c52-9f0e-5d7a6b3c2e10``."""
         return str(uuid.UUID(bytes=scope.random(16), version=4))
+
+    @functions.signature({"types": ["string"]})
+    def _func_token(self, name: str) -> str:
+        """The marker ``${token:name}`` that the sender replaces by the current access token of
+        ``tokens.<name>`` (in outbound URLs and header values only; see ``tokens``)."""
+        if not TOKEN_NAME.match(name):
+            raise exceptions.JMESPathError(f"token() takes a token's name, not {name!r}")
+        return TOKEN_MARKER.format(name)
 
     @functions.signature({"types": ["string", "null"]})
     def _func_parse_json(self, text: Optional[str]) -> Any:

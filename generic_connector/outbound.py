@@ -357,6 +357,8 @@ class HostAllowList:
 def _allowed_entry(entry: str) -> Tuple[str, Optional[int]]:
     """``(host, port)`` of an allow_hosts entry; port None: the scheme's default."""
     text = entry.strip().lower()
+    if "*" in text:  # it would never match: every host is named in full
+        raise ValueError(f"{entry!r} is a pattern; name each host in full (no wildcards)")
     if text.count(":") > 1 and not text.startswith("["):
         return text, None  # a bare IPv6 literal
     try:
@@ -400,12 +402,17 @@ class RequestTemplate:
         found = [self.url, *self.headers.values()]
         return found + ([self.body] if self.body else [])
 
-    def render(self, context: Dict[str, Any], scope: Optional[Scope] = None) -> OutboundRequest:
+    def render(
+        self, context: Dict[str, Any], scope: Optional[Scope] = None, check_url: bool = True
+    ) -> OutboundRequest:
         """The request for ``context``; RenderError or EvaluationError when there is none.
 
         Error messages name the template's keys, never the values they gave (secrets).
+        ``check_url=False`` takes the URL as it comes, unchecked: for the dry run, which
+        shows environment variables by name (``${API_URL}/send`` is no URL), never to send.
         """
-        url = self._url(self.url.search(context, scope))
+        url = self.url.search(context, scope)
+        url = self._url(url) if check_url else str(url)
         headers = {}
         for name, expression in self.headers.items():
             value = expression.search(context, scope)
@@ -538,7 +545,7 @@ class Outbound:
                 "metadata": metadata,
             }
             try:
-                return [self.turn.render(context, scope)], []
+                return [self.render_template(self.turn, context, scope)], []
             except (RenderError, EvaluationError) as error:
                 return [], [f"the replies of a turn: {error}; not sent"]
         requests: List[OutboundRequest] = []
@@ -563,10 +570,16 @@ class Outbound:
                     )
                     continue
                 try:
-                    requests.append(template.render(context, scope))
+                    requests.append(self.render_template(template, context, scope))
                 except (RenderError, EvaluationError) as error:
                     problems.append(f"a {kind.name} message: {error}; not sent")
         return requests, problems
+
+    def render_template(
+        self, template: RequestTemplate, context: Dict[str, Any], scope: Optional[Scope]
+    ) -> OutboundRequest:
+        """One template's request (the dry run's subclass also renders it to be shown)."""
+        return template.render(context, scope)
 
     def render(
         self,

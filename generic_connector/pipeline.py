@@ -33,6 +33,7 @@ from generic_connector.mapping import Extracted, IgnoreRule, MappingError
 from generic_connector.metrics import ChannelMetrics
 from generic_connector.outbox import Outbox
 from generic_connector.request import IncomingRequest, decode_body, dumps, valid_unicode
+from generic_connector.routes import BODY_METHODS
 
 logger = get_logger(__name__)
 
@@ -171,6 +172,10 @@ class Pipeline:
             else:
                 exchange.refusal = refusal
                 answer = self.refusal(exchange, refusal)
+                if isinstance(error, AuthFailed) and self.config.auth is not None:
+                    # ``auth.refusal.body``: the platform's own refusal, when it has one.
+                    own = self.config.auth.refusal_answer(exchange.scope.body, exchange.scope)
+                    answer = own or answer
         assert answer is not None
         self.metrics.requests[answer.status] += 1
         return exchange, answer
@@ -207,15 +212,23 @@ def check_limits(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -
 
 
 async def authenticate(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
-    """The ``auth`` schemes, on POSTs; a token in a body field waits for ``decode``."""
-    if exchange.request.method == "POST":
+    """The ``auth`` schemes, on every request but a handshake's GET (verification challenges
+    are not signed); a token in a body field waits for ``decode``."""
+    if _authenticated(pipeline, exchange.request):
         await _check_auth(pipeline, exchange, None)
 
 
+def _authenticated(pipeline: Pipeline, request: IncomingRequest) -> bool:
+    if request.method != "GET":
+        return True
+    return (request.method, request.path) in pipeline.config.message_routes
+
+
 def decode(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
-    """The body as JSON or form fields, checked (Unicode, integer sizes, field counts)."""
+    """The body as JSON or form fields, checked (Unicode, integer sizes, field counts); none
+    for methods without one (GET, DELETE)."""
     request, config = exchange.request, pipeline.config
-    if request.method != "POST":
+    if request.method not in BODY_METHODS:
         exchange.body = {}
     else:
         mapping = config.request
@@ -226,8 +239,8 @@ def decode(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None
 
 
 async def authenticate_body(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
-    """The ``auth`` schemes that read a body field (a token in the payload), on POSTs."""
-    if exchange.request.method == "POST":
+    """The ``auth`` schemes that read a body field (a token in the payload)."""
+    if _authenticated(pipeline, exchange.request):
         await _check_auth(pipeline, exchange, exchange.body)
 
 
@@ -248,7 +261,7 @@ def answer_handshake(pipeline: Pipeline, exchange: Exchange, assistant: Assistan
             exchange.handshake = handshake.name
             exchange.answer = handshake.answer(exchange.body, scope)
             return
-    if request.path != "/webhook" or request.method != "POST":
+    if (request.method, request.path) not in pipeline.config.message_routes:
         raise HTTPError(
             400, f"no handshake of this channel matches {request.method} {request.path}"
         )
@@ -346,8 +359,10 @@ async def handle_stored(pipeline: Pipeline, entry: Dict[str, Any], assistant: As
 
 
 def _unauthorized(pipeline: Pipeline, error: Any) -> HTTPError:
-    assert pipeline.config.auth is not None
-    return HTTPError(401, "unauthorized", pipeline.config.auth.challenge, reason=str(error))
+    auth = pipeline.config.auth
+    assert auth is not None
+    headers = auth.refusal_headers()
+    return HTTPError(auth.refusal_status, "unauthorized", headers, reason=str(error))
 
 
 def _later(message: str) -> Callable[[Pipeline, Any], HTTPError]:

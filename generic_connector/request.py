@@ -10,6 +10,7 @@ import ujson  # Rasa (and Sanic) bring it; several times faster than the json mo
 
 from generic_connector import defaults
 from generic_connector.errors import HTTPError
+from generic_connector.xmlbody import XMLRefused, media_type_is_xml, read_xml
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -137,12 +138,17 @@ def decode_body(
     """The body as the mapping sees it; HTTPError (400, 415) saying what is wrong otherwise.
 
     ``json`` bodies must be objects (or lists when the mapping selects ``events``); ``form``
-    bodies become an object of strings (a list where a field repeats). Text must be valid
-    Unicode (strict UTF-8, no lone surrogate escaped or raw) and integers at most 20 digits
-    long.
+    bodies become an object of strings (a list where a field repeats); ``xml`` bodies an
+    object as ``xmlbody`` reads them; ``auto`` is one of these by the Content-Type. Text must
+    be valid Unicode (strict UTF-8, no lone surrogate escaped or raw) and integers at most 20
+    digits long.
     """
+    if body_format == "auto":
+        body_format = _format_of(request.media_type)
     if body_format == "form":
         return _decode_form(request, max_fields)
+    if body_format == "xml":
+        return _decode_xml(request)
     if request.headers.get("content-type") != "application/json":  # else nothing to parse
         media_type = request.media_type
         if media_type not in _JSON_TYPES and not is_json(media_type):
@@ -167,6 +173,30 @@ def decode_body(
     if _ESCAPED_SURROGATE.search(raw) and not valid_unicode(body):
         raise HTTPError(400, "request body holds text that is not valid Unicode (a lone surrogate)")
     return body
+
+
+def _format_of(media_type: str) -> str:
+    """``request.format: auto``: the body's format by its Content-Type."""
+    if media_type == FORM:
+        return "form"
+    if media_type_is_xml(media_type):
+        return "xml"
+    if media_type in _JSON_TYPES or is_json(media_type):
+        return "json"
+    raise HTTPError(
+        415, f"this channel takes JSON, form or XML bodies, got Content-Type {media_type}"
+    )
+
+
+def _decode_xml(request: IncomingRequest) -> Dict[str, Any]:
+    if request.media_type not in ("", "text/plain") and not media_type_is_xml(request.media_type):
+        raise HTTPError(
+            415, f"this channel expects an XML body, got Content-Type {request.media_type}"
+        )
+    try:
+        return read_xml(request.body)
+    except XMLRefused as error:
+        raise HTTPError(400, f"request body is refused: {error}") from None
 
 
 def _careful_json(raw: bytes) -> Any:

@@ -108,6 +108,26 @@ PLATFORM_CREDENTIALS = (
         for name in PLATFORMS
     )
     + """
+# Messages on a PUT route with a path parameter, a bearer token refused with the platform's
+# own 403 (tests/test_protocols.py).
+generic_connector.channels.transactions:
+  name: transactions
+  routes:
+    - {method: PUT, path: "/transactions/{txn_id}"}
+  auth:
+    type: token
+    secret_env: TRANSACTIONS_TOKEN
+    header: Authorization
+    prefix: "Bearer "
+    refusal: {status: 403, body: '`{"errcode": "M_FORBIDDEN", "error": "bad token"}`'}
+  request:
+    events: events
+    sender: sender
+    text: content.body
+    message_id: event_id
+    metadata: "{txn: path('txn_id')}"
+  response: {body: "{replies: messages[].text}"}
+
 # Replies to a URL the request names (like Slack's response_url), only on allowed hosts.
 generic_connector.channels.hook:
   name: hook
@@ -138,6 +158,7 @@ API_TOKENS = {
     "WEBEX_BOT_TOKEN": "webex-test-token",
     "WEBEX_BOT_EMAIL": "bot@webex.bot",
     "TELNYX_API_KEY": "telnyx-test-key",
+    "TRANSACTIONS_TOKEN": "transactions-test-token",
 }
 
 

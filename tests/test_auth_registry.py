@@ -31,7 +31,7 @@ def errors(section: Any) -> List[str]:
 
 
 def test_the_registered_schemes() -> None:
-    assert sorted(AUTH_SCHEMES) == ["basic", "ed25519", "hmac", "jwt", "token"]
+    assert sorted(AUTH_SCHEMES) == ["basic", "ed25519", "expression", "hmac", "jwt", "rsa", "token"]
     for name, cls in AUTH_SCHEMES.items():
         assert cls.name == name and issubclass(cls, AuthScheme)
         assert cls.__doc__ and cls.__module__ == f"generic_connector.auth.{name}"

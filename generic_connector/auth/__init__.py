@@ -8,9 +8,13 @@ section, assembled from the registered fragments.
 
 Schemes read their secrets from the environment when they are built. An unset or empty
 secret makes the scheme refuse every request (and is listed by ``env_names``, so start-up
-fails first). ``check`` raises ``AuthFailed`` (the pipeline answers 401; the reason is for the
-log only) or ``AuthUnavailable`` (the request cannot be checked now; 503, so the platform
-retries).
+fails first). ``check`` raises ``AuthFailed`` (the pipeline answers 401, or the section's
+``refusal``; the reason is for the log only) or ``AuthUnavailable`` (the request cannot be
+checked now; 503, so the platform retries).
+
+Every section may have ``refusal`` (``register`` adds it to each scheme's schema): the status
+(401 or 403) and body of the answer to a request that fails; in a list of sections, only the
+first may have it, and it answers for all.
 """
 
 import importlib
@@ -22,7 +26,11 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Type,
 
 import jsonschema
 
-from generic_connector.errors import GenericConnectorError
+from generic_connector.answers import Rendered, ResponseTemplate
+from generic_connector.compiler import ExpressionError
+from generic_connector.errors import GenericConnectorError, RenderError
+from generic_connector.expressions import EvaluationError, Expression, compile_expression
+from generic_connector.functions import Scope
 from generic_connector.request import IncomingRequest
 
 __all__ = [
@@ -32,6 +40,7 @@ __all__ = [
     "AuthFailed",
     "AuthScheme",
     "AuthUnavailable",
+    "REFUSAL_SCHEMA",
     "auth_schema",
     "build_auth",
     "register",
@@ -50,11 +59,44 @@ class AuthConfigError(GenericConnectorError, ValueError):
     """An ``auth`` section that no scheme can be built from (unknown type, invalid keys)."""
 
 
+#: ``refusal``: how a request that fails authentication is answered; a key of every section.
+REFUSAL_SCHEMA: Dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "How a request that fails authentication is answered, default 401 with "
+    '{"error": "unauthorized"}. In a list of sections, only the first may have it; it '
+    "answers for all.",
+    "properties": {
+        "status": {
+            "enum": [401, 403],
+            "description": "The status, default 401 (basic auth's WWW-Authenticate goes with "
+            "401 only).",
+        },
+        "body": {
+            "type": "string",
+            "minLength": 1,
+            "format": "jmespath",
+            "description": "An expression giving the answer's body, a literal most often "
+            "(`{\"errcode\": 40001}` or 'fail'); it reads `request` (the decoded body, null "
+            "when refused before decoding), header() and query(). Default "
+            '{"error": "unauthorized"}.',
+        },
+        "content_type": {
+            "type": "string",
+            "minLength": 1,
+            "description": "The body's content type, default application/json (text/plain "
+            "answers a string as it is).",
+        },
+    },
+}
+
+
 class AuthScheme:
     """One way to authenticate a webhook request, built from its ``auth`` section.
 
     Subclasses set ``name`` and ``schema`` (the JSON schema of their whole section, standalone),
     read their environment in ``__init__`` through ``read_env`` and implement ``verify``.
+    ``refusal_status`` and ``refusal_answer`` say how a refused request is answered.
     """
 
     name: ClassVar[str] = ""
@@ -69,6 +111,42 @@ class AuthScheme:
         self.section = dict(section)
         self._env_names: List[str] = []
         self._problems: List[str] = []
+        refusal = section.get("refusal") or {}
+        #: The status of the answer to a request that fails (AuthFailed): 401 or 403.
+        self.refusal_status: int = refusal.get("status", 401)
+        #: ``refusal.body``, or None: the default JSON error body.
+        self.refusal_body: Optional[Expression] = None
+        self._refusal: Optional[ResponseTemplate] = None
+        if "body" in refusal:
+            self._refusal = ResponseTemplate(
+                body=refusal["body"],
+                content_type=refusal.get("content_type"),
+                status=self.refusal_status,
+            )
+            self.refusal_body = self._refusal.body
+
+    def refusal_headers(self) -> Dict[str, str]:
+        """Headers of the answer to a refused request: the challenge, with 401 only."""
+        return dict(self.challenge or {}) if self.refusal_status == 401 else {}
+
+    def refusal_answer(self, body: Any, scope: Optional[Scope] = None) -> Optional[Rendered]:
+        """The answer to a refused request when ``refusal.body`` is configured: that body over
+        ``{request: body}`` (``body`` the decoded body, or None before decoding), with
+        ``refusal_status`` and ``refusal_headers``. None without one, or when it cannot be
+        evaluated or written: the default JSON error is answered then."""
+        if self._refusal is None:
+            return None
+        try:
+            rendered = self._refusal.render([], body, None, scope)
+        except (EvaluationError, RenderError):
+            return None
+        return rendered._replace(headers=self.refusal_headers())
+
+    def copy_refusal(self, other: "AuthScheme") -> None:
+        """Answer refused requests as ``other`` does (a list answers as its first section)."""
+        self.refusal_status = other.refusal_status
+        self.refusal_body = other.refusal_body
+        self._refusal = other._refusal
 
     def env_names(self) -> List[str]:
         """The environment variables this scheme needs; start-up fails if one is unset or empty."""
@@ -118,7 +196,8 @@ _Scheme = TypeVar("_Scheme", bound=Type[AuthScheme])
 
 
 def register(cls: _Scheme) -> _Scheme:
-    """Class decorator: make ``cls`` the scheme for ``auth: {type: cls.name}``."""
+    """Class decorator: make ``cls`` the scheme for ``auth: {type: cls.name}``; its schema
+    gains the keys every section has (``refusal``)."""
     if not cls.name or cls.name in AUTH_SCHEMES:
         raise ValueError(f"auth scheme name {cls.name!r} is empty or already registered")
     declared = cls.schema.get("properties", {}).get("type", {}).get("const")
@@ -127,7 +206,10 @@ def register(cls: _Scheme) -> _Scheme:
             f"auth scheme {cls.name!r}: its schema must have type {{'const': {cls.name!r}}} "
             "and additionalProperties false"
         )
-    jsonschema.Draft7Validator.check_schema(cls.schema)
+    schema = json.loads(json.dumps(cls.schema))  # a copy: the written dict is not changed
+    schema["properties"].setdefault("refusal", REFUSAL_SCHEMA)
+    jsonschema.Draft7Validator.check_schema(schema)
+    cls.schema = schema
     AUTH_SCHEMES[cls.name] = cls
     return cls
 
@@ -146,6 +228,8 @@ class AnyOf(AuthScheme):
         self.schemes = list(schemes)
         self.needs_body = any(scheme.needs_body for scheme in self.schemes)
         self.challenge = next((s.challenge for s in self.schemes if s.challenge), None)
+        if self.schemes:
+            self.copy_refusal(self.schemes[0])
 
     def env_names(self) -> List[str]:
         names: List[str] = []
@@ -187,6 +271,9 @@ def build_auth(section: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]]) -
         if not section:
             raise AuthConfigError("auth: an empty list of schemes would accept no request")
         schemes = [_build_one(item, f"auth[{index}]") for index, item in enumerate(section)]
+        later = [index for index, item in enumerate(section) if index and "refusal" in item]
+        if later:
+            raise AuthConfigError(f"auth[{later[0]}].refusal: {_ONE_REFUSAL}")
         return schemes[0] if len(schemes) == 1 else AnyOf(schemes)
     return _build_one(section, "auth")
 
@@ -202,7 +289,7 @@ def _build_one(section: Any, where: str) -> AuthScheme:
         known = ", ".join(sorted(AUTH_SCHEMES))
         raise AuthConfigError(f"{where}.type: unknown auth scheme {kind!r} (known: {known})")
     errors = sorted(
-        jsonschema.Draft7Validator(cls.schema).iter_errors(dict(section)),
+        jsonschema.Draft7Validator(cls.schema, format_checker=_FORMATS).iter_errors(dict(section)),
         key=lambda error: list(error.absolute_path),
     )
     if errors:
@@ -216,9 +303,18 @@ def _build_one(section: Any, where: str) -> AuthScheme:
     return cls(section)
 
 
+_FORMATS = jsonschema.FormatChecker()
+_FORMATS.checks("jmespath", raises=ExpressionError)(
+    lambda value: not isinstance(value, str) or bool(compile_expression(value))
+)
+_ONE_REFUSAL = "only the first section of a list may have refusal (it answers for all)"
+
+
 def _explain(error: jsonschema.ValidationError) -> str:
     """The error in words: a combinator's own message repeats the whole section, its hint does
     not."""
+    if error.validator == "format" and isinstance(error.cause, ExpressionError):
+        return f"expression does not compile: {error.cause}"
     hint = error.schema.get("x-hint", "") if isinstance(error.schema, dict) else ""
     if hint and error.validator in ("anyOf", "oneOf", "not"):
         return hint
@@ -251,13 +347,18 @@ def auth_schema() -> Dict[str, Any]:
             for name in names
         ],
     }
+    # Every item is one section; after the first, none has refusal.
+    first_only = {
+        "items": [{}],
+        "additionalItems": {"properties": {"refusal": {"not": {}, "x-hint": _ONE_REFUSAL}}},
+    }
     schema = {
         "description": (
-            "Webhook authentication, checked before the body is mapped; a failure answers 401. "
-            "A list of schemes accepts a request that any of them accepts."
+            "Webhook authentication, checked before the body is mapped; a failure answers 401 "
+            "(or as refusal says). A list of schemes accepts a request that any of them accepts."
         ),
         "if": {"type": "array"},
-        "then": {"type": "array", "minItems": 1, "items": one},
+        "then": {"type": "array", "minItems": 1, "items": one, "allOf": [first_only]},
         "else": one,
     }
     return json.loads(json.dumps(schema))  # a copy: callers may change it

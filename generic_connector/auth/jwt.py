@@ -2,7 +2,8 @@
 
 The token is verified with a shared secret (HS256/384/512) or with public keys published at
 a URL: a JWK set (``jwks_url``), Google-style certificates (``x509_url``) or an OpenID
-provider's metadata (``openid_url``, whose ``jwks_uri`` is then fetched). The accepted
+provider's metadata (``openid_url``, whose ``jwks_uri`` is then fetched); each URL may come
+from an environment variable instead (``jwks_url_env``...). The accepted
 algorithms are fixed in the configuration, never taken from the token: ``alg: none`` and an
 HS256 token "signed" with a public key as its secret are refused. Time claims are checked
 against the ``now`` each check is given.
@@ -10,13 +11,22 @@ against the ``now`` each check is given.
 
 import hashlib
 import math
+import re
 from typing import Any, Dict, List, Mapping, Optional
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from generic_connector.auth import AuthConfigError, AuthFailed, AuthScheme, register
-from generic_connector.auth._common import as_bytes, decode_base64, env_key, equal
+from generic_connector.auth._common import (
+    KeyFormatError,
+    as_bytes,
+    decode_base64,
+    env_key,
+    equal,
+    key_problem,
+)
+from generic_connector.auth._expressions import RequestExpressions, expression_key
 from generic_connector.auth._keys import KEY_URL_PATTERN, KeySet
 from generic_connector.request import IncomingRequest
 
@@ -25,6 +35,9 @@ PUBLIC_KEY_ALGORITHMS = [
     "ES256", "ES384", "ES512", "EdDSA", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512",
 ]  # fmt: skip
 _KEY_URLS = {"jwks_url": "jwks", "x509_url": "x509", "openid_url": "openid"}
+# Each URL, or the environment variable holding it.
+_URL_KEYS = [*_KEY_URLS, *(f"{key}_env" for key in _KEY_URLS)]
+_KEY_URL = re.compile(KEY_URL_PATTERN)
 # The key types each algorithm family verifies with, by the algorithm name's first letters.
 _KEY_TYPES: Dict[str, Any] = {
     "RS": rsa.RSAPublicKey,
@@ -62,7 +75,8 @@ class JwtScheme(AuthScheme):
                 "items": {"enum": HMAC_ALGORITHMS + PUBLIC_KEY_ALGORITHMS},
                 "description": "The algorithms accepted, fixed here and never taken from the "
                 "token ('none' never is). HS256/HS384/HS512 are checked with secret_env; the "
-                "others with the keys at jwks_url, x509_url or openid_url.",
+                "others with the keys at jwks_url, x509_url or openid_url (or the URL in "
+                "jwks_url_env, x509_url_env or openid_url_env).",
             },
             "secret_env": env_key("HS algorithms: environment variable holding the secret."),
             "secret_encoding": {
@@ -78,6 +92,9 @@ class JwtScheme(AuthScheme):
                 "URL of an OpenID provider's metadata "
                 "(.../.well-known/openid-configuration); its jwks_uri holds the keys."
             ),
+            "jwks_url_env": env_key("Environment variable holding jwks_url."),
+            "x509_url_env": env_key("Environment variable holding x509_url."),
+            "openid_url_env": env_key("Environment variable holding openid_url."),
             "keys_max_age": {
                 "type": "number",
                 "minimum": 60,
@@ -149,6 +166,14 @@ class JwtScheme(AuthScheme):
                 "description": "Claims that must have exactly these values (Google ID "
                 "tokens: {email: chat@system.gserviceaccount.com, email_verified: true}).",
             },
+            "claim_expressions": {
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": expression_key("An expression over the request."),
+                "description": "Claims that must equal what an expression over the request "
+                "gives ({sub: header('X-Account-Id')}, {aud: env('APP_ID')}); null, or no "
+                "such claim, refuses the token.",
+            },
             "body_hash_claim": {
                 "type": "string",
                 "minLength": 1,
@@ -165,16 +190,17 @@ class JwtScheme(AuthScheme):
                 "then": {
                     "required": ["secret_env"],
                     "properties": {"algorithms": {"items": {"enum": HMAC_ALGORITHMS}}},
-                    "not": {"anyOf": [{"required": [key]} for key in _KEY_URLS]},
+                    "not": {"anyOf": [{"required": [key]} for key in _URL_KEYS]},
                     "x-hint": "HS algorithms are checked with secret_env alone: no key URL, "
                     "no public-key algorithm beside them",
                 },
                 "else": {
-                    "oneOf": [{"required": [key]} for key in _KEY_URLS],
+                    "oneOf": [{"required": [key]} for key in _URL_KEYS],
                     "anyOf": [{"required": ["audience"]}, {"required": ["audience_env"]}],
                     "not": {"required": ["secret_env"]},
                     "x-hint": "public-key algorithms need exactly one of jwks_url, x509_url "
-                    "and openid_url, and an audience (the keys sign tokens for others too)",
+                    "and openid_url (or one of their _env), and an audience (the keys sign "
+                    "tokens for others too)",
                 },
             },
             {
@@ -210,10 +236,17 @@ class JwtScheme(AuthScheme):
         for implied in ("iat" if self.max_age else None, self.body_hash_claim, *self.claims):
             if implied and implied not in required:
                 required.append(implied)
+        self.claim_expressions = RequestExpressions(
+            self, dict(section.get("claim_expressions", {}))
+        )
+        for claim in self.claim_expressions.expressions:
+            if claim not in required:
+                required.append(claim)
         self.required_claims = required
         if "exp" not in required and self.max_age is None:
             raise AuthConfigError("jwt: keep exp in required_claims or set max_age")
-        urls = [key for key in _KEY_URLS if key in section]
+        self.needs_body = self.claim_expressions.reads_body
+        urls = [key for key in _URL_KEYS if key in section]
         hmac_only = all(alg in HMAC_ALGORITHMS for alg in self.algorithms)
         mixed = not hmac_only and any(alg in HMAC_ALGORITHMS for alg in self.algorithms)
         if (
@@ -227,17 +260,33 @@ class JwtScheme(AuthScheme):
             )
         self._secret: Optional[bytes] = None
         self._keys: Optional[KeySet] = None
+        self._public = bool(urls)
         if urls:
-            self._keys = KeySet(
-                section[urls[0]],
-                _KEY_URLS[urls[0]],
-                max_age=section.get("keys_max_age", 3600),
-                timeout=section.get("fetch_timeout", 5),
-            )
+            self._keys = self._key_set(section, urls[0])
         else:
             self._secret = self._read_secret(
                 section["secret_env"], section.get("secret_encoding", "text")
             )
+
+    def _key_set(self, section: Mapping[str, Any], key: str) -> Optional[KeySet]:
+        """The keys at the configured URL, or at the URL in its variable (None, the scheme
+        unusable, if that is unset, empty or no https URL)."""
+        url: Optional[str] = section.get(key)
+        if key.endswith("_env"):
+            name, key = section[key], key[: -len("_env")]
+            url = self.read_env(name)
+            if url is not None and not _KEY_URL.match(url):
+                error = KeyFormatError("is not an https URL (plain http only for localhost)")
+                self.unusable(key_problem(name, error))
+                url = None
+        if url is None:
+            return None
+        return KeySet(
+            url,
+            _KEY_URLS[key],
+            max_age=section.get("keys_max_age", 3600),
+            timeout=section.get("fetch_timeout", 5),
+        )
 
     def _read_secret(self, name: str, encoding: str) -> Optional[bytes]:
         value = self.read_env(name)
@@ -257,7 +306,7 @@ class JwtScheme(AuthScheme):
         if alg not in self.algorithms:
             allowed = ", ".join(self.algorithms)
             raise AuthFailed(f"token algorithm {alg!r} is not accepted (only {allowed})")
-        key = self._secret if self._keys is None else await self._public_key(header, alg, now)
+        key = await self._public_key(header, alg, now) if self._public else self._secret
         if key is None:  # check() refuses before this
             raise AuthFailed("no usable secret")
         options: Dict[str, Any] = {
@@ -283,6 +332,7 @@ class JwtScheme(AuthScheme):
         for name, expected in self.claims.items():
             if not _same(claims.get(name), expected):
                 raise AuthFailed(f"token claim {name!r} does not have the configured value")
+        self._check_claim_expressions(claims, request, body, now)
         if self.body_hash_claim:
             self._check_body_hash(claims.get(self.body_hash_claim), request.body)
 
@@ -302,7 +352,8 @@ class JwtScheme(AuthScheme):
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise AuthFailed("the token's key id (kid) is not a string")
-        assert self._keys is not None
+        if self._keys is None:  # check() refuses before this
+            raise AuthFailed("no usable key URL")
         found = await self._keys.get(kid, now)
         if found.algorithm is not None and found.algorithm != alg:
             raise AuthFailed(f"key {kid!r} is for {found.algorithm}, the token says {alg}")
@@ -323,6 +374,17 @@ class JwtScheme(AuthScheme):
             raise AuthFailed(f"token issued in the future (iat is {iat - now:.0f} s ahead)")
         if self.max_age is not None and (iat is None or now - iat > self.max_age + leeway):
             raise AuthFailed(f"token issued more than {self.max_age:g} s ago")
+
+    def _check_claim_expressions(
+        self, claims: Dict[str, Any], request: IncomingRequest, body: Any, now: float
+    ) -> None:
+        if not self.claim_expressions.expressions:
+            return
+        scope = self.claim_expressions.scope(request, body, now)
+        for name in self.claim_expressions.expressions:
+            expected = self.claim_expressions.value(name, scope)
+            if expected is None or not _same(claims.get(name), expected):
+                raise AuthFailed(f"token claim {name!r} does not have the value of its expression")
 
     def _check_body_hash(self, sent: Any, body: bytes) -> None:
         if not isinstance(sent, str):

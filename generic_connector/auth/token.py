@@ -36,8 +36,10 @@ class TokenScheme(AuthScheme):
             },
             "field": {
                 "type": "string",
-                "minLength": 1,
-                "description": "The top-level body field carrying it (Mattermost, Rocket.Chat).",
+                "pattern": r"^[^.]+(?:\.[^.]+)*$",
+                "description": "The body field carrying it: a top-level name (Mattermost, "
+                "Rocket.Chat: token) or a dotted path into objects (header.token).",
+                "x-hint": "a field name, or names joined by dots: header.token",
             },
             "prefix": {"type": "string", "description": "Text before the token: 'Bearer '."},
         },
@@ -60,8 +62,23 @@ class TokenScheme(AuthScheme):
         elif self.query:
             sent = request.query_param(self.query)
         else:
-            sent = body.get(self.field) if isinstance(body, dict) else None
+            sent = body_field(body, self.field or "")
         if not isinstance(sent, str) or not sent:  # a repeated form field is a list: refused
             raise AuthFailed("no token")
         if self._expected is None or not equal(as_bytes(sent), self._expected):
             raise AuthFailed("token does not match")
+
+
+def body_field(body: Any, path: str) -> Any:
+    """The value at ``path`` in the decoded body: a top-level field of that name (a form field
+    may have a dot in its name), else the dotted path through objects; None if there is none."""
+    if not isinstance(body, dict):
+        return None
+    if path in body:
+        return body[path]
+    value: Any = body
+    for name in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(name)
+    return value

@@ -132,6 +132,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a JSON or YAML list of bot messages as Rasa gives them (buttons, image, custom...)",
     )
+    dry.add_argument(
+        "--fetched",
+        type=Path,
+        metavar="FILE",
+        help="a JSON or YAML object: sample answers of request.fetch by name, as a test "
+        "case's fetched: gives them",
+    )
     dry.set_defaults(run=_dry_run)
 
     schema = commands.add_parser(
@@ -279,8 +286,8 @@ def _dry_run(args: argparse.Namespace) -> int:
     request = IncomingRequest.from_parts(
         raw, _pairs(args.header, ":"), _pairs(args.query, "="), args.method, args.path
     )
-    replies = _replies(args)
-    print(printable_json(simulate(config, request, replies), indent=2))
+    replies, fetched = _replies(args), _fetched(args.fetched)
+    print(printable_json(simulate(config, request, replies, fetched=fetched), indent=2))
     return 0
 
 
@@ -295,6 +302,19 @@ def _replies(args: argparse.Namespace) -> List[Dict[str, Any]]:
     if not isinstance(replies, list) or not all(isinstance(r, dict) for r in replies):
         raise UsageError(f"{args.replies} must hold a list of bot messages (objects)")
     return [dict(reply) for reply in replies]
+
+
+def _fetched(path: Optional[Path]) -> Optional[Dict[str, Any]]:
+    """--fetched FILE: the sample answers of ``request.fetch`` by fetch name."""
+    if path is None:
+        return None
+    try:
+        answers = load_yaml(path)  # JSON is YAML too
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    if not isinstance(answers, dict):
+        raise UsageError(f"{path} must hold an object: the sample answers by fetch name")
+    return dict(answers)
 
 
 def _channel_from(path: Path, wanted: Optional[str]) -> ChannelConfig:

@@ -6,19 +6,23 @@ milliseconds.
 """
 
 import asyncio
+import dataclasses
 import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Awaitable, Dict, Iterator, List, Optional
+from typing import Any, Awaitable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
+from generic_connector import routes
 from generic_connector.answers import Rendered
 from generic_connector.config import ChannelConfig, rebuild_auth
-from generic_connector.errors import GenericConnectorError
+from generic_connector.errors import GenericConnectorError, HTTPError, RenderError
+from generic_connector.expressions import EvaluationError
 from generic_connector.fetch import SampleFetcher
+from generic_connector.functions import Scope
 from generic_connector.idempotency import Replies
 from generic_connector.mapping import Extracted
-from generic_connector.outbound import Outbound, OutboundRequest
+from generic_connector.outbound import Outbound, OutboundRequest, RequestTemplate
 from generic_connector.outbox import Outbox
 from generic_connector.pipeline import Assistant, Pipeline, make_store
 from generic_connector.request import IncomingRequest, is_json, media_type_of
@@ -58,6 +62,56 @@ class Recorder(Outbox):
         return delivered
 
 
+class ShownOutbound(Outbound):
+    """The ``outbound`` section in a dry run: each request is rendered as ``rasa run`` renders
+    it, from the environment's values, which decide whether it is sent (the URL checks,
+    ``allow_hosts``); and once more from ``environ``, the variables by name, to be shown. What
+    is not sent, and why, is kept in ``problems``, said without the variables' values."""
+
+    def __init__(self, outbound: Outbound, environ: Mapping[str, str]) -> None:
+        hosts = outbound.allow_hosts
+        super().__init__(
+            outbound.templates, outbound.wait, outbound.timeout, outbound.retries,
+            outbound.backoff, outbound.max_backoff, hosts.entries if hosts else None,
+            outbound.turn,
+        )  # fmt: skip
+        self.environ = environ
+        self.shown: Dict[int, Dict[str, Any]] = {}  # by the id() of the request sent
+        self.problems: List[str] = []
+
+    def render_replies(
+        self,
+        replies: List[Dict[str, Any]],
+        recipient: str,
+        source: Optional[Extracted],
+        scope: Optional[Scope] = None,
+    ) -> Tuple[List[OutboundRequest], List[str]]:
+        requests, problems = super().render_replies(replies, recipient, source, scope)
+        self.problems += problems
+        return requests, problems
+
+    def render_template(
+        self, template: RequestTemplate, context: Dict[str, Any], scope: Optional[Scope]
+    ) -> OutboundRequest:
+        by_name = Scope(environ=self.environ)
+        if scope is not None:
+            by_name = Scope(scope.request, scope.body, self.environ, scope.clock, scope.random)
+        shown: Union[OutboundRequest, Exception]
+        try:
+            shown = template.render(context, by_name, check_url=False)
+        except (RenderError, EvaluationError) as error:
+            shown = error
+        try:
+            sent = template.render(context, scope)
+        except EvaluationError as error:  # its reason may quote a variable's value
+            if isinstance(shown, EvaluationError) and shown.expression == error.expression:
+                raise shown from None
+            reason = "with the variables' values, which a dry run does not show"
+            raise EvaluationError(error.expression, reason) from None
+        self.shown[id(sent)] = _shown(self, sent, shown)
+        return sent
+
+
 def simulate(
     config: ChannelConfig,
     request: IncomingRequest,
@@ -71,21 +125,20 @@ def simulate(
     (without ``recipient_id``); ``now`` is the time signatures are checked at; ``fetched``
     the sample answers of ``request.fetch`` by name. The request
     goes through the channel's own pipeline, with outbound requests recorded, not sent, and
-    environment variables in them shown by name.
+    environment variables in them shown by name (``ShownOutbound``); ``outbound_problems``
+    says why replies were not sent, ``problem`` why the answer could not be rendered after
+    Rasa handled the messages, and ``reason`` what the server would log about a refusal.
     """
-    recorder = Recorder()
-    pipeline = Pipeline(
-        config,
-        make_store(config),
-        recorder,
-        outbound_environ=_masked(config),
-        fetcher=SampleFetcher(fetched),
-    )
+    recorder, fetcher = Recorder(), SampleFetcher(fetched)
+    outbound = ShownOutbound(config.outbound, _masked(config)) if config.outbound else None
+    channel = dataclasses.replace(config, outbound=outbound)
+    pipeline = Pipeline(channel, make_store(config), recorder, fetcher=fetcher)
     exchange, answer = asyncio.run(pipeline.run(request, SampleAssistant(replies), now))
     if exchange.refusal is not None:
         result = {"status": answer.status, "error": json.loads(answer.body), "messages": []}
-        if exchange.refusal.reason:  # what the server would log, e.g. why a signature failed
-            result["reason"] = exchange.refusal.reason
+        reason = _reason(exchange.refusal, fetcher)
+        if reason:  # what the server would log, e.g. why a signature failed
+            result["reason"] = reason
         return result
     if exchange.handshake is not None:
         return {"status": answer.status, "handshake": True, **_answer(answer)}
@@ -95,30 +148,57 @@ def simulate(
         "ignored": [rule for _, rule in exchange.ignored],
         **_answer(answer),
     }
-    outbound = config.outbound
     if outbound is not None:
-        result["outbound"] = [_shown(outbound, r) for r in recorder.requests]
+        result["outbound"] = [outbound.shown[id(r)] for r in recorder.requests]
+        if outbound.problems:
+            result["outbound_problems"] = outbound.problems
     if exchange.problem is not None:
         result["problem"] = exchange.problem
     return result
 
 
+def _reason(refusal: HTTPError, fetcher: SampleFetcher) -> Optional[str]:
+    """What the server would log about a refusal: its reason; a fetch without a sample answer;
+    or for a failure of its own (5xx) the error it was raised for (the answer template's)."""
+    if refusal.reason:
+        return refusal.reason
+    missing = [r.name for r in fetcher.requests if r.name not in fetcher.answers]
+    if missing:
+        return (
+            f"fetch {missing[0]!r}: no sample answer "
+            "(give it with --fetched, or in a test case's fetched)"
+        )
+    if refusal.status >= 500 and refusal.__context__ is not None:
+        return str(refusal.__context__)
+    return None
+
+
 def _masked(config: ChannelConfig) -> Dict[str, str]:
-    """The environment as outbound templates see it in a dry run: set variables by name."""
-    return {name: f"${{{name}}}" for name in config.env_names() if name in os.environ}
+    """The environment as a dry run shows it: each variable the channel reads (with env(),
+    env_or(), as an auth secret) that is set, by name. An empty one stays empty: env_or()
+    gives its default for it, as in ``rasa run``."""
+    names = set(config.env_names())
+    names.update(name for e in config.expressions() for name in e.optional_env_names)
+    values = {name: os.environ[name] for name in names if name in os.environ}
+    return {name: f"${{{name}}}" if value else "" for name, value in values.items()}
 
 
-def _shown(outbound: Outbound, request: OutboundRequest) -> Dict[str, Any]:
-    sent_json = is_json(media_type_of(request.headers.get("Content-Type", "")))
-    body = json.loads(request.body) if request.body and sent_json else None
-    return {
-        "kind": request.kind,
-        "method": request.method,
-        "url": request.url,
-        "headers": dict(request.headers),
-        "body": body if body is not None else (request.body or b"").decode(),
-        "allowed": outbound.allows(request),
-    }
+def _shown(
+    outbound: Outbound, sent: OutboundRequest, shown: Union[OutboundRequest, Exception]
+) -> Dict[str, Any]:
+    """A request as a dry run shows it: ``shown``, rendered with the variables by name, and
+    allowed or not as ``sent`` (with their values) is."""
+    result: Dict[str, Any] = {"kind": sent.kind, "method": sent.method}
+    if isinstance(shown, Exception):
+        result["not_shown"] = f"with the variables by name, {shown}"
+    else:
+        sent_json = is_json(media_type_of(shown.headers.get("Content-Type", "")))
+        body = json.loads(shown.body) if shown.body and sent_json else None
+        result["url"] = shown.url
+        result["headers"] = dict(shown.headers)
+        result["body"] = body if body is not None else (shown.body or b"").decode()
+    result["allowed"] = outbound.allows(sent)
+    return result
 
 
 def _message(extracted: Extracted) -> Dict[str, Any]:
@@ -147,8 +227,12 @@ class CaseError(GenericConnectorError, ValueError):
     """A test case that cannot be run, e.g. because its body file is missing."""
 
 
-def case_request(case: Dict[str, Any], base_dir: Path) -> IncomingRequest:
-    """The request a test case describes; ``body_file`` is relative to ``base_dir``."""
+def case_request(
+    case: Dict[str, Any], base_dir: Path, config: Optional[ChannelConfig] = None
+) -> IncomingRequest:
+    """The request a test case describes; ``body_file`` is relative to ``base_dir``. Its
+    ``path`` is matched against the channel's routes (``config``), as the channel's server
+    does: ``/transactions/t1`` is ``/transactions/{txn_id}`` with ``path('txn_id')`` ``t1``."""
     if "body_file" in case:
         try:
             raw = (base_dir / case["body_file"]).read_bytes()
@@ -163,8 +247,11 @@ def case_request(case: Dict[str, Any], base_dir: Path) -> IncomingRequest:
     headers = dict(case.get("headers", {}))
     if raw and "body" in case and not isinstance(case["body"], str):
         headers.setdefault("Content-Type", "application/json")
+    method, path = case.get("method", "POST").upper(), case.get("path", "/webhook")
+    matched = routes.match(config.routes(), method, path) if config is not None else None
+    template, parameters = matched if matched is not None else (path, {})
     return IncomingRequest.from_parts(
-        raw, headers, case.get("query"), case.get("method", "POST"), case.get("path", "/webhook")
+        raw, headers, case.get("query"), method, template, path_params=parameters
     )
 
 
@@ -187,7 +274,7 @@ def run_case(config: ChannelConfig, case: Dict[str, Any], base_dir: Path) -> Lis
     """Run one test case; return what differs from its expectations (empty when it passes)."""
     with environment(case.get("env", {})):
         config = rebuild_auth(config)  # it reads its secrets when built: in this environment
-        request = case_request(case, base_dir)
+        request = case_request(case, base_dir, config)
         result = simulate(
             config, request, case.get("replies"), case.get("time"), case.get("fetched")
         )
@@ -220,21 +307,36 @@ def run_case(config: ChannelConfig, case: Dict[str, Any], base_dir: Path) -> Lis
     if "ignored" in expect and expect["ignored"] != result.get("ignored", []):
         failures.append(_differs("ignored", expect["ignored"], result.get("ignored", [])))
     if "outbound" in expect:
-        actual_requests = result.get("outbound", [])
-        if len(actual_requests) != len(expect["outbound"]):
-            failures.append(
-                f"outbound: expected {len(expect['outbound'])} requests, got {len(actual_requests)}"
-            )
-        for index, (wanted, got) in enumerate(zip(expect["outbound"], actual_requests)):
-            for key, value in wanted.items():
-                if got.get(key) != value:
-                    failures.append(_differs(f"outbound[{index}].{key}", value, got.get(key)))
+        failures += _outbound_failures(expect["outbound"], result)
     if "response" in expect:
         if "response" not in result:
             failures.append("expected a response, but the request was refused" + _why(result))
         elif result["response"]["body"] != expect["response"]:
-            failures.append(_differs("response", expect["response"], result["response"]["body"]))
+            got = result["response"]["body"]
+            failures.append(_differs("response", expect["response"], got) + _why(result))
     return failures
+
+
+def _outbound_failures(expected: List[Dict[str, Any]], result: Dict[str, Any]) -> List[str]:
+    """How the requests made differ from a test case's ``outbound``: when there are not as
+    many, the requests made (with the variables by name) and why others were not sent."""
+    made = result.get("outbound", [])
+    if len(made) != len(expected):
+        count = f"{len(expected)} request" + ("" if len(expected) == 1 else "s")
+        shown = [{key: r.get(key) for key in ("method", "url", "body")} for r in made]
+        problems = result.get("outbound_problems")
+        return [
+            f"outbound: expected {count}, got {len(made)}"
+            + (f": {json.dumps(shown)}" if shown else "")
+            + (f" (problems: {json.dumps(problems)})" if problems else "")
+            + _why(result)
+        ]
+    return [
+        _differs(f"outbound[{index}].{key}", value, got.get(key))
+        for index, (wanted, got) in enumerate(zip(expected, made))
+        for key, value in wanted.items()
+        if got.get(key) != value
+    ]
 
 
 def answer_problem(config: ChannelConfig, case: Dict[str, Any], base_dir: Path) -> Optional[str]:
@@ -242,14 +344,18 @@ def answer_problem(config: ChannelConfig, case: Dict[str, Any], base_dir: Path) 
     message of each kind (``SAMPLE_REPLIES``), or None. Rasa would have handled the message."""
     with environment(case.get("env", {})):
         config = rebuild_auth(config)
-        request = case_request(case, base_dir)
+        request = case_request(case, base_dir, config)
         result = simulate(config, request, SAMPLE_REPLIES, case.get("time"), case.get("fetched"))
     return result.get("problem")
 
 
 def _why(result: Dict[str, Any]) -> str:
+    """Why the channel answered as it did: its error, the reason it would log, and what failed
+    after the messages were handled (the answer template)."""
     error = result.get("error")
-    return f" ({result['status']}: {error['error']})" if error else ""
+    why = [f"{result['status']}: {error['error']}"] if error else []
+    why += [result[key] for key in ("reason", "problem") if result.get(key)]
+    return f" ({'; '.join(why)})" if why else ""
 
 
 def _differs(key: str, expected: Any, actual: Any) -> str:

@@ -10,8 +10,9 @@ failure.
 
     stores.build(config)  # -> Parts(store, outbox, inbox), each None when not needed
 
-A backend module defines ``dedup_store(config)``, ``outbox(config)`` and, when
-``Backend.inbox`` is true, ``inbox(config)``.
+A backend module defines ``dedup_store(config)``, ``outbox(config)``, ``token_cache(config)``
+(where the ``tokens`` section's access tokens are kept; ``token_provider`` builds on it) and,
+when ``Backend.inbox`` is true, ``inbox(config)``.
 """
 
 import importlib
@@ -19,11 +20,14 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Dict, Optional
 
+from generic_connector import defaults
+
 if TYPE_CHECKING:
     from generic_connector.config import ChannelConfig
     from generic_connector.idempotency import IdempotencyStore
     from generic_connector.outbox import Outbox
     from generic_connector.pipeline import Inbox
+    from generic_connector.tokens import TokenProvider
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,22 @@ def build(config: "ChannelConfig") -> Parts:
         store=dedup_store(config),
         outbox=module.outbox(config) if config.outbound else None,
         inbox=module.inbox(config) if needs_inbox(config) else None,
+    )
+
+
+def token_provider(config: "ChannelConfig") -> Optional["TokenProvider"]:
+    """The channel's access tokens, kept in its backend's token cache; None without ``tokens``."""
+    from generic_connector.tokens import TokenProvider
+
+    if not config.tokens:
+        return None
+    outbound = config.outbound
+    return TokenProvider(
+        config.name,
+        config.tokens,
+        _module(config).token_cache(config),
+        allow_hosts=outbound.allow_hosts if outbound else None,
+        timeout=outbound.timeout if outbound else defaults.OUTBOUND_TIMEOUT,
     )
 
 

@@ -32,6 +32,7 @@ from generic_connector.outbox import Outbox
 from generic_connector.retry import Backoff, Outcome
 from generic_connector.stores.redis.client import DEFAULT_PREFIX, redis_location
 from generic_connector.stores.redis.queue import KEPT, Entry, OnQueue
+from generic_connector.tokens import TokenProvider
 
 logger = get_logger(__name__)
 
@@ -155,19 +156,22 @@ class RedisOutbox(Outbox, OnQueue):
         pool: Optional[aioredis.ConnectionPool] = None,
         secrets: Optional[Mapping[str, str]] = None,
         retries: Optional[int] = None,
+        tokens: Optional[TokenProvider] = None,
         **tuning: Any,
     ) -> None:
         """``outbound``: the channel's policy (timeout, retries, backoff, max_backoff,
         allow_hosts); ``retries`` overrides its retries. ``secrets``: the values of the
         environment variables the channel reads, by name, masked wherever a request is shown.
         ``tuning``: the queue's (``queue.Queue``; 64 conversations at once by default).
-        ``pool``: a connection pool of the outbox's own instead of the process's shared one."""
+        ``pool``: a connection pool of the outbox's own instead of the process's shared one.
+        ``tokens``: fills token('name') markers right before each attempt (stored: the marker)."""
         attempts = (outbound.retries if retries is None else retries) + 1
         backoff = Backoff(outbound.backoff, outbound.max_backoff)
         tuning.setdefault("concurrency", 64)
         super().__init__(channel, url, prefix, pool, attempts, backoff, tuning)
         self.outbound = outbound
         self.mask = Masker(secrets)
+        self.tokens = tokens
         self._session: Optional[aiohttp.ClientSession] = None
 
     async def start(self) -> None:
@@ -199,7 +203,10 @@ class RedisOutbox(Outbox, OnQueue):
         if self._session is None or self._session.closed:
             self._session = client_session(self.outbound.timeout)
         try:
-            outcome = await attempt(self._session, request)
+            if self.tokens is None:
+                outcome, sent_as = await attempt(self._session, request), request
+            else:
+                outcome, sent_as = await self.tokens.attempt(self._session, request)
         except Exception as error:  # it would fail again: to the dead letters
             return Outcome(False, problem=f"failed unexpectedly: {describe(error)}")
         if outcome.done:
@@ -208,7 +215,8 @@ class RedisOutbox(Outbox, OnQueue):
                 self.channel, request.kind, entry.conversation, outcome.status,
             )  # fmt: skip
             return outcome
-        answer = self.mask.answer(outcome.answer, stored)[:KEPT]
+        shown = {**stored, "url": sent_as.url, "headers": sent_as.headers}  # tokens hidden too
+        answer = self.mask.answer(outcome.answer, shown)[:KEPT]
         return Outcome(
             False,
             retry=outcome.retry,
@@ -229,4 +237,6 @@ class RedisOutbox(Outbox, OnQueue):
         await self.queue.close()
         if self._session is not None:
             await self._session.close()
+        if self.tokens is not None:
+            await self.tokens.close()
         await self.redis.close()

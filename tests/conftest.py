@@ -16,7 +16,7 @@ from hypothesis import settings
 
 from tests.platform_api import PlatformAPI
 from tests.rasa_process import ROOT, RasaServer, free_port, train
-from tests.signing import CHAT_ISSUER, WEBHOOK_SECRETS, chat_jwks
+from tests.signing import CHAT_ISSUER, PROTOCOL_SECRETS, WEBHOOK_SECRETS, chat_jwks
 
 # Hypothesis: a tenth of the examples for the inner loop, the full count in CI (CI=true). The
 # tests that ask for more ask for a multiple of the profile's count.
@@ -128,6 +128,68 @@ generic_connector.channels.transactions:
     metadata: "{txn: path('txn_id')}"
   response: {body: "{replies: messages[].text}"}
 
+# XML signed by SHA-1 over the sorted token, timestamp and nonce in the query (WeChat's
+# plaintext mode), answered in XML.
+generic_connector.channels.wechat:
+  name: wechat
+  request:
+    format: xml
+    sender: xml.FromUserName
+    text: xml.Content
+    message_id: xml.MsgId
+  auth:
+    type: expression
+    expected: "sha1(join('', sort([env('WECHAT_TOKEN'), query('timestamp'), query('nonce')])))"
+    given: query('signature')
+    timestamp: {value: "query('timestamp')", format: unix}
+    refusal: {status: 403, body: "'invalid signature'", content_type: text/plain}
+  response:
+    format: xml
+    body: >-
+      {xml: {ToUserName: request.xml.FromUserName, FromUserName: request.xml.ToUserName,
+      MsgType: 'text', Content: messages[0].text}}
+
+# HMAC-SHA256 over an RFC 3339 timestamp header and the body; a handshake answered with the
+# HMAC of its challenge (Zoom's endpoint.url_validation).
+generic_connector.channels.stamped:
+  name: stamped
+  request: {sender: payload.user, text: payload.text}
+  auth:
+    type: expression
+    expected: >-
+      hmac('sha256', env('STAMPED_SECRET'), join('.', [header('X-Timestamp'), raw_body()]),
+      'hex')
+    given: header('X-Signature')
+    prefix: "v1="
+    timestamp: {value: "header('X-Timestamp')", format: rfc3339, tolerance: 300}
+  handshakes:
+    - name: url validation
+      when: "event == 'endpoint.url_validation'"
+      response:
+        body: >-
+          {plainToken: request.payload.plainToken,
+          encryptedToken: hmac('sha256', env('STAMPED_SECRET'), request.payload.plainToken,
+          'hex')}
+
+# A millisecond timestamp with the secret inside the signed string (Zalo-style).
+generic_connector.channels.millis:
+  name: millis
+  request: {sender: sender.id, text: message.text}
+  auth:
+    type: expression
+    expected: >-
+      sha256(join('', [env('MILLIS_APP_ID'), raw_body(), header('X-Timestamp'),
+      env('MILLIS_SECRET')]))
+    given: header('X-Event-Signature')
+    prefix: "mac="
+    timestamp: {value: "header('X-Timestamp')", format: unix_ms}
+
+# An RSA (PKCS#1 v1.5, SHA-256) signature of the body with the account's public key.
+generic_connector.channels.rsasigned:
+  name: rsasigned
+  request: {sender: from, text: text}
+  auth: {type: rsa, public_key_env: RSASIGNED_PUBLIC_KEY, given: header('X-Signature')}
+
 # Replies to a URL the request names (like Slack's response_url), only on allowed hosts.
 generic_connector.channels.hook:
   name: hook
@@ -158,7 +220,6 @@ API_TOKENS = {
     "WEBEX_BOT_TOKEN": "webex-test-token",
     "WEBEX_BOT_EMAIL": "bot@webex.bot",
     "TELNYX_API_KEY": "telnyx-test-key",
-    "TRANSACTIONS_TOKEN": "transactions-test-token",
 }
 
 
@@ -245,7 +306,13 @@ def servers(
             model,
             folder / "platforms.yml",
             folder / "platforms.log",
-            env={**VERIFY_TOKENS, **API_TOKENS, **WEBHOOK_SECRETS, **api_urls(platform_api)},
+            env={
+                **VERIFY_TOKENS,
+                **API_TOKENS,
+                **WEBHOOK_SECRETS,
+                **PROTOCOL_SECRETS,
+                **api_urls(platform_api),
+            },  # fmt: skip
         ),
     }
     started["durable"] = RasaServer(

@@ -7,6 +7,9 @@ import time
 from typing import Dict
 from urllib.parse import parse_qsl
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 # The same values as the shipped mappings' test cases use (their `env`).
 WEBHOOK_SECRETS = {
     "TELEGRAM_SECRET_TOKEN": "telegram-secret-token",
@@ -174,3 +177,18 @@ def chat_token(key: object = None, algorithm: str = "RS256", **claims: object) -
     headers = {"kid": CHAT_KEY_ID} if algorithm != "none" else None
     signing_key = None if algorithm == "none" else (key or CHAT_SIGNING_KEY)
     return _jwt.encode(payload, signing_key, algorithm=algorithm, headers=headers)
+
+
+# The channels of tests/test_protocols.py: their secrets, and the RSA key the platform signs
+# with (its public half in the channel's environment).
+RSASIGNED_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+PROTOCOL_SECRETS = {
+    "TRANSACTIONS_TOKEN": "transactions-test-token",
+    "WECHAT_TOKEN": "wechat-test-token",
+    "STAMPED_SECRET": "stamped-test-secret",
+    "MILLIS_APP_ID": "430756832",
+    "MILLIS_SECRET": "millis-test-secret",
+    "RSASIGNED_PUBLIC_KEY": RSASIGNED_KEY.public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode(),
+}

@@ -2,18 +2,26 @@
 ``PLATFORM_CREDENTIALS`` (tests/conftest.py): routes with path parameters and the channel's
 JSON answers for a path or a method it does not serve."""
 
+import base64
+import hashlib
+import hmac
 import json
+import time
+from datetime import datetime, timedelta, timezone
 from typing import Any, Dict
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from tests.rasa_process import RasaServer, user_events
+from tests.signing import PROTOCOL_SECRETS, RSASIGNED_KEY
 
 pytestmark = pytest.mark.e2e
 
 GREETING = "Hello! I am the generic connector demo."
 JSON = {"Content-Type": "application/json"}
-SIGNED = {**JSON, "Authorization": "Bearer transactions-test-token"}  # conftest's API_TOKENS
+SIGNED = {**JSON, "Authorization": f"Bearer {PROTOCOL_SECRETS['TRANSACTIONS_TOKEN']}"}
 PREFIX = "/webhooks/transactions"
 
 
@@ -70,3 +78,125 @@ def test_a_request_without_the_token_gets_the_platforms_own_403(
     )
     assert (status, json.loads(answer)) == (403, {"errcode": "M_FORBIDDEN", "error": "bad token"})
     assert not user_events(platforms_rasa.tracker("route-user-3"))  # nothing reached Rasa
+
+
+# --- Signatures as expressions --------------------------------------------------------------
+
+XML = {"Content-Type": "text/xml"}
+
+
+def wechat_query(timestamp: int, nonce: str, token: str = PROTOCOL_SECRETS["WECHAT_TOKEN"]) -> str:
+    """WeChat's plaintext-mode signature: SHA-1 of the sorted token, timestamp and nonce."""
+    signed = "".join(sorted([token, str(timestamp), nonce]))
+    signature = hashlib.sha1(signed.encode()).hexdigest()
+    return f"signature={signature}&timestamp={timestamp}&nonce={nonce}"
+
+
+WECHAT_MESSAGE = (
+    b"<xml><ToUserName><![CDATA[gh_account]]></ToUserName>"
+    b"<FromUserName><![CDATA[wechat-user-1]]></FromUserName><CreateTime>1348831860</CreateTime>"
+    b"<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hi]]></Content>"
+    b"<MsgId>1234567890123456</MsgId></xml>"
+)
+
+
+def test_an_xml_webhook_signed_over_sorted_query_values_is_answered_in_xml(
+    platforms_rasa: RasaServer,
+) -> None:
+    query = wechat_query(int(time.time()), "n0nce")
+    status, headers, answer = platforms_rasa.send(
+        f"/webhooks/wechat/webhook?{query}", WECHAT_MESSAGE, XML
+    )
+    assert status == 200, answer
+    assert {k.lower(): v for k, v in headers.items()}["content-type"] == "application/xml"
+    assert answer.decode() == (
+        '<?xml version="1.0" encoding="UTF-8"?><xml><ToUserName>wechat-user-1</ToUserName>'
+        f"<FromUserName>gh_account</FromUserName><MsgType>text</MsgType><Content>{GREETING}"
+        "</Content></xml>"
+    )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        wechat_query(int(time.time()), "n0nce", token="not-the-token"),  # wrong token
+        wechat_query(int(time.time()) - 3600, "n0nce"),  # an hour old: replayed
+        "timestamp=1&nonce=x",  # no signature
+    ],
+)
+def test_a_wrongly_signed_xml_webhook_gets_the_platforms_refusal(
+    platforms_rasa: RasaServer, query: str
+) -> None:
+    status, _, answer = platforms_rasa.send(
+        f"/webhooks/wechat/webhook?{query}", WECHAT_MESSAGE, XML
+    )
+    assert (status, answer) == (403, b"invalid signature")
+
+
+def stamped(
+    body: bytes, at: datetime, secret: str = PROTOCOL_SECRETS["STAMPED_SECRET"]
+) -> Dict[str, str]:
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    mac = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return {**JSON, "X-Timestamp": stamp, "X-Signature": f"v1={mac}"}
+
+
+def test_an_hmac_over_an_rfc3339_timestamp_header_is_checked(platforms_rasa: RasaServer) -> None:
+    body = json.dumps({"event": "message", "payload": {"user": "stamped-1", "text": "hi"}}).encode()
+    now = datetime.now(timezone.utc)
+    assert platforms_rasa.send("/webhooks/stamped/webhook", body, stamped(body, now))[0] == 200
+    late = stamped(body, now - timedelta(minutes=10))
+    wrong = stamped(body, now, secret="another-secret")
+    assert platforms_rasa.send("/webhooks/stamped/webhook", body, late)[0] == 401
+    assert platforms_rasa.send("/webhooks/stamped/webhook", body, wrong)[0] == 401
+    assert [e["text"] for e in user_events(platforms_rasa.tracker("stamped-1"))] == ["hi"]
+
+
+def test_a_handshake_is_answered_with_the_hmac_of_its_challenge(
+    platforms_rasa: RasaServer,
+) -> None:
+    # Zoom's endpoint validation: the answer's encryptedToken is the hex HMAC-SHA256 of
+    # plainToken with the secret token.
+    body = json.dumps(
+        {"event": "endpoint.url_validation", "payload": {"plainToken": "qgg8vlvZRS6UYooatFL8Aw"}}
+    ).encode()
+    status, _, answer = platforms_rasa.send(
+        "/webhooks/stamped/webhook", body, stamped(body, datetime.now(timezone.utc))
+    )
+    expected = hmac.new(
+        PROTOCOL_SECRETS["STAMPED_SECRET"].encode(), b"qgg8vlvZRS6UYooatFL8Aw", hashlib.sha256
+    ).hexdigest()
+    assert (status, json.loads(answer)) == (
+        200,
+        {"plainToken": "qgg8vlvZRS6UYooatFL8Aw", "encryptedToken": expected},
+    )
+
+
+def millis(
+    body: bytes, at_ms: int, secret: str = PROTOCOL_SECRETS["MILLIS_SECRET"]
+) -> Dict[str, str]:
+    signed = PROTOCOL_SECRETS["MILLIS_APP_ID"] + body.decode() + str(at_ms) + secret
+    mac = hashlib.sha256(signed.encode()).hexdigest()
+    return {**JSON, "X-Timestamp": str(at_ms), "X-Event-Signature": f"mac={mac}"}
+
+
+def test_a_millisecond_timestamp_with_the_secret_in_the_signed_string(
+    platforms_rasa: RasaServer,
+) -> None:
+    body = json.dumps({"sender": {"id": "millis-1"}, "message": {"text": "hi"}}).encode()
+    now_ms = int(time.time() * 1000)
+    assert platforms_rasa.send("/webhooks/millis/webhook", body, millis(body, now_ms))[0] == 200
+    old = millis(body, now_ms - 3_600_000)
+    wrong = millis(body, now_ms, secret="guessed")
+    assert platforms_rasa.send("/webhooks/millis/webhook", body, old)[0] == 401
+    assert platforms_rasa.send("/webhooks/millis/webhook", body, wrong)[0] == 401
+
+
+def test_an_rsa_signed_webhook_is_checked_with_the_public_key(platforms_rasa: RasaServer) -> None:
+    body = json.dumps({"from": "rsa-1", "text": "hi"}).encode()
+    signature = RSASIGNED_KEY.sign(body, padding.PKCS1v15(), hashes.SHA256())
+    headers = {**JSON, "X-Signature": base64.b64encode(signature).decode()}
+    assert platforms_rasa.send("/webhooks/rsasigned/webhook", body, headers)[0] == 200
+    tampered = body.replace(b"hi", b"ho")
+    assert platforms_rasa.send("/webhooks/rsasigned/webhook", tampered, headers)[0] == 401
+    assert [e["text"] for e in user_events(platforms_rasa.tracker("rsa-1"))] == ["hi"]

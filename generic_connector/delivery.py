@@ -15,6 +15,7 @@ query values and every header value cut out, in case the platform echoes them.
 import asyncio
 import contextlib
 import errno
+import functools
 import re
 import socket
 import ssl
@@ -22,8 +23,10 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
+import ujson
 
 from generic_connector import defaults
+from generic_connector.expressions import EvaluationError, Expression, truthy
 from generic_connector.logtext import get_logger
 from generic_connector.metrics import ChannelMetrics
 from generic_connector.outbound import Outbound, OutboundRequest
@@ -130,6 +133,8 @@ class Delivery:
             await asyncio.sleep(self.backoff.delay(number, outcome.delay))
         if outcome.status is None:
             problem = f"the last attempt failed: {outcome.problem}"
+        elif outcome.status < 300:
+            problem = f"the platform answered {outcome.problem}"
         elif outcome.status < 400:
             problem = f"the platform answered HTTP {outcome.status} (a redirect)"
         else:
@@ -166,6 +171,8 @@ async def attempt(session: aiohttp.ClientSession, request: OutboundRequest) -> O
     try:
         async with sent(session, request) as answer:
             status = answer.status
+            if status < 300 and request.success is not None:
+                return await _judged(answer, request.success)
             if status < 300:
                 await drain(answer)  # bounded: a success's body is not needed
                 return Outcome(True, status=status)
@@ -183,6 +190,31 @@ async def attempt(session: aiohttp.ClientSession, request: OutboundRequest) -> O
             )
     except (aiohttp.ClientError, asyncio.TimeoutError) as error:
         return Outcome(False, retry=retryable(error), problem=describe(error))
+
+
+async def _judged(answer: aiohttp.ClientResponse, success: str) -> Outcome:
+    """A 2xx answer judged by the template's ``success`` expression over its JSON (its text
+    when it is not JSON): true is a delivery; anything else is retried, as the platform did
+    not send the message."""
+    raw = await read_at_most(answer, MAX_DRAINED)
+    text = raw.decode("utf-8", "replace")
+    try:
+        value: Any = ujson.loads(raw)
+    except ValueError:
+        value = text
+    try:
+        sent = truthy(_success(success).search(value))
+    except EvaluationError:
+        sent = False
+    if sent:
+        return Outcome(True, status=answer.status)
+    problem = f"HTTP {answer.status}, but success ({success}) is not true"
+    return Outcome(False, retry=True, status=answer.status, answer=text, problem=problem)
+
+
+@functools.lru_cache(maxsize=64)
+def _success(source: str) -> Expression:
+    return Expression(source)
 
 
 async def drain(answer: aiohttp.ClientResponse, limit: int = MAX_DRAINED) -> None:

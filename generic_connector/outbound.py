@@ -56,6 +56,9 @@ class OutboundRequest:
     url: str = field(repr=False)
     headers: Dict[str, str] = field(repr=False)
     body: Optional[bytes] = field(repr=False)
+    # ``success``: an expression over the platform's 2xx answer that must be true (an API that
+    # answers 200 with ``"is_sent": false``); None: any 2xx is a delivery.
+    success: Optional[str] = None
 
     @property
     def host(self) -> str:
@@ -382,6 +385,7 @@ class RequestTemplate:
         headers: Optional[Dict[str, str]] = None,
         body: Optional[str] = None,
         content_type: str = "json",
+        success: Optional[str] = None,
     ) -> None:
         if content_type not in BODY_FORMATS:
             known = ", ".join(BODY_FORMATS)
@@ -397,10 +401,11 @@ class RequestTemplate:
         self.body = Expression(body) if body else None
         self.content_type = content_type
         self.format = BODY_FORMATS[content_type]()
+        self.success = Expression(success) if success else None
 
     def expressions(self) -> List[Expression]:
         found = [self.url, *self.headers.values()]
-        return found + ([self.body] if self.body else [])
+        return found + [e for e in (self.body, self.success) if e is not None]
 
     def render(
         self, context: Dict[str, Any], scope: Optional[Scope] = None, check_url: bool = True
@@ -429,7 +434,8 @@ class RequestTemplate:
             body = self.format.encode(self.body.search(context, scope))
             if not any(name.lower() == "content-type" for name in headers):
                 headers["Content-Type"] = self.format.media_type
-        return OutboundRequest(self.kind, self.method, url, headers, body)
+        success = self.success.source if self.success is not None else None
+        return OutboundRequest(self.kind, self.method, url, headers, body, success)
 
     def _url(self, url: Any) -> str:
         try:

@@ -12,7 +12,7 @@ over by another one.
 import asyncio
 import json
 import logging
-from typing import Any, Awaitable, Callable, Iterator, List
+from typing import Any, Awaitable, Callable, Iterator, List, Optional
 
 import pytest
 
@@ -77,10 +77,12 @@ def run(parts: stores.Parts, scenario: Callable[[], Awaitable[Any]]) -> Any:
     return asyncio.run(main())
 
 
-def sent(api: PlatformAPI, conversation: str, number: int) -> OutboundRequest:
+def sent(
+    api: PlatformAPI, conversation: str, number: int, success: Optional[str] = None
+) -> OutboundRequest:
     body = json.dumps({"chat": conversation, "n": number}).encode()
     headers = {"Content-Type": "application/json"}
-    return OutboundRequest("text", "POST", f"{api.url}/send", headers, body)
+    return OutboundRequest("text", "POST", f"{api.url}/send", headers, body, success)
 
 
 def numbers(api: PlatformAPI, status: int = 200) -> List[int]:
@@ -174,8 +176,16 @@ def test_retry_after_is_followed(parts: stores.Parts, api: PlatformAPI) -> None:
     assert second.at - first.at >= 0.9  # the backoff alone would be 0.05 s
 
 
+NOT_SENT = (200, {}, {"is_sent": False, "error": "recipient blocked"})
+
+
 @pytest.mark.parametrize(
-    "answers, attempts", [([(400, {}, {"error": "chat not found"})], 1), ([(503, {}, {})] * 4, 4)]
+    "answers, attempts",
+    [
+        ([(400, {}, {"error": "chat not found"})], 1),
+        ([(503, {}, {})] * 4, 4),
+        ([NOT_SENT] * 4, 4),  # 200, but the answer says the message was not sent
+    ],
 )
 def test_a_request_given_up_is_recorded_for_the_operator(
     parts: stores.Parts, api: PlatformAPI, caplog: pytest.LogCaptureFixture, answers: Any,
@@ -187,7 +197,8 @@ def test_a_request_given_up_is_recorded_for_the_operator(
     assert outbox is not None
 
     async def scenario() -> None:
-        await asyncio.wait_for(await outbox.put("c5", [sent(api, "c5", 10)]), 10)
+        request = sent(api, "c5", 10, success="is_sent")
+        await asyncio.wait_for(await outbox.put("c5", [request]), 10)
 
     run(parts, scenario)
     assert len(api.requests) == attempts  # and the put's awaitable completed
@@ -220,3 +231,15 @@ def test_a_killed_replicas_deliveries_are_taken_over(
     asyncio.run(asyncio.wait_for(scenario(), 15))
     # The request under way when the replica died is sent again (at least once), then the rest.
     assert [r.json["n"] for r in api.requests] == [0, 0, 1, 2]
+
+
+def test_a_2xx_answer_that_says_not_sent_is_retried(parts: stores.Parts, api: PlatformAPI) -> None:
+    api.plan(lambda r: True, [NOT_SENT, NOT_SENT, (200, {}, {"is_sent": True})])
+    outbox = parts.outbox
+    assert outbox is not None
+
+    async def scenario() -> None:
+        await (await outbox.put("c7", [sent(api, "c7", 11, success="is_sent")]))
+
+    run(parts, scenario)
+    assert [r.json["n"] for r in api.requests] == [11, 11, 11]  # delivered on the third

@@ -54,6 +54,7 @@ def entry_of(channel: str, conversation: str, request: OutboundRequest) -> Dict[
         "url": request.url,
         "headers": dict(request.headers),
         "body": base64.b64encode(body).decode("ascii") if body is not None else None,
+        "success": request.success,
         "created": time.time(),
     }
 
@@ -66,6 +67,7 @@ def request_of(entry: Mapping[str, Any]) -> OutboundRequest:
         entry["url"],
         dict(entry.get("headers") or {}),
         base64.b64decode(body) if body is not None else None,
+        entry.get("success"),
     )
 
 

@@ -631,8 +631,8 @@ def ready_mappings() -> Dict[str, Path]:
     folder = ready_mappings_dir()
     if folder is None:
         return {}
-    files = sorted(p for p in folder.iterdir() if p.suffix in READY_SUFFIXES and p.is_file())
-    return {path.stem: path for path in files}
+    files = [p for p in folder.iterdir() if p.suffix in READY_SUFFIXES and p.is_file()]
+    return {path.stem: path for path in sorted(files, key=lambda path: path.stem)}
 
 
 def ready_name(reference: str) -> Optional[str]:

@@ -101,6 +101,11 @@ PLATFORMS = [
     "vonage",
     "webex",
     "telnyx",
+    "bandwidth",
+    "crisp",
+    "signal-cli-rest-api",
+    "line-works",
+    "google-rbm",
 ]
 PLATFORM_CREDENTIALS = (
     "".join(
@@ -220,6 +225,28 @@ API_TOKENS = {
     "WEBEX_BOT_TOKEN": "webex-test-token",
     "WEBEX_BOT_EMAIL": "bot@webex.bot",
     "TELNYX_API_KEY": "telnyx-test-key",
+    "BANDWIDTH_CALLBACK_USERNAME": "bw-callback-user",
+    "BANDWIDTH_CALLBACK_PASSWORD": "bw-callback-pass",
+    "BANDWIDTH_CLIENT_ID": "bw-client-id",
+    "BANDWIDTH_CLIENT_SECRET": "bw-client-secret",
+    "BANDWIDTH_ACCOUNT_ID": "9900000",
+    "CRISP_HOOK_SECRET": "crisp-hook-secret",
+    "CRISP_TOKEN_IDENTIFIER": "crisp-identifier",
+    "CRISP_TOKEN_KEY": "crisp-key",
+    "SIGNAL_NUMBER": "+431212131491291",
+    "LINE_WORKS_BOT_SECRET": "line-works-test-bot-secret",
+    "LINE_WORKS_BOT_ID": "123",
+    "LINE_WORKS_CLIENT_ID": "test-client-id",
+    "LINE_WORKS_CLIENT_SECRET": "test-client-secret",
+    "LINE_WORKS_SERVICE_ACCOUNT": "test.serviceaccount@example.com",
+    "LINE_WORKS_PRIVATE_KEY": "not-used-by-the-test",
+    "RBM_CLIENT_TOKEN": "SJENCPGJESMGUFPY",
+    "RBM_AGENT_ID": "welcome-bot@rbm.goog",
+    "RBM_SERVICE_ACCOUNT_EMAIL": "rbm-test@example.iam.gserviceaccount.com",
+    "RBM_PRIVATE_KEY": "not-used-by-the-test",
+    "MESSAGEBIRD_SIGNING_KEY": "messagebird-test-signing-key-0123456789",
+    "MESSAGEBIRD_WEBHOOK_URL": "https://example.com/webhooks/messagebird/webhook",
+    "MESSAGEBIRD_ACCESS_KEY": "messagebird-test-access-key",
 }
 
 
@@ -236,6 +263,14 @@ def api_urls(api: PlatformAPI) -> Dict[str, str]:
         "VONAGE_API_URL": f"{api.url}/vonage",
         "WEBEX_API_URL": f"{api.url}/webex",
         "TELNYX_API_URL": f"{api.url}/telnyx",
+        "BANDWIDTH_API_URL": f"{api.url}/bandwidth",
+        "BANDWIDTH_TOKEN_URL": f"{api.url}/bandwidth/oauth2/token",
+        "CRISP_API_URL": f"{api.url}/crisp",
+        "SIGNAL_CLI_REST_API_URL": f"{api.url}/signal",
+        "LINE_WORKS_API_URL": f"{api.url}/line-works",
+        "LINE_WORKS_AUTH_URL": f"{api.url}/line-works/oauth2",
+        "RBM_API_URL": f"{api.url}/rbm",
+        "RBM_TOKEN_URL": f"{api.url}/rbm/token",
     }
 
 

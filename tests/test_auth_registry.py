@@ -66,9 +66,9 @@ def test_every_shipped_mapping_has_a_valid_auth_section_that_builds(
             continue
         found += 1
         assert errors(section) == [], path.name
-        assert not list(
-            jsonschema.Draft7Validator(AUTH_SCHEMES[section["type"]].schema).iter_errors(section)
-        ), path.name
+        for one in section if isinstance(section, list) else [section]:  # a list: any of them
+            schema = AUTH_SCHEMES[one["type"]].schema
+            assert not list(jsonschema.Draft7Validator(schema).iter_errors(one)), path.name
         for name in build_auth(section).env_names():
             monkeypatch.setenv(name, "set")
         # Set, so nothing is missing (a value of the right form is the mapping tests' business).

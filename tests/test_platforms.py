@@ -101,6 +101,9 @@ def test_documented_payload_through_rasa(
             if e["text"] == message["text"] and message["message_id"] in (None, e["message_id"])
         ]
         assert matching, f"{message} not in {user_events(tracker)}"
+        repeated = f"message {message['message_id']} from sender {message['sender']} was already"
+        if message["message_id"] is not None and repeated in platforms_rasa.log_text():
+            continue  # the documentation's examples share this id: rightly not handled twice
         user = matching[-1]
         assert user["input_channel"] == name
         assert user["metadata"].items() >= (message["metadata"] or {}).items()

@@ -12,6 +12,7 @@ down, a replica killed, a replica stopped (each brought back in the background),
 stopped; last, outages at a chosen moment, which fail on defects of the channel.
 """
 
+import base64
 import itertools
 import json
 import random
@@ -91,6 +92,28 @@ generic_connector.channels.short:
       body: >-
         {chat_id: recipient, text: message.text,
          reply_parameters: {message_id: event.message.message_id}}
+
+# A token provider: replies need an access token from the stand-in's token endpoint (client
+# credentials), shared by both replicas through Redis, refreshed after a 401.
+generic_connector.channels.tokened:
+  name: tokened
+  request: {sender: sender, text: message, message_id: id}
+  store: {type: redis, url_env: REDIS_URL, visibility_timeout: 2, running_timeout: 3}
+  tokens:
+    api:
+      url: join('', [env('TOKENED_API_URL'), '/oauth2/token'])
+      headers:
+        Authorization: >-
+          join(' ', ['Basic', base64_encode(join(':', [env('TOKENED_CLIENT_ID'),
+          env('TOKENED_CLIENT_SECRET')]))])
+      body: "{grant_type: 'client_credentials'}"
+  outbound:
+    retries: 3
+    backoff: 0.2
+    text:
+      url: join('', [env('TOKENED_API_URL'), '/send'])
+      headers: {Authorization: "join(' ', ['Bearer', token('api')])"}
+      body: "{to: recipient, text: message.text}"
 """
 
 ENDPOINTS = """
@@ -128,6 +151,9 @@ class Cluster:
             "TELEGRAM_API_URL": f"{self.platform.url}/telegram",
             # Rasa's conversation lock of a replica that died expires after 10 s, not 60.
             "TICKET_LOCK_LIFETIME": "10",
+            "TOKENED_API_URL": f"{self.platform.url}/tokened",
+            "TOKENED_CLIENT_ID": "client-1",
+            "TOKENED_CLIENT_SECRET": "client-secret-1",
         }
         redis_via_link = f"redis://127.0.0.1:{self.store_link.port}/0"
         self.replicas = [
@@ -708,3 +734,39 @@ def test_lock_store_down_while_releasing_the_lock_is_answered_503(cluster: Clust
         f"answered {status}, Retry-After {headers.get('Retry-After')}: {answer.decode()}"
     )
     assert (status, headers.get("Retry-After")) == (503, "2"), answer
+
+
+def test_a_token_is_shared_by_both_replicas_and_refreshed_after_a_401(cluster: Cluster) -> None:
+    """The token endpoint is asked once for both replicas' replies; when the API refuses the
+    token with 401, it is asked again and the reply goes out with the new token."""
+    cluster.ready()
+    api = cluster.api
+    token_path = "/tokened/oauth2/token"
+    api.plan(
+        lambda r: r.path == token_path,
+        [
+            (200, {}, {"access_token": "token-1", "token_type": "Bearer", "expires_in": 3600}),
+            (200, {}, {"access_token": "token-2", "token_type": "Bearer", "expires_in": 3600}),
+        ],
+    )
+    api.plan(lambda r: r.path == "/tokened/send" and r.json["to"] == "tok-3", [(401, {}, {})])
+    a, b = cluster.replicas
+    for number, replica in enumerate((a, b, b), start=1):
+        body = {"sender": f"tok-{number}", "message": "hi", "id": f"tok-msg-{number}"}
+        status, _, answer = replica.post("/webhooks/tokened/webhook", body)
+        assert status == 200, answer
+        # One after the other: each reply delivered (in the background) before the next.
+        api.received(lambda r: r.path == "/tokened/send" and r.status == 200, number)
+    sent = [r for r in api.requests if r.path == "/tokened/send" and r.status == 200]
+    assert [(r.json["to"], r.headers["Authorization"]) for r in sent] == [
+        ("tok-1", "Bearer token-1"),
+        ("tok-2", "Bearer token-1"),  # the other replica: the token from Redis
+        ("tok-3", "Bearer token-2"),  # after the 401 with token-1
+    ]
+    asked = [r for r in api.requests if r.path == token_path]
+    assert len(asked) == 2
+    expected_basic = "Basic " + base64.b64encode(b"client-1:client-secret-1").decode()
+    assert {r.headers["Authorization"] for r in asked} == {expected_basic}
+    assert {r.body for r in asked} == {b"grant_type=client_credentials"}
+    for replica in (a, b):  # no token in any log line
+        assert "token-1" not in replica.log_text() and "token-2" not in replica.log_text()

@@ -17,7 +17,7 @@ import itertools
 import os
 import re
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol, Tuple
 
 from generic_connector import stores
 from generic_connector.answers import Rendered, RenderError
@@ -110,15 +110,12 @@ class Pipeline:
         store: Optional[IdempotencyStore] = None,
         outbox: Optional[Outbox] = None,
         clock: Callable[[], float] = time.time,
-        outbound_environ: Optional[Mapping[str, str]] = None,
         fetcher: Optional[Fetcher] = None,
     ) -> None:
         self.config = config
         self.store = store
         self.outbox = outbox
         self.clock = clock
-        # The environment outbound templates read (the dry run shows variables by name).
-        self.outbound_environ = outbound_environ
         self.fetcher = fetcher or (HTTPFetcher() if config.request.fetch else None)
         self.metrics = ChannelMetrics(config.name)
         # Where stored messages wait for the assistant (request.ack: early; defer on a
@@ -541,7 +538,7 @@ async def _hand_over(
                     message.sender_id,
                     replies,
                     message,
-                    _outbound_scope(pipeline, exchange),
+                    _outbound_scope(exchange),
                 )
             )
         except BaseException:
@@ -611,7 +608,7 @@ async def send_outbound(pipeline: Pipeline, exchange: Exchange, assistant: Assis
     if pipeline.config.defer is not None:
         if not exchange.deferred:
             return
-        scope = _outbound_scope(pipeline, exchange)
+        scope = _outbound_scope(exchange)
         for message, replies, fresh in zip(exchange.messages, exchange.replies, exchange.fresh):
             if fresh and replies:
                 delivered = await deliver(pipeline, message.sender_id, replies, message, scope)
@@ -621,9 +618,10 @@ async def send_outbound(pipeline: Pipeline, exchange: Exchange, assistant: Assis
             await delivered
 
 
-def _outbound_scope(pipeline: Pipeline, exchange: Exchange) -> Scope:
-    """What outbound templates' env() and header() read (the dry run shows variables by name)."""
-    return Scope(exchange.request, exchange.body, pipeline.outbound_environ)
+def _outbound_scope(exchange: Exchange) -> Scope:
+    """What outbound templates' env() and header() read: the request and its decoded body (the
+    dry run shows variables by name through its own ``Outbound``, ``cli.dryrun.ShownOutbound``)."""
+    return Scope(exchange.request, exchange.body)
 
 
 async def deliver(

@@ -1,8 +1,9 @@
 """Answers: a template over the bot's messages, written in the platform's content type.
 
 How a result becomes bytes is chosen by name from a registry of formats (``json``, ``xml``,
-``text``); by default from the content type. Knows nothing of HTTP frameworks: a template that
-cannot be rendered raises ``RenderError``.
+``text``); by default from the content type. Headers are expressions over the same data as
+the body. Knows nothing of HTTP frameworks: a template that cannot be rendered raises
+``RenderError``.
 """
 
 import contextlib
@@ -14,7 +15,11 @@ from xml.parsers import expat
 from generic_connector.errors import RenderError
 from generic_connector.expressions import LITERALS, Expression, truthy
 from generic_connector.functions import Scope
+from generic_connector.logtext import get_logger
+from generic_connector.outbound import HEADER_NAME
 from generic_connector.request import dumps, is_json, media_type_of
+
+logger = get_logger(__name__)
 
 
 class Rendered(NamedTuple):
@@ -97,8 +102,62 @@ def format_for(content_type: str, name: Optional[str] = None) -> AnswerFormat:
     return TextFormat()
 
 
+# Headers an answer template may not set, and why: the channel writes them itself, and a
+# wrong one would break the answer's framing (Content-Length, Transfer-Encoding) or the
+# connection.
+RESERVED_HEADERS: Dict[str, str] = {
+    "content-type": "the answer's Content-Type is response.content_type",
+    "content-length": "the server sets it from the body",
+    "transfer-encoding": "the server sets it from the body",
+    "connection": "the server manages the connection",
+    "keep-alive": "the server manages the connection",
+    "upgrade": "the server manages the connection",
+    "trailer": "the server sets it",
+    "x-request-id": "every answer carries the request's id",
+}
+# What no header value may hold: the C0 controls but tab (CR and LF would end the header and
+# start another, NUL ends it early in some clients), and DEL.
+_NOT_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_name_problem(name: Any) -> Optional[str]:
+    """Why ``name`` cannot be an answer header's name, or None: it must be an HTTP token
+    (``HEADER_NAME``, as for outbound requests) and not one the channel sets itself."""
+    if not isinstance(name, str) or not HEADER_NAME.match(name):
+        return "not a valid header name"
+    reserved = RESERVED_HEADERS.get(name.lower())
+    return f"{name} cannot be set by an answer template: {reserved}" if reserved else None
+
+
+def header_text(value: Any) -> Optional[str]:
+    """A header expression's result as the header's value: a string as it is, a number, a
+    boolean, a list or an object as JSON; None (the header is left out) for null."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def header_value_problem(text: str) -> Optional[str]:
+    """Why ``text`` cannot be sent as a header value, or None. Says nothing of the value."""
+    if _NOT_IN_HEADER.search(text):
+        return "it holds a control character (CR, LF, NUL, ...)"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "it holds text that is not valid Unicode (a lone surrogate)"
+    return None
+
+
 class ResponseTemplate:
-    """Shapes an HTTP answer: the ``response`` section, or a handshake's answer."""
+    """Shapes an HTTP answer: the ``response`` section, or a handshake's answer.
+
+    ``headers`` maps each header's name to an expression over ``{messages, request, sender}``,
+    as ``body`` is: a fixed value is a literal (``'no-store'``). A header whose expression
+    gives null is left out, and so is one whose value holds a control character or is not
+    valid Unicode (logged, without the value): nothing from a request can add a header or
+    split the answer.
+    """
 
     def __init__(
         self,
@@ -116,17 +175,21 @@ class ResponseTemplate:
         # Without one, the format's own: ``format: xml`` answers application/xml.
         self.content_type = content_type or self.format.content_type
         self.status = status
-        self.headers = headers or {}
+        self.headers = {name: Expression(value) for name, value in (headers or {}).items()}
+        # Literal headers (`'no-store'`, and none at all) are the same on every answer: their
+        # values are worked out once; None when some header is computed.
+        self._fixed_headers = _literal_headers(self.headers)
         # The default, Rasa's REST answer: the messages as they are, nothing to evaluate.
         self._messages_as_json = body == "messages" and isinstance(self.format, JSONFormat)
-        # Whether answers depend on the bot's messages (a literal body does not).
-        self.reads_messages = self.body.tree["type"] not in LITERALS
-        # A literal body (Telegram's `{}`) is the same answer every time: rendered once.
+        # Whether answers depend on the bot's messages (a literal body and headers do not).
+        self.reads_messages = self.body.tree["type"] not in LITERALS or self._fixed_headers is None
+        # A literal body (Telegram's `{}`) with literal headers is the same answer every
+        # time: rendered once.
         self._constant: Optional[Rendered] = None
-        if not self.reads_messages:
+        if self._fixed_headers is not None and not self.reads_messages:
             # Not valid in its format: each answer reports it, as for computed bodies.
             with contextlib.suppress(RenderError):
-                self._constant = self._rendered(self.body.tree["value"])
+                self._constant = self._rendered(self.body.tree["value"], self._fixed_headers)
 
     def render(
         self,
@@ -135,23 +198,68 @@ class ResponseTemplate:
         sender_id: Any,
         scope: Optional[Scope] = None,
     ) -> Rendered:
-        """Evaluate the body expression over ``{messages, request: body, sender}``.
+        """Evaluate the body and header expressions over ``{messages, request: body,
+        sender}``.
 
         ``scope`` is what header(), query(), body() and env() read.
         """
         if self._constant is not None:
             return self._constant
+        data: Optional[Dict[str, Any]] = None
         if self._messages_as_json:
-            return self._rendered(messages)
-        data = {"messages": messages, "request": body, "sender": sender_id}
-        return self._rendered(self.body.search(data, scope))
+            result: Any = messages
+        else:
+            data = {"messages": messages, "request": body, "sender": sender_id}
+            result = self.body.search(data, scope)
+        headers = self._fixed_headers
+        if headers is None:
+            if data is None:
+                data = {"messages": messages, "request": body, "sender": sender_id}
+            headers = self._header_values(data, scope)
+        return self._rendered(result, headers)
 
-    def _rendered(self, result: Any) -> Rendered:
+    def _header_values(self, data: Dict[str, Any], scope: Optional[Scope]) -> Dict[str, str]:
+        """Each header's value over ``data``; those that are null or cannot be sent are left
+        out (the latter logged by name, never with the value)."""
+        values = {}
+        for name, expression in self.headers.items():
+            text = header_text(expression.search(data, scope))
+            if text is None:
+                continue
+            problem = header_value_problem(text)
+            if problem is not None:
+                logger.warning("The answer's header %s was left out: %s", name, problem)
+                continue
+            values[name] = text
+        return values
+
+    def _rendered(self, result: Any, headers: Mapping[str, str]) -> Rendered:
         payload = self.format.write(result).encode("utf-8")
-        return Rendered(payload, self.content_type, self.status, self.headers)
+        return Rendered(payload, self.content_type, self.status, headers)
 
     def expressions(self) -> List[Expression]:
-        return [self.body] + ([self.when] if self.when else [])
+        found = [self.body] + ([self.when] if self.when else [])
+        return found + list(self.headers.values())
+
+
+def _literal_headers(headers: Mapping[str, Expression]) -> Optional[Dict[str, str]]:
+    """The values of headers that are all literals (ValueError for a name or a value that
+    cannot be sent); None when some header is computed."""
+    for name in headers:
+        problem = header_name_problem(name)
+        if problem is not None:
+            raise ValueError(f"answer header {name!r}: {problem}")
+    if any(e.tree["type"] not in LITERALS for e in headers.values()):
+        return None
+    values = {}
+    for name, expression in headers.items():
+        text = header_text(expression.tree["value"])
+        problem = header_value_problem(text) if text is not None else None
+        if problem is not None:
+            raise ValueError(f"the header {name} cannot be sent: {problem}")
+        if text is not None:
+            values[name] = text
+    return values
 
 
 class ResponseChoice:
@@ -196,9 +304,16 @@ class Deferral:
     template at once and deliver the replies through ``outbound`` when they come (Discord's
     deferred answer and follow-up webhook, Slack's ``response_url``)."""
 
-    def __init__(self, after: float, response: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(
+        self, after: float, response: Optional[Dict[str, Any]] = None, when: Optional[str] = None
+    ) -> None:
         self.after = after
         self.response = ResponseTemplate(**(response or {"body": "`{}`"}))
+        # Over the request's body: only such requests are deferred (None: every request).
+        self.when = Expression(when) if when else None
+
+    def expressions(self) -> List[Expression]:
+        return [*self.response.expressions(), *([self.when] if self.when is not None else [])]
 
 
 # The names an answer's keys may give elements and attributes: XML names in ASCII, without

@@ -147,7 +147,7 @@ class GenericChannel(InputChannel):
     def __init__(self, config: ChannelConfig) -> None:
         self.config = config
         parts = stores.build(config)  # what its store.type supplies
-        self.pipeline = Pipeline(config, parts.store, parts.outbox)
+        self.pipeline = Pipeline(config, parts.store, parts.outbox, fetcher=parts.fetcher)
         self.pipeline.inbox = parts.inbox
         self.in_flight = 0
         self.readers = BodyReaders()

@@ -19,10 +19,14 @@ import jsonschema
 from generic_connector import defaults
 from generic_connector.answers import (
     ANSWER_FORMATS,
+    RESERVED_HEADERS,
     Deferral,
     ResponseChoice,
     ResponseTemplate,
     build_response,
+    header_name_problem,
+    header_text,
+    header_value_problem,
 )
 from generic_connector.auth import AuthScheme, auth_schema, build_auth
 from generic_connector.compiler import Tree
@@ -37,7 +41,13 @@ from generic_connector.expressions import (
 from generic_connector.functions import REQUEST_FUNCTIONS
 from generic_connector.handshakes import Handshake
 from generic_connector.mapping import RequestMapping
-from generic_connector.outbound import KINDS, Outbound, body_format_schema, template_schemas
+from generic_connector.outbound import (
+    KINDS,
+    STEP_NAME_SCHEMA,
+    Outbound,
+    body_format_schema,
+    template_schemas,
+)
 from generic_connector.routes import DEFAULT as DEFAULT_ROUTE
 from generic_connector.routes import Route
 from generic_connector.stores import BACKENDS
@@ -63,6 +73,15 @@ def _registered(schema: Dict[str, Any]) -> Dict[str, Any]:
     outbound.pop("required", None)  # text or turn: the loader says which is missing
     outbound["properties"].update(template_schemas())
     schema["definitions"]["outbound_request"]["properties"]["content_type"] = body_format_schema()
+    fetch = schema["properties"]["request"]["properties"]["fetch"]["items"]["properties"]
+    fetch["content_type"] = body_format_schema()
+    # A step is a request of its own, with a name for its answer (and no steps of its own).
+    request = schema["definitions"]["outbound_request"]
+    step = json.loads(json.dumps(request))
+    del step["properties"]["steps"]
+    step["properties"] = {"name": STEP_NAME_SCHEMA, **step["properties"]}
+    step["required"] = ["name", "url"]
+    request["properties"]["steps"]["items"] = step
     return schema
 
 
@@ -139,7 +158,7 @@ class ChannelConfig:
     def expressions(self) -> List[Expression]:
         found = self.request.expressions() + self.response.expressions()
         found += [e for spec in self.tokens.values() for e in spec.expressions()]
-        found += [self.defer.response.body] if self.defer else []
+        found += self.defer.expressions() if self.defer else []
         found += self.outbound.expressions() if self.outbound else []
         return found + [e for h in self.handshakes for e in h.expressions()]
 
@@ -291,6 +310,7 @@ def check_channel(
         problems = _outbound_problems(merged.get("outbound"))
         problems += _fetch_problems(merged.get("request", {}).get("fetch"))
         problems += _token_problems(merged)
+        problems += _answer_header_problems(merged)
         store = merged.get("store", {})
         backend = BACKENDS[store.get("type", defaults.STORE)]
         shared = backend.shared
@@ -381,6 +401,11 @@ def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Problem]:
         if problem not in problems:  # a default shared by several kinds: once
             problems.append(problem)
 
+    def check_header(path: List[Any]) -> None:
+        if not HEADER_NAME.match(str(path[-1])):
+            hint = "letters, digits and !#$%&'*+-.^_`|~ only"
+            add("invalid-header-name", path, "not a valid header name", hint)
+
     problems += _allow_hosts_problems(["outbound", "allow_hosts"], section.get("allow_hosts"))
     defaults = section.get("defaults") or {}
     kinds = [kind for kind in KINDS if kind in section]
@@ -415,11 +440,20 @@ def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Problem]:
             message = f"unknown body format {content_type!r}"
             add("unknown-body-format", where("content_type"), message, hint)
         for header in template.get("headers") or {}:
-            if not HEADER_NAME.match(str(header)):
-                path = ["outbound", name if header in own.get("headers", {}) else "defaults"]
-                hint = "letters, digits and !#$%&'*+-.^_`|~ only"
-                message = "not a valid header name"
-                add("invalid-header-name", path + ["headers", header], message, hint)
+            owner = name if header in own.get("headers", {}) else "defaults"
+            check_header(["outbound", owner, "headers", header])
+        names: List[str] = []
+        for index, step in enumerate(own.get("steps") or []):
+            at: List[Any] = ["outbound", name, "steps", index]
+            if step["name"] in names:
+                message = f"step {step['name']!r} is declared twice"
+                add("duplicate-step", at + ["name"], message, "give each step its own name")
+            names.append(step["name"])
+            if "allow_hosts" not in section and _reads_request(step["url"]):
+                hint = "list the hosts it may call in outbound.allow_hosts"
+                add("url-from-request", at + ["url"], "the URL is built from request data", hint)
+            for header in step.get("headers") or {}:
+                check_header(at + ["headers", header])
     return problems
 
 
@@ -437,6 +471,75 @@ def _allow_hosts_problems(path: List[Any], entries: Any) -> List[Problem]:
             message = str(error) if wildcard else f"{entry!r} is not a host or host:port"
             problems.append(Problem("invalid-host", path + [index], message, hint))
     return problems
+
+
+def _answer_header_problems(document: Dict[str, Any]) -> List[Problem]:
+    """Headers of answer templates (``response``, ``defer.response``, the handshakes') whose
+    name cannot be set, or whose value is no expression that can give one. Header values are
+    expressions: a fixed value written without quotes (``text/xml``, ``nosniff``) is shown
+    how to write it as a literal."""
+    response = document.get("response")
+    templates: List[Tuple[List[Any], Any]] = (
+        [(["response", i], t) for i, t in enumerate(response)]
+        if isinstance(response, list)
+        else [(["response"], response)]
+    )
+    templates.append((["defer", "response"], (document.get("defer") or {}).get("response")))
+    for index, handshake in enumerate(document.get("handshakes") or []):
+        templates.append((["handshakes", index, "response"], handshake.get("response")))
+    problems: List[Problem] = []
+    for where, template in templates:
+        headers = template.get("headers") if isinstance(template, dict) else None
+        for name, value in (headers or {}).items():
+            path = where + ["headers", name]
+            problem = header_name_problem(name)
+            if problem is not None:
+                hint = _RESERVED_HINTS.get(str(name).lower(), _HEADER_NAME_HINT)
+                problems.append(Problem("invalid-header-name", path, problem, hint))
+            problems += _header_value_problems(path, name, value)
+    return problems
+
+
+_HEADER_NAME_HINT = "letters, digits and !#$%&'*+-.^_`|~ only"
+_RESERVED_HINTS = {name: "remove it" for name in RESERVED_HEADERS}
+_RESERVED_HINTS["content-type"] = "give it as the template's content_type"
+# What an answer template's expressions read: {messages, request, sender}.
+_ANSWER_DATA = ("messages", "request", "sender")
+# Nodes whose first child is what they apply to: the leftmost name of a path is under them.
+_APPLIED = ("subexpression", "index_expression", "projection", "filter_projection",
+            "value_projection", "flatten")  # fmt: skip
+
+
+def _header_value_problems(path: List[Any], name: Any, value: Any) -> List[Problem]:
+    """An answer header's value that does not compile, reads a name the answer's data does not
+    have (always null: the header would never be sent), or is a literal that cannot be sent."""
+    if not isinstance(value, str):
+        return []  # the schema says what it must be
+    literal = "'" + value.replace("'", "\\'") + "'"
+    hint = (
+        "header values are JMESPath expressions; write a fixed value as a literal: "
+        f"{name}: {json.dumps(literal, ensure_ascii=False)}"
+    )
+    try:
+        tree: Tree = compile_expression(value).parsed
+    except ExpressionError as error:
+        code: FindingCode = "expression-syntax" if error.syntax else "expression-invalid"
+        return [Problem(code, path, f"expression does not compile: {error}", hint)]
+    node = tree
+    while node["type"] in _APPLIED:
+        node = node["children"][0]
+    if node["type"] == "field" and node["value"] not in _ANSWER_DATA:
+        message = (
+            f"`{value}` reads {node['value']!r}, which the answer's data "
+            "({messages, request, sender}) does not have: the header would never be sent"
+        )
+        return [Problem("expression-invalid", path, message, hint)]
+    if tree["type"] in ("literal", "raw_string"):
+        text = header_text(tree["value"])
+        problem = header_value_problem(text) if text is not None else None
+        if problem is not None:
+            return [Problem("invalid-value", path, f"the value cannot be sent: {problem}", "")]
+    return []
 
 
 def _fetch_problems(section: Optional[List[Any]]) -> List[Problem]:
@@ -459,21 +562,26 @@ def _fetch_problems(section: Optional[List[Any]]) -> List[Problem]:
 
 def _token_problems(document: Dict[str, Any]) -> List[Problem]:
     """token() calls that name no declared token (or no literal name), or sit where no sender
-    fills them: in a body, or in a fetch request."""
+    fills them: in a body (outbound or fetch)."""
     declared = set(document.get("tokens") or {})
     outbound = document.get("outbound") or {}
     found: List[Tuple[List[Any], Any, bool]] = []  # (path, expression, filled there)
     for name, template in outbound.items():
         if not isinstance(template, dict):
             continue
-        found.append((["outbound", name, "url"], template.get("url"), True))
-        found.append((["outbound", name, "body"], template.get("body"), False))
-        for header, value in (template.get("headers") or {}).items():
-            found.append((["outbound", name, "headers", header], value, True))
+        steps = enumerate(template.get("steps") or [])
+        requests = [(["outbound", name], template)]
+        requests += [(["outbound", name, "steps", index], step) for index, step in steps]
+        for path, request in requests:
+            found.append((path + ["url"], request.get("url"), True))
+            found.append((path + ["body"], request.get("body"), False))
+            for header, value in (request.get("headers") or {}).items():
+                found.append((path + ["headers", header], value, True))
     for index, spec in enumerate(document.get("request", {}).get("fetch") or []):
-        found.append((["request", "fetch", index, "url"], spec.get("url"), False))
+        found.append((["request", "fetch", index, "url"], spec.get("url"), True))
+        found.append((["request", "fetch", index, "body"], spec.get("body"), False))
         for header, value in (spec.get("headers") or {}).items():
-            found.append((["request", "fetch", index, "headers", header], value, False))
+            found.append((["request", "fetch", index, "headers", header], value, True))
     problems: List[Problem] = []
     for path, expression, filled in found:
         for call in _token_calls(expression):
@@ -501,8 +609,7 @@ def _token_problem(
     if name not in declared:
         return Problem("unknown-token", path, f"no token {name!r} in tokens", hint)
     if not filled:
-        where = "a body" if path[-1] == "body" else "a fetch request"
-        message = f"token({name!r}) is not filled in {where}, only in outbound URLs and headers"
+        message = f"token({name!r}) is not filled in a body, only in URLs and headers"
         return Problem("invalid-value", path, message, "use it in the url or a header")
     return None
 

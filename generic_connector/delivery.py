@@ -26,6 +26,7 @@ import aiohttp
 import ujson
 
 from generic_connector import defaults
+from generic_connector.errors import RenderError
 from generic_connector.expressions import EvaluationError, Expression, truthy
 from generic_connector.logtext import get_logger
 from generic_connector.metrics import ChannelMetrics
@@ -121,10 +122,9 @@ class Delivery:
             return False
         attempts = self.outbound.retries + 1
         for number in range(1, attempts + 1):
-            if self.tokens is None:
-                outcome, sent_as = await attempt(self._client(), request), request
-            else:
-                outcome, sent_as = await self.tokens.attempt(self._client(), request)
+            outcome, sent_as = await attempt_chain(
+                self._client(), request, self.outbound, self.tokens
+            )
             if outcome.done:
                 return True
             if not outcome.retry or number == attempts:
@@ -164,6 +164,31 @@ class Delivery:
             await self.tokens.close()
 
 
+async def attempt_chain(
+    session: aiohttp.ClientSession,
+    request: OutboundRequest,
+    outbound: Outbound,
+    tokens: Optional["TokenProvider"] = None,
+) -> Tuple[Outcome, OutboundRequest]:
+    """One attempt at ``request`` and, when it is a chain's step, at each request after it in
+    turn, rendered from the answer before; the outcome of the last one tried and that request
+    as sent (with its tokens, for masking). A chain is tried whole: a retry starts again from
+    its first step, so a step must be safe to repeat (an upload is)."""
+    while True:
+        if tokens is None:
+            outcome, sent_as = await attempt(session, request), request
+        else:
+            outcome, sent_as = await tokens.attempt(session, request)
+        if not outcome.done or request.then is None:
+            return outcome, sent_as
+        try:
+            request = outbound.next_request(request.then, outcome.value)
+        except (RenderError, EvaluationError) as error:
+            return Outcome(False, problem=f"the step after a 2xx: {error}"), request
+        if not outbound.allows(request):
+            return Outcome(False, problem="a step's host is not in outbound.allow_hosts"), request
+
+
 async def attempt(session: aiohttp.ClientSession, request: OutboundRequest) -> Outcome:
     """One attempt at an outbound request (the memory outbox's and the Redis outbox's). Raises
     only what no retry can mend (aiohttp's ValueError for a line break in a header value), and
@@ -171,7 +196,7 @@ async def attempt(session: aiohttp.ClientSession, request: OutboundRequest) -> O
     try:
         async with sent(session, request) as answer:
             status = answer.status
-            if status < 300 and request.success is not None:
+            if status < 300 and (request.success is not None or request.then is not None):
                 return await _judged(answer, request.success)
             if status < 300:
                 await drain(answer)  # bounded: a success's body is not needed
@@ -192,10 +217,10 @@ async def attempt(session: aiohttp.ClientSession, request: OutboundRequest) -> O
         return Outcome(False, retry=retryable(error), problem=describe(error))
 
 
-async def _judged(answer: aiohttp.ClientResponse, success: str) -> Outcome:
-    """A 2xx answer judged by the template's ``success`` expression over its JSON (its text
-    when it is not JSON): true is a delivery; anything else is retried, as the platform did
-    not send the message."""
+async def _judged(answer: aiohttp.ClientResponse, success: Optional[str]) -> Outcome:
+    """A 2xx answer read, as its JSON (its text when it is not JSON), and judged by the
+    template's ``success`` expression, if any: true is a delivery; anything else is retried,
+    as the platform did not send the message. The outcome's ``value`` is what was read."""
     raw = await read_at_most(answer, MAX_DRAINED)
     text = raw.decode("utf-8", "replace")
     try:
@@ -203,11 +228,12 @@ async def _judged(answer: aiohttp.ClientResponse, success: str) -> Outcome:
     except ValueError:
         value = text
     try:
-        sent = truthy(_success(success).search(value))
+        sent = success is None or truthy(_success(success).search(value))
     except EvaluationError:
         sent = False
     if sent:
-        return Outcome(True, status=answer.status)
+        return Outcome(True, status=answer.status, value=value)
+    assert success is not None
     problem = f"HTTP {answer.status}, but success ({success}) is not true"
     return Outcome(False, retry=True, status=answer.status, answer=text, problem=problem)
 

@@ -11,7 +11,7 @@ here.
 
 import asyncio
 import json
-from typing import Any, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 import aiohttp
 
@@ -21,6 +21,10 @@ from generic_connector.fetch_template import FetchFailed, FetchRequest, FetchTem
 from generic_connector.functions import Scope
 from generic_connector.logtext import get_logger
 from generic_connector.retry import Backoff, retryable_status
+from generic_connector.tokens import TokenUnavailable
+
+if TYPE_CHECKING:
+    from generic_connector.tokens import TokenProvider
 
 logger = get_logger(__name__)
 
@@ -39,40 +43,73 @@ class Fetcher:
 
 
 class HTTPFetcher(Fetcher):
-    """Real requests: one pooled session, retries with backoff, no redirects followed."""
+    """Real requests: one pooled session, retries with backoff, no redirects followed.
 
-    def __init__(self) -> None:
+    ``tokens`` fills ``token('name')`` markers in URLs and headers right before each attempt
+    (the channel's provider, shared with its outbox); a 401 to a request that carried a token
+    drops the token and sends the request again once, at once, as outbound requests do.
+    ``owns_tokens``: ``close`` closes the provider too (a channel with no outbox to do it).
+    """
+
+    def __init__(self, tokens: Optional["TokenProvider"] = None, owns_tokens: bool = False) -> None:
+        self.tokens = tokens
+        self.owns_tokens = owns_tokens
         self._session: Optional[aiohttp.ClientSession] = None
 
     async def fetch(self, request: FetchRequest, template: FetchTemplate) -> Any:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
+            self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         problem = ""
         for attempt in range(template.retries + 1):
             if attempt:
                 await asyncio.sleep(FETCH_BACKOFF.delay(attempt))
             try:
-                async with self._session.request(
-                    request.method,
-                    request.url,
-                    headers=request.headers,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=template.timeout),
-                ) as answer:
-                    if answer.status < 300:
-                        return _json(await _body(answer, request.name), request.name)
-                    problem = f"HTTP {answer.status}"
-                    if not retryable_status(answer.status):
-                        break
+                status, raw = await self._attempt(self._session, request, template)
+            except TokenUnavailable as error:
+                problem = str(error)
+                continue
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
                 # ValueError: what aiohttp or yarl refuse in a URL (InvalidURL is one too).
                 # The exception's text may hold the URL, and with it a token: its type only.
                 problem = type(error).__name__
+                continue
+            if status < 300:
+                return _json(raw, request.name)
+            problem = f"HTTP {status}"
+            if not retryable_status(status):
+                break
         raise FetchFailed(f"fetch {request.name!r} failed: {problem}")
+
+    async def _attempt(
+        self, session: aiohttp.ClientSession, request: FetchRequest, template: FetchTemplate
+    ) -> Tuple[int, bytes]:
+        """(status, body) of one attempt; the body is read only for a success."""
+        for again in (False, True):
+            url, headers = request.url, request.headers
+            used: Dict[str, str] = {}
+            if self.tokens is not None:
+                url, headers, used = await self.tokens.fill(url, headers, session)
+            async with session.request(
+                request.method,
+                url,
+                data=request.body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=template.timeout),
+            ) as answer:
+                status = answer.status
+                raw = await _body(answer, request.name) if status < 300 else b""
+            if status != 401 or not used or again or self.tokens is None:
+                break
+            for name, value in used.items():
+                await self.tokens.invalidate(name, value)
+        return status, raw
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self.tokens is not None and self.owns_tokens:
+            await self.tokens.close()
 
 
 class SampleFetcher(Fetcher):
@@ -109,8 +146,15 @@ def _json(raw: bytes, name: str) -> Any:
 async def fetched_event(
     event: Any, templates: List[FetchTemplate], fetcher: Fetcher, scope: Optional[Scope]
 ) -> Any:
-    """The event with ``fetched: {name: answer, ...}`` added (a copy; the body is not changed)."""
+    """The event with ``fetched: {name: answer, ...}`` added (a copy; the body is not changed).
+    A fetch whose ``when`` is not true for the event is not made: its answer is null. Each
+    template sees the answers of those before it as ``fetched``."""
     answers: Dict[str, Any] = {}
     for template in templates:
-        answers[template.name] = await fetcher.fetch(template.render(event, scope), template)
+        seen = {**event, "fetched": dict(answers)} if isinstance(event, dict) else event
+        if not template.wanted(seen, scope):
+            answers[template.name] = None
+            continue
+        request = template.render(seen, scope)
+        answers[template.name] = await fetcher.fetch(request, template)
     return {**event, "fetched": answers} if isinstance(event, dict) else {"fetched": answers}

@@ -37,6 +37,7 @@ from generic_connector.request import (
     no_constant,
     valid_unicode,
 )
+from generic_connector.xmlbody import XMLRefused, read_xml
 
 Function = TypeVar("Function", bound=Callable[..., Any])
 
@@ -67,6 +68,12 @@ RANDOM_MAX_BYTES = 64
 # UTF-8 bytes (Lark/Feishu's encrypt key).
 AES_KEY_ENCODINGS = ("hex", "base64", "sha256")
 AES_MAX_CIPHERTEXT = defaults.MAX_BODY
+# wecom_decrypt(): WeChat/WeCom's message encryption pads to blocks of this many bytes (PKCS#7),
+# and frames the message after this many random bytes and a 4-byte big-endian length.
+WECOM_BLOCK = 32
+WECOM_RANDOM = 16
+# parse_xml() gives null for a string longer than the largest body a channel accepts.
+PARSE_XML_MAX_LENGTH = defaults.MAX_BODY
 # token(): what it renders to, for a name of the ``tokens`` section.
 TOKEN_MARKER = "${{token:{}}}"
 TOKEN_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -273,6 +280,21 @@ class ConnectorFunctions(functions.Functions):
             return None
         return value
 
+    @functions.signature({"types": ["string", "null"]})
+    def _func_parse_xml(self, text: Optional[str]) -> Any:
+        """The XML document in a string, read as a ``request.format: xml`` body is
+        (``{"xml": {"From": "u1", "Msg": {"@id": "7", "#text": "hi"}}}``, see xmlbody.py);
+        null if it is not well-formed XML, has a document type declaration (and so any
+        entity), nests deeper than xmlbody.MAX_DEPTH, holds more than xmlbody.MAX_ELEMENTS
+        elements, or is longer than PARSE_XML_MAX_LENGTH characters."""
+        if text is None or len(text) > PARSE_XML_MAX_LENGTH:
+            return None
+        try:
+            # The text is already decoded: an encoding its declaration names is not applied.
+            return read_xml(text.encode("utf-8"), encoding="UTF-8")
+        except (XMLRefused, UnicodeEncodeError):  # a lone surrogate cannot be UTF-8
+            return None
+
     @functions.signature({"types": ["string"]})
     def _func_lower(self, text: str) -> str:
         return text.lower()
@@ -386,6 +408,45 @@ class ConnectorFunctions(functions.Functions):
         except ValueError:  # bad padding, UnicodeDecodeError
             return None
 
+    @functions.signature(
+        {"types": ["string", "null"]}, {"types": ["string"]}, {"types": ["string"]}
+    )
+    def _func_wecom_decrypt(
+        self, ciphertext: Optional[str], encoding_aes_key: str, receive_id: str
+    ) -> Optional[str]:
+        """The message in WeChat/WeCom's encrypted ``Encrypt`` or ``echostr``: AES-256-CBC
+        with the key base64-decoded from the 43-character EncodingAESKey (its "=" left out),
+        the key's first 16 bytes as IV, PKCS#7 padding to WECOM_BLOCK-byte blocks, and the
+        plaintext framed as WECOM_RANDOM random bytes, the message's length in 4 bytes
+        (big-endian), the message and the receive id (the corp id; "" for some bots). Null
+        when the ciphertext is not base64 of whole blocks, the padding or the length is not
+        valid, the receive id is not ``receive_id`` (a message for another corp), the
+        message is not UTF-8, or the ciphertext is longer than AES_MAX_CIPHERTEXT; a key
+        that is not 32 bytes fails. Verify the request's signature first: whether the
+        answer differs tells a sender whether its padding was right."""
+        secret = _aes_key(encoding_aes_key, "base64", "wecom_decrypt")
+        if ciphertext is None or len(ciphertext) > AES_MAX_CIPHERTEXT:
+            return None
+        data = _b64(ciphertext)
+        if not data or len(data) % WECOM_BLOCK:
+            return None
+        decryptor = Cipher(algorithms.AES(secret), modes.CBC(secret[:16])).decryptor()
+        plain = decryptor.update(data) + decryptor.finalize()
+        pad = plain[-1]
+        if not 1 <= pad <= WECOM_BLOCK or plain[-pad:] != bytes([pad]) * pad:
+            return None
+        plain = plain[:-pad]
+        start = WECOM_RANDOM + 4
+        if len(plain) < start:
+            return None
+        end = start + int.from_bytes(plain[WECOM_RANDOM:start], "big")
+        try:
+            if end > len(plain) or plain[end:] != receive_id.encode("utf-8"):
+                return None
+            return plain[start:end].decode("utf-8")
+        except UnicodeError:  # a receive id with a lone surrogate, a message that is not UTF-8
+            return None
+
 
 def _check_choice(function: str, argument: str, value: str, choices: Tuple[str, ...]) -> None:
     if value not in choices:
@@ -402,8 +463,9 @@ def _b64(text: str) -> Optional[bytes]:
         return None
 
 
-def _aes_key(key: str, encoding: str) -> bytes:
-    """The 32 bytes of an AES-256 key; a JMESPathError that does not quote it otherwise."""
+def _aes_key(key: str, encoding: str, function: str = "aes_cbc_decrypt") -> bytes:
+    """The 32 bytes of an AES-256 key; a JMESPathError (naming ``function``) that does not
+    quote it otherwise."""
     if encoding == "sha256":
         return hashlib.sha256(key.encode("utf-8")).digest()
     try:
@@ -415,7 +477,7 @@ def _aes_key(key: str, encoding: str) -> bytes:
         secret = b""
     if len(secret) != 32:
         raise exceptions.JMESPathError(
-            f"aes_cbc_decrypt(): the key is not 32 bytes in {encoding} (AES-256)"
+            f"{function}(): the key is not 32 bytes in {encoding} (AES-256)"
         )
     return secret
 

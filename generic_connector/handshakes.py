@@ -1,4 +1,9 @@
-"""Handshakes: requests answered from a template without Rasa (verification challenges)."""
+"""Handshakes: requests answered from a template without Rasa (verification challenges).
+
+A handshake is tried on the decoded body, which is null when the request has no body at all
+(a validation request that carries its token in a header): its ``when`` and ``verify`` read
+headers and the query then.
+"""
 
 import functools
 import hmac
@@ -55,11 +60,13 @@ class Handshake:
         return truthy(self.verify.search(body, scope))
 
     def answer(self, body: Any, scope: Optional[Scope] = None) -> Rendered:
+        """The answer, its body and headers over ``{messages: [], request: body, sender:
+        null}``: ``header('Validation-Token')`` echoes a request's header."""
         return self.response.render([], body, None, scope)
 
     def expressions(self) -> List[Expression]:
-        found = [self.when, self.verify, self.response.body]
-        return [e for e in found if e is not None]
+        found = [self.when, self.verify]
+        return [e for e in found if e is not None] + self.response.expressions()
 
 
 @functools.lru_cache(maxsize=256)

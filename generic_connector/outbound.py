@@ -8,6 +8,11 @@ Two ways, chosen by the mapping:
 - **per turn** (``turn``): one request for all the bot messages answering one user message, from
   a template over ``{messages, recipient, event, metadata}`` (LINE's reply API).
 
+A template may have ``steps``: requests sent before its own, each named, whose JSON answers the
+templates after them read as ``steps.<name>`` (upload an image, then send a message with the
+upload's id). The first step is rendered with the reply; each later one once the step before
+it has succeeded, from the ``Chain`` its request carries (stored with it on a shared store).
+
 Message kinds and body formats are registries: a small class per name, with its schema
 fragment; a name that is not registered is a configuration error. Templates are compiled at
 start-up like every other expression. This module only renders requests; ``delivery`` sends
@@ -16,7 +21,7 @@ them.
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -42,6 +47,40 @@ if TYPE_CHECKING:
 Message = Mapping[str, Any]
 
 TEMPLATE_SCHEMA = {"$ref": "#/definitions/outbound_request"}
+STEP_NAME_SCHEMA = {
+    "type": "string",
+    "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+    "description": "The step's answer is steps.<name> in the templates after it.",
+}
+
+
+@dataclass(frozen=True)
+class Chain:
+    """What a step's request carries to render the request after it: the template (by kind),
+    the position of the next request (``len(steps)``: the template's own), the name this
+    step's answer is kept under, the context the reply was rendered over, and the answers of
+    the steps before. All of it JSON, so that a shared store keeps it with the request."""
+
+    kind: str
+    next: int
+    name: str
+    context: Dict[str, Any]
+    answers: Dict[str, Any]
+
+    def stored(self) -> Dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "next": self.next,
+            "name": self.name,
+            "context": self.context,
+            "answers": self.answers,
+        }
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> "Chain":
+        return cls(
+            stored["kind"], stored["next"], stored["name"], stored["context"], stored["answers"]
+        )
 
 
 @dataclass(frozen=True)
@@ -59,6 +98,8 @@ class OutboundRequest:
     # ``success``: an expression over the platform's 2xx answer that must be true (an API that
     # answers 200 with ``"is_sent": false``); None: any 2xx is a delivery.
     success: Optional[str] = None
+    # A step of a chain: its answer is read and the next request rendered from it.
+    then: Optional[Chain] = field(default=None, repr=False)
 
     @property
     def host(self) -> str:
@@ -75,7 +116,14 @@ class OutboundRequest:
     @property
     def subject(self) -> str:
         """What log lines call what this request delivers: ``a text message``."""
-        return "the replies of a turn" if self.kind == TURN else f"a {self.kind} message"
+        if self.kind == TURN:
+            return "the replies of a turn"
+        return a_message(self.kind)
+
+
+def a_message(kind: str) -> str:
+    """What log lines call a message of a kind: ``a text message``, ``an image message``."""
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind} message"
 
 
 # Message kinds ---------------------------------------------------------------------------------
@@ -386,6 +434,8 @@ class RequestTemplate:
         body: Optional[str] = None,
         content_type: str = "json",
         success: Optional[str] = None,
+        steps: Optional[List[Dict[str, Any]]] = None,
+        name: Optional[str] = None,
     ) -> None:
         if content_type not in BODY_FORMATS:
             known = ", ".join(BODY_FORMATS)
@@ -394,6 +444,7 @@ class RequestTemplate:
         if bad:
             raise ValueError(f"{bad[0]!r} is not a valid header name")
         self.kind = kind
+        self.name = name  # a step's
         self.where = f"outbound.{kind}"
         self.method = method
         self.url = Expression(url)
@@ -402,10 +453,37 @@ class RequestTemplate:
         self.content_type = content_type
         self.format = BODY_FORMATS[content_type]()
         self.success = Expression(success) if success else None
+        self.steps = [RequestTemplate(kind, **step) for step in steps or []]
+        names = [step.name for step in self.steps]
+        for index, step in enumerate(self.steps):
+            step.where = f"{self.where}.steps[{index}]"
+            if names.count(step.name) > 1:
+                raise ValueError(f"outbound.{kind}: step {step.name!r} is declared twice")
 
     def expressions(self) -> List[Expression]:
         found = [self.url, *self.headers.values()]
+        found += [e for step in self.steps for e in step.expressions()]
         return found + [e for e in (self.body, self.success) if e is not None]
+
+    def render_chain(
+        self,
+        context: Dict[str, Any],
+        scope: Optional[Scope] = None,
+        position: int = 0,
+        answers: Optional[Dict[str, Any]] = None,
+        check_url: bool = True,
+    ) -> OutboundRequest:
+        """The request at ``position`` of the chain (the steps, then this template's own),
+        over ``context`` with the earlier steps' ``answers`` as ``steps``; a step's request
+        carries the ``Chain`` to render the one after it."""
+        answers = answers or {}
+        seen = {**context, "steps": answers} if self.steps else context
+        if position >= len(self.steps):
+            return self.render(seen, scope, check_url)
+        step = self.steps[position]
+        request = step.render(seen, scope, check_url)
+        chain = Chain(self.kind, position + 1, step.name or "", context, answers)
+        return replace(request, then=chain)
 
     def render(
         self, context: Dict[str, Any], scope: Optional[Scope] = None, check_url: bool = True
@@ -510,7 +588,11 @@ class Outbound:
             raise ValueError(f"unknown outbound key {unknown[0]!r} (message kinds: {known})")
 
         def template(name: str) -> RequestTemplate:
-            return RequestTemplate(name, **merge_defaults(defaults, section[name] or {}))
+            merged = merge_defaults(defaults, section[name] or {})
+            step_defaults = {key: value for key, value in defaults.items() if key != "steps"}
+            if merged.get("steps"):  # steps call the same API: the defaults apply to them too
+                merged["steps"] = [merge_defaults(step_defaults, s) for s in merged["steps"]]
+            return RequestTemplate(name, **merged)
 
         templates = {kind: template(kind) for kind in OUTBOUND_KINDS if kind in section}
         turn = template(TURN) if TURN in section else None
@@ -578,14 +660,30 @@ class Outbound:
                 try:
                     requests.append(self.render_template(template, context, scope))
                 except (RenderError, EvaluationError) as error:
-                    problems.append(f"a {kind.name} message: {error}; not sent")
+                    problems.append(f"{a_message(kind.name)}: {error}; not sent")
         return requests, problems
 
     def render_template(
         self, template: RequestTemplate, context: Dict[str, Any], scope: Optional[Scope]
     ) -> OutboundRequest:
         """One template's request (the dry run's subclass also renders it to be shown)."""
-        return template.render(context, scope)
+        return template.render_chain(context, scope)
+
+    def template_of(self, kind: str) -> Optional[RequestTemplate]:
+        """The template of a kind (``turn`` included)."""
+        return self.turn if kind == TURN else self.templates.get(kind)
+
+    def next_request(
+        self, chain: Chain, answer: Any, scope: Optional[Scope] = None
+    ) -> OutboundRequest:
+        """The request after a step that was answered ``answer``; RenderError or
+        EvaluationError when the template gives none. ``scope``: the process's environment
+        unless given (header() and query() are null: the webhook's request is long gone)."""
+        template = self.template_of(chain.kind)
+        if template is None:
+            raise RenderError(f"outbound.{chain.kind} is no longer in the mapping")
+        answers = {**chain.answers, chain.name: answer}
+        return template.render_chain(chain.context, scope, chain.next, answers)
 
     def render(
         self,

@@ -24,7 +24,7 @@ from generic_connector.answers import Rendered, RenderError
 from generic_connector.auth import AuthFailed, AuthUnavailable
 from generic_connector.config import ChannelConfig
 from generic_connector.errors import HTTPError, Unavailable
-from generic_connector.expressions import EvaluationError
+from generic_connector.expressions import EvaluationError, truthy
 from generic_connector.fetch import Fetcher, FetchFailed, HTTPFetcher, fetched_event
 from generic_connector.functions import Scope
 from generic_connector.idempotency import IdempotencyStore, Replies
@@ -223,7 +223,8 @@ def _authenticated(pipeline: Pipeline, request: IncomingRequest) -> bool:
 
 def decode(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
     """The body as JSON or form fields, checked (Unicode, integer sizes, field counts); none
-    for methods without one (GET, DELETE)."""
+    for methods without one (GET, DELETE); null for an empty body, which only a handshake
+    answers (``answer_handshake``)."""
     request, config = exchange.request, pipeline.config
     if request.method not in BODY_METHODS:
         exchange.body = {}
@@ -248,7 +249,8 @@ async def _check_auth(pipeline: Pipeline, exchange: Exchange, body: Any) -> None
 
 
 def answer_handshake(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
-    """Verification challenges answered from their templates; other routes need a handshake."""
+    """Verification challenges answered from their templates; other routes need a handshake,
+    and a request without a body that no handshake answered carries no message (400)."""
     request, scope = exchange.request, exchange.scope
     for handshake in pipeline.config.handshakes:
         if handshake.matches(request.method, request.path, exchange.body, scope):
@@ -262,6 +264,17 @@ def answer_handshake(pipeline: Pipeline, exchange: Exchange, assistant: Assistan
         raise HTTPError(
             400, f"no handshake of this channel matches {request.method} {request.path}"
         )
+    if exchange.body is None:
+        expected = _EXPECTED_BODY.get(pipeline.config.request.format, "a body")
+        raise HTTPError(400, f"request body is empty; this channel reads messages from {expected}")
+
+
+# What a message route's body holds, by ``request.format``, for the refusal of an empty one.
+_EXPECTED_BODY = {
+    "json": "a JSON body",
+    "xml": "an XML body",
+    "auto": "a JSON, form or XML body",
+}
 
 
 def select_events(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
@@ -427,12 +440,16 @@ async def hand_to_assistant_or_defer(
 ) -> None:
     """``hand_to_assistant``, but an assistant slower than ``defer.after`` gets the deferred
     answer sent at once; its replies then go through outbound when they come. With a shared
-    store the messages are stored first (``_store_then_wait``)."""
+    store the messages are stored first (``_store_then_wait``). A request that ``defer.when``
+    is not true for waits for the assistant, as without ``defer``."""
+    defer = pipeline.config.defer
+    assert defer is not None  # this stage runs only with a defer section
+    if defer.when is not None and not truthy(defer.when.search(exchange.body, exchange.scope)):
+        await hand_to_assistant(pipeline, exchange, assistant)
+        return
     if pipeline.inbox is not None:
         await _store_then_wait(pipeline, exchange)
         return
-    defer = pipeline.config.defer
-    assert defer is not None  # this stage runs only with a defer section
     work = asyncio.ensure_future(hand_to_assistant(pipeline, exchange, assistant))
     done, _ = await asyncio.wait({work}, timeout=defer.after)
     if work in done:

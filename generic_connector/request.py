@@ -142,7 +142,15 @@ def decode_body(
     object as ``xmlbody`` reads them; ``auto`` is one of these by the Content-Type. Text must
     be valid Unicode (strict UTF-8, no lone surrogate escaped or raw) and integers at most 20
     digits long.
+
+    An empty body (no bytes at all, whatever the Content-Type) is None: there is nothing to
+    parse, and a handshake may still answer the request from its headers (a validation
+    request with ``Content-Length: 0``). The pipeline refuses it on a route that carries
+    messages. A form body is the exception: an empty form is a form without fields, ``{}``.
     """
+    form = body_format == "form" or (body_format == "auto" and request.media_type == FORM)
+    if not request.body and not form:
+        return None
     if body_format == "auto":
         body_format = _format_of(request.media_type)
     if body_format == "form":

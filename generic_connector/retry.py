@@ -11,7 +11,7 @@ import json
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from generic_connector import defaults
 
@@ -71,6 +71,7 @@ class Outcome:
     status: Optional[int] = None
     answer: str = ""
     problem: str = ""
+    value: Any = None  # a chain step's answer (its JSON, or its text), for the next request
 
     def stored(self) -> str:
         """What is kept of it between attempts (a shared store's, across replicas)."""

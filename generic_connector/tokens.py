@@ -29,7 +29,7 @@ import aiohttp
 from generic_connector import defaults
 from generic_connector.delivery import attempt, describe, read_at_most
 from generic_connector.errors import GenericConnectorError, RenderError
-from generic_connector.expressions import EvaluationError, Expression
+from generic_connector.expressions import EvaluationError, Expression, truthy
 from generic_connector.functions import TOKEN_MARKER, Scope
 from generic_connector.logtext import get_logger
 from generic_connector.outbound import BODY_FORMATS, HostAllowList, OutboundRequest, RequestTemplate
@@ -73,6 +73,9 @@ class TokenSpec:
     value: Expression
     expires_in: Expression
     margin: float = DEFAULT_MARGIN
+    # Over an API's answer (its JSON): true when it says the token was refused, for APIs that
+    # answer 200 with an error code instead of 401 (WeCom's errcode 42001).
+    refused: Optional[Expression] = None
 
     @classmethod
     def from_config(cls, name: str, section: Mapping[str, Any]) -> "TokenSpec":
@@ -91,10 +94,24 @@ class TokenSpec:
             Expression(section.get("value", "access_token")),
             Expression(section.get("expires_in", "expires_in")),
             float(section.get("margin", DEFAULT_MARGIN)),
+            Expression(section["refused"]) if section.get("refused") else None,
         )
 
     def expressions(self) -> List[Expression]:
-        return [*self.template.expressions(), self.value, self.expires_in]
+        optional = [self.refused] if self.refused is not None else []
+        return [*self.template.expressions(), self.value, self.expires_in, *optional]
+
+    def refuses(self, outcome: Outcome) -> bool:
+        """Whether an attempt's outcome says this token was refused: HTTP 401, or an answer
+        that ``refused`` is true for."""
+        if outcome.status == 401:
+            return True
+        if self.refused is None or outcome.done or not outcome.answer:
+            return False
+        try:
+            return truthy(self.refused.search(json.loads(outcome.answer)))
+        except (ValueError, EvaluationError):
+            return False
 
 
 class TokenCache:
@@ -177,15 +194,16 @@ class TokenProvider:
 
     async def invalidate(self, name: str, value: str) -> None:
         """Forget token ``name`` if it is still ``value`` (the platform refused it)."""
-        logger.info("Channel %s: token %r was refused (HTTP 401); renewing it", self.channel, name)
+        logger.info("Channel %s: token %r was refused; renewing it", self.channel, name)
         await self.cache.drop(self.key(name), value)
 
     async def attempt(
         self, session: aiohttp.ClientSession, request: OutboundRequest
     ) -> Tuple[Outcome, OutboundRequest]:
         """One attempt at ``request`` (``delivery.attempt``) with its markers filled, and the
-        request as sent. A 401 to a request that carried a token: the token is dropped and the
-        request sent again once, at once. No token to be had: an outcome to retry."""
+        request as sent. A 401 to a request that carried a token (or an answer its ``refused``
+        is true for): the token is dropped and the request sent again once, at once. No token
+        to be had: an outcome to retry."""
         filled = request
         for again in (False, True):
             try:
@@ -194,7 +212,7 @@ class TokenProvider:
                 return Outcome(False, retry=True, problem=str(error)), filled
             filled = dataclasses.replace(request, url=url, headers=headers)
             outcome = await attempt(session, filled)
-            if outcome.status != 401 or not used or again:
+            if again or not any(self.specs[name].refuses(outcome) for name in used):
                 break
             for name, value in used.items():
                 await self.invalidate(name, value)

@@ -26,9 +26,12 @@ class XMLRefused(GenericConnectorError, ValueError):
     """The body is not XML the channel reads; the message says why (no document data)."""
 
 
-def read_xml(raw: bytes) -> Dict[str, Any]:
-    """The document's root element as ``{name: content}``; XMLRefused otherwise."""
-    parser = expat.ParserCreate()  # no namespace processing: names as written
+def read_xml(raw: bytes, encoding: Optional[str] = None) -> Dict[str, Any]:
+    """The document's root element as ``{name: content}``; XMLRefused otherwise.
+
+    ``encoding`` (``UTF-8`` for text already decoded, as ``parse_xml()`` gives) overrides the
+    one the document declares."""
+    parser = expat.ParserCreate(encoding)  # no namespace processing: names as written
     stack: List[Tuple[str, Dict[str, Any], List[str]]] = []  # (name, object, text parts)
     root: Dict[str, Any] = {}
     count = 0

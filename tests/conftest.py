@@ -106,6 +106,7 @@ PLATFORMS = [
     "signal-cli-rest-api",
     "line-works",
     "google-rbm",
+    "ringcentral",
 ]
 PLATFORM_CREDENTIALS = (
     "".join(
@@ -195,6 +196,30 @@ generic_connector.channels.rsasigned:
   request: {sender: from, text: text}
   auth: {type: rsa, public_key_env: RSASIGNED_PUBLIC_KEY, given: header('X-Signature')}
 
+# An image sent as an upload, then a message with the upload's id; a 2xx answer whose
+# is_sent is false is retried (tests/test_protocols.py).
+generic_connector.channels.uploader:
+  name: uploader
+  request: {sender: from, text: text, message_id: id}
+  response: {body: "`{}`"}
+  outbound:
+    allow_hosts: [127.0.0.1]
+    retries: 2
+    backoff: 0.1
+    max_backoff: 0.2
+    defaults:
+      url: join('', [env('UPLOADER_API_URL'), '/messages'])
+    text:
+      body: "{to: recipient, text: message.text}"
+    image:
+      steps:
+        - name: upload
+          url: join('', [env('UPLOADER_API_URL'), '/media'])
+          body: "{url: message.image}"
+          success: id != null
+      body: "{to: recipient, media_id: steps.upload.id}"
+      success: is_sent
+
 # Replies to a URL the request names (like Slack's response_url), only on allowed hosts.
 generic_connector.channels.hook:
   name: hook
@@ -247,6 +272,18 @@ API_TOKENS = {
     "MESSAGEBIRD_SIGNING_KEY": "messagebird-test-signing-key-0123456789",
     "MESSAGEBIRD_WEBHOOK_URL": "https://example.com/webhooks/messagebird/webhook",
     "MESSAGEBIRD_ACCESS_KEY": "messagebird-test-access-key",
+    # RingCentral: the Verification-Token of the documented validation request, and the bot
+    # extension id of the bot walkthrough's events.
+    "RINGCENTRAL_VERIFICATION_TOKEN": "xzbcnzbcczxcnzxsjfhkjkfhsdkssfsfsfs",
+    "RINGCENTRAL_BOT_ID": "707525005",
+    "RINGCENTRAL_BOT_TOKEN": "ringcentral-test-bot-token",
+    # WeCom: the token, EncodingAESKey and corp id of the documented example (90968); the
+    # mapping's test cases (signed in 2014) are not replayed by a server (not in PLATFORMS).
+    "WECOM_TOKEN": "QDG6eK",
+    "WECOM_AES_KEY": "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+    "WECOM_CORP_ID": "wx5823bf96d3bd56c7",
+    "WECOM_CORP_SECRET": "wecom-test-corp-secret",
+    "WECOM_AGENT_ID": "218",
 }
 
 
@@ -271,6 +308,8 @@ def api_urls(api: PlatformAPI) -> Dict[str, str]:
         "LINE_WORKS_AUTH_URL": f"{api.url}/line-works/oauth2",
         "RBM_API_URL": f"{api.url}/rbm",
         "RBM_TOKEN_URL": f"{api.url}/rbm/token",
+        "RINGCENTRAL_API_URL": f"{api.url}/ringcentral",
+        "UPLOADER_API_URL": f"{api.url}/uploader",
     }
 
 

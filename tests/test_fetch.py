@@ -8,11 +8,10 @@ import pytest
 
 from generic_connector.cli.dryrun import simulate
 from generic_connector.config import check_channel, load_channel
-from generic_connector.idempotency import Replies
-from generic_connector.mapping import Extracted
-from generic_connector.pipeline import Assistant, Pipeline
+from generic_connector.pipeline import Pipeline
 from generic_connector.request import IncomingRequest
 from tests.platform_api import PlatformAPI
+from tests.test_pipeline import Echo
 
 
 def channel(api_url: str = "https://webexapis.com") -> Dict[str, Any]:
@@ -38,15 +37,6 @@ def channel(api_url: str = "https://webexapis.com") -> Dict[str, Any]:
 
 
 WEBHOOK = {"resource": "messages", "event": "created", "data": {"id": "m-1", "roomId": "r-1"}}
-
-
-class Echo(Assistant):
-    def __init__(self) -> None:
-        self.handled: List[Extracted] = []
-
-    async def handle(self, message: Extracted) -> Replies:
-        self.handled.append(message)
-        return [{"recipient_id": message.sender_id, "text": f"re: {message.text}"}]
 
 
 @pytest.fixture()
@@ -219,3 +209,148 @@ def test_an_id_with_dots_that_are_no_segment_is_fetched(api: PlatformAPI) -> Non
     answer, _ = run(channel(api.url), {**WEBHOOK, "data": {"id": "m..1.x", "roomId": "r-1"}})
     assert answer.status == 200
     assert [r.path for r in api.requests] == ["/v1/messages/m..1.x"]
+
+
+# Bodies, `when`, chains and tokens -------------------------------------------------------------
+
+
+def test_a_fetch_carries_a_json_or_form_body(api: PlatformAPI) -> None:
+    config = channel(api.url)
+    config["request"]["fetch"] = [
+        {
+            "name": "message",
+            "url": f"'{api.url}/v1/lookup'",
+            "method": "POST",
+            "body": "{id: data.id, fields: ['text']}",
+        },
+        {
+            "name": "person",
+            "url": f"'{api.url}/v1/people'",
+            "method": "POST",
+            "content_type": "form",
+            "body": "{room: fetched.message.roomId}",
+        },
+    ]
+    config["request"]["sender"] = "fetched.person.id"
+    api.plan(lambda r: r.path == "/v1/lookup", [(200, {}, {"roomId": "r-9", "text": "hi"})])
+    api.plan(lambda r: r.path == "/v1/people", [(200, {}, {"id": "p-3"})])
+    answer, assistant = run(config, WEBHOOK)
+    assert answer.status == 200
+    assert [(m.sender_id, m.text) for m in assistant.handled] == [("p-3", "hi")]
+    lookup, people = api.requests
+    assert (lookup.method, lookup.headers["Content-Type"]) == ("POST", "application/json")
+    assert lookup.json == {"id": "m-1", "fields": ["text"]}
+    # The second request was built from the first one's answer.
+    assert people.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert people.body == b"room=r-9"
+
+
+def test_a_fetch_whose_when_is_false_is_not_made(api: PlatformAPI) -> None:
+    config = channel(api.url)
+    config["request"]["fetch"][0]["when"] = "resource == 'messages'"
+    config["request"]["ignore"] = [{"name": "not a message", "when": "resource != 'messages'"}]
+    answer, assistant = run(config, {**WEBHOOK, "resource": "memberships"})
+    assert (answer.status, assistant.handled, api.requests) == (200, [], [])
+    api.plan(lambda r: True, [(200, {}, {"roomId": "r-1", "text": "hi"})])
+    answer, assistant = run(config, WEBHOOK)
+    assert [m.text for m in assistant.handled] == ["hi"]
+    assert len(api.requests) == 1
+
+
+def test_the_dry_run_shows_null_for_a_fetch_that_was_not_made() -> None:
+    config = channel()
+    config["request"]["fetch"][0]["when"] = "resource == 'messages'"
+    config["request"]["ignore"] = [{"name": "no message", "when": "fetched.message == null"}]
+    result = simulate(
+        load_channel(config),
+        IncomingRequest.from_parts(json.dumps({**WEBHOOK, "resource": "rooms"}).encode()),
+    )
+    assert (result["status"], result["ignored"]) == (200, ["no message"])
+
+
+def token_channel(api_url: str) -> Dict[str, Any]:
+    config = channel(api_url)
+    config["request"]["fetch"][0]["headers"] = {
+        "Authorization": "join(' ', ['Bearer', token('api')])"
+    }
+    config["tokens"] = {
+        "api": {
+            "url": f"'{api_url}/oauth/token'",
+            "body": "{grant_type: 'client_credentials', client_id: 'id', client_secret: 's'}",
+        }
+    }
+    return config
+
+
+def run_with_tokens(config: Dict[str, Any], bodies: List[Dict[str, Any]]) -> List[Any]:
+    """Several webhooks through one channel built as rasa run builds it (stores.build)."""
+    from generic_connector import stores
+
+    loaded = load_channel(config)
+    parts = stores.build(loaded)
+    pipeline = Pipeline(loaded, parts.store, parts.outbox, fetcher=parts.fetcher)
+
+    async def all_of_them() -> List[Any]:
+        try:
+            return [
+                (await pipeline.run(IncomingRequest.from_parts(json.dumps(b).encode()), Echo()))[1]
+                for b in bodies
+            ]
+        finally:
+            await pipeline.fetcher.close()
+
+    return asyncio.run(all_of_them())
+
+
+def test_token_in_a_fetch_is_got_once_kept_and_renewed_after_a_401(api: PlatformAPI) -> None:
+    def token_request(request: Any) -> bool:
+        return request.path == "/oauth/token"
+
+    api.plan(
+        token_request,
+        [
+            (200, {}, {"access_token": "first", "expires_in": 3600}),
+            (200, {}, {"access_token": "second", "expires_in": 3600}),
+        ],
+    )
+    api.plan(
+        lambda r: r.path.startswith("/v1/messages/"),
+        [
+            (200, {}, {"roomId": "r-1", "text": "one"}),
+            (401, {}, {"error": "expired"}),
+            (200, {}, {"roomId": "r-1", "text": "two"}),
+        ],
+    )
+    second = {**WEBHOOK, "data": {"id": "m-2", "roomId": "r-1"}}
+    answers = run_with_tokens(token_channel(api.url), [WEBHOOK, second])
+    assert [a.status for a in answers] == [200, 200]
+    fetches = [r for r in api.requests if r.path.startswith("/v1/messages/")]
+    assert [r.headers["Authorization"] for r in fetches] == [
+        "Bearer first",
+        "Bearer first",  # refused with 401: the token is dropped and a new one got
+        "Bearer second",
+    ]
+    tokens = [r for r in api.requests if token_request(r)]
+    assert len(tokens) == 2
+    assert tokens[0].body == b"grant_type=client_credentials&client_id=id&client_secret=s"
+
+
+def test_a_fetch_with_no_token_to_be_had_answers_503(api: PlatformAPI) -> None:
+    api.plan(lambda r: r.path == "/oauth/token", [(400, {}, {"error": "invalid_client"})] * 3)
+    [answer] = run_with_tokens(token_channel(api.url), [WEBHOOK])
+    assert answer.status == 503
+    assert not [r for r in api.requests if r.path.startswith("/v1/messages/")]
+    assert b"invalid_client" not in answer.body
+
+
+def test_token_in_a_fetch_body_is_a_finding() -> None:
+    config = token_channel("https://webexapis.com")
+    config["request"]["fetch"][0]["body"] = "{token: token('api')}"
+    _, findings, _ = check_channel(config)
+    assert [(f.code, f.path, f.message) for f in findings] == [
+        (
+            "invalid-value",
+            "fetching.request.fetch[0].body",
+            "token('api') is not filled in a body, only in URLs and headers",
+        )
+    ]

@@ -283,6 +283,25 @@ def test_a_slow_assistant_gets_the_deferred_answer_and_its_replies_go_through_ou
     assert json.loads(late.body) == {"content": "re: slow"}
 
 
+def test_a_request_that_defer_when_does_not_match_waits_for_the_assistant() -> None:
+    config = load_channel({**DEFERRING, "defer": {**DEFERRING["defer"], "when": "kind == 'slow'"}})
+    recorder = Recorder()
+    pipeline = Pipeline(config, None, recorder)
+    assistant = Held()
+
+    async def answered(body: bytes) -> Rendered:
+        assistant.go = asyncio.Event()
+        running = asyncio.ensure_future(pipeline.run(IncomingRequest.from_parts(body), assistant))
+        await asyncio.sleep(0.2)  # four times defer.after
+        assistant.go.set()
+        return (await running)[1]
+
+    quick = asyncio.run(answered(b'{"user": "u", "text": "click", "token": "t", "kind": "x"}'))
+    assert json.loads(quick.body) == {"type": 4, "content": "re: click"}  # waited
+    slow = asyncio.run(answered(b'{"user": "u", "text": "cmd", "token": "t", "kind": "slow"}'))
+    assert json.loads(slow.body) == {"type": 5}  # deferred
+
+
 def test_an_assistant_in_time_answers_normally_and_nothing_goes_through_outbound() -> None:
     _, answer, recorder, _ = run(DEFERRING, b'{"user": "u", "text": "quick", "token": "t"}')
     assert json.loads(answer.body) == {"type": 4, "content": "re: quick"}

@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from tests.platform_api import PlatformAPI, Recorded
 from tests.rasa_process import RasaServer, user_events
 from tests.signing import PROTOCOL_SECRETS, RSASIGNED_KEY
 
@@ -200,3 +201,40 @@ def test_an_rsa_signed_webhook_is_checked_with_the_public_key(platforms_rasa: Ra
     tampered = body.replace(b"hi", b"ho")
     assert platforms_rasa.send("/webhooks/rsasigned/webhook", tampered, headers)[0] == 401
     assert [e["text"] for e in user_events(platforms_rasa.tracker("rsa-1"))] == ["hi"]
+
+
+# --- Chained calls ----------------------------------------------------------------------------
+
+
+def test_an_image_is_uploaded_then_sent_with_the_upload_id(
+    platforms_rasa: RasaServer, platform_api: PlatformAPI
+) -> None:
+    """The demo's greeting on this channel is a text with an image (its ``uploader``
+    variation): the text goes out alone; the image is uploaded, then sent with its id."""
+    platform_api.plan(
+        lambda r: r.path == "/uploader/media", [(200, {}, {"id": "media-31", "size": 2048})] * 2
+    )
+    platform_api.plan(
+        lambda r: r.path == "/uploader/messages" and "media_id" in (r.json or {}),
+        [(200, {}, {"is_sent": False, "reason": "busy"}), (200, {}, {"is_sent": True})],
+    )
+    body = json.dumps({"from": "chain-user-1", "text": "hello", "id": "chain-1"}).encode()
+    status, _, answer = platforms_rasa.send("/webhooks/uploader/webhook", body, JSON)
+    assert (status, json.loads(answer)) == (200, {})
+
+    def this_user(request: Recorded) -> bool:
+        if not request.path.startswith("/uploader/"):
+            return False
+        return request.path == "/uploader/media" or request.json.get("to") == "chain-user-1"
+
+    platform_api.received(lambda r: this_user(r) and r.json.get("media_id"), 2)
+    seen = [(r.path, r.json, r.status) for r in platform_api.requests if this_user(r)]
+    upload = ("/uploader/media", {"url": "https://example.com/demo/hello.png"}, 200)
+    sent = ("/uploader/messages", {"to": "chain-user-1", "media_id": "media-31"}, 200)
+    assert seen == [
+        ("/uploader/messages", {"to": "chain-user-1", "text": "Hello with a picture."}, 200),
+        upload,
+        sent,  # answered is_sent: false: the chain is tried again from its upload
+        upload,
+        sent,  # is_sent: true
+    ]

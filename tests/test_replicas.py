@@ -114,6 +114,26 @@ generic_connector.channels.tokened:
       url: join('', [env('TOKENED_API_URL'), '/send'])
       headers: {Authorization: "join(' ', ['Bearer', token('api')])"}
       body: "{to: recipient, text: message.text}"
+
+# Replies that take two calls: a conversation opened first, then the message sent into it with
+# the id it got (a chain stored on Redis with its step); a 2xx answer whose is_sent is false is
+# retried, then given up to the dead letters.
+generic_connector.channels.chained:
+  name: chained
+  request: {sender: sender, text: message, message_id: id}
+  store: {type: redis, url_env: REDIS_URL, visibility_timeout: 2, running_timeout: 3}
+  outbound:
+    retries: 2
+    backoff: 0.2
+    max_backoff: 0.4
+    text:
+      steps:
+        - name: opened
+          url: join('', [env('CHAINED_API_URL'), '/conversations'])
+          body: "{members: [recipient]}"
+      url: join('', [env('CHAINED_API_URL'), '/conversations/', steps.opened.id, '/messages'])
+      body: "{text: message.text}"
+      success: is_sent
 """
 
 ENDPOINTS = """
@@ -154,6 +174,7 @@ class Cluster:
             "TOKENED_API_URL": f"{self.platform.url}/tokened",
             "TOKENED_CLIENT_ID": "client-1",
             "TOKENED_CLIENT_SECRET": "client-secret-1",
+            "CHAINED_API_URL": f"{self.platform.url}/chained",
         }
         redis_via_link = f"redis://127.0.0.1:{self.store_link.port}/0"
         self.replicas = [
@@ -776,3 +797,57 @@ def test_a_token_is_shared_by_both_replicas_and_refreshed_after_a_401(cluster: C
     assert {r.body for r in asked} == {b"grant_type=client_credentials"}
     for replica in (a, b):  # no token in any log line
         assert "token-1" not in replica.log_text() and "token-2" not in replica.log_text()
+
+
+def test_a_chain_is_delivered_from_redis_and_a_not_sent_answer_is_dead_lettered(
+    cluster: Cluster,
+) -> None:
+    """Each reply opens a conversation, then sends into it with the id it got. A send the
+    API answers 200 with is_sent false is retried (the chain from its first call), then given
+    up: a dead letter an operator can see."""
+    greeting = "Hello! I am the generic connector demo."
+    cluster.ready()
+    api = cluster.api
+    api.plan(
+        lambda r: r.path == "/chained/conversations",
+        [(200, {}, {"id": f"conv-{n}"}) for n in range(4)],
+    )
+    api.plan(
+        lambda r: r.path == "/chained/conversations/conv-0/messages", [(200, {}, {"is_sent": True})]
+    )
+    not_sent = (200, {}, {"is_sent": False, "reason": "member left"})
+    api.plan(lambda r: r.path.startswith("/chained/conversations/conv-"), [not_sent] * 3)
+    a, b = cluster.replicas
+    for number, replica in enumerate((a, b), start=1):
+        body = {"sender": f"chain-{number}", "message": "hi", "id": f"chain-msg-{number}"}
+        give_up = time.monotonic() + 30
+        status, _, answer = replica.post("/webhooks/chained/webhook", body)
+        while status == 503 and time.monotonic() < give_up:  # Rasa's lock store recovering
+            time.sleep(1.0)
+            status, _, answer = replica.post("/webhooks/chained/webhook", body)
+        assert status == 200, answer
+        if number == 1:
+            api.received(lambda r: r.path == "/chained/conversations/conv-0/messages", 1)
+    deadline = time.monotonic() + 20
+    dead: List[Dict[str, Any]] = []
+    while time.monotonic() < deadline and not dead:
+        dead = [e for e in cluster.dead("chained") if e["conversation"] == "chain-2"]
+        time.sleep(0.2)
+    chained = [(r.path, r.json) for r in api.requests if r.path.startswith("/chained/")]
+    assert chained == [
+        ("/chained/conversations", {"members": ["chain-1"]}),
+        ("/chained/conversations/conv-0/messages", {"text": greeting}),
+        *[
+            step
+            for n in (1, 2, 3)
+            for step in (
+                ("/chained/conversations", {"members": ["chain-2"]}),
+                (f"/chained/conversations/conv-{n}/messages", {"text": greeting}),
+            )
+        ],
+    ]
+    [letter] = dead
+    assert (letter["reason"], letter["attempts"]) == ("retries exhausted", 3)
+    shown = cluster.deliveries_command("show", letter["id"])
+    assert shown.returncode == 0, shown.stderr
+    assert "is_sent" in shown.stdout and "member left" in shown.stdout

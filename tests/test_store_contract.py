@@ -54,6 +54,19 @@ def config(
                 "max_backoff": 0.2,
                 "allow_hosts": [f"127.0.0.1:{api.port}"],
                 "text": {"url": "'http://unused'", "body": "{text: message.text}"},
+                # Upload, then send with the upload's id (both on the stand-in API).
+                "image": {
+                    "steps": [
+                        {
+                            "name": "upload",
+                            "url": f"'{api.url}/upload'",
+                            "body": "{url: message.image}",
+                        }
+                    ],
+                    "url": f"'{api.url}/send'",
+                    "body": "{chat: recipient, media_id: steps.upload.media_id}",
+                    "success": "is_sent",
+                },
             },
         }
     )
@@ -243,3 +256,61 @@ def test_a_2xx_answer_that_says_not_sent_is_retried(parts: stores.Parts, api: Pl
 
     run(parts, scenario)
     assert [r.json["n"] for r in api.requests] == [11, 11, 11]  # delivered on the third
+
+
+# Chains: an upload, then the message with the upload's id -------------------------------------
+
+
+def image_reply(config: ChannelConfig, conversation: str) -> List[OutboundRequest]:
+    assert config.outbound is not None
+    message = {"image": "https://example.com/cat.png"}
+    requests, problems = config.outbound.render(message, conversation)
+    assert problems == []
+    return requests
+
+
+def test_a_step_s_answer_feeds_the_request_after_it(
+    config: ChannelConfig, parts: stores.Parts, api: PlatformAPI
+) -> None:
+    api.plan(lambda r: r.path == "/upload", [(200, {}, {"media_id": "m-17"})])
+    api.plan(lambda r: r.path == "/send", [(200, {}, {"is_sent": True})])
+    outbox = parts.outbox
+    assert outbox is not None
+
+    async def scenario() -> None:
+        await asyncio.wait_for(await outbox.put("c8", image_reply(config, "c8")), 10)
+
+    run(parts, scenario)
+    assert [(r.path, r.json) for r in api.requests] == [
+        ("/upload", {"url": "https://example.com/cat.png"}),
+        ("/send", {"chat": "c8", "media_id": "m-17"}),
+    ]
+
+
+def test_a_chain_is_retried_from_its_first_step_and_given_up_whole(
+    config: ChannelConfig, parts: stores.Parts, api: PlatformAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="generic_connector")
+    api.plan(lambda r: r.path == "/upload", [(200, {}, {"media_id": f"m-{n}"}) for n in range(3)])
+    api.plan(lambda r: r.path == "/send", [(503, {}, {}), NOT_SENT, (200, {}, {"is_sent": True})])
+    api.plan(lambda r: r.path == "/upload", [(400, {}, {"error": "bad url"})])
+    outbox = parts.outbox
+    assert outbox is not None
+
+    async def scenario() -> None:
+        await asyncio.wait_for(await outbox.put("c9", image_reply(config, "c9")), 10)
+        # A step refused for good: the request after it is never sent.
+        await asyncio.wait_for(await outbox.put("c10", image_reply(config, "c10")), 10)
+
+    run(parts, scenario)
+    assert [(r.path, r.status, (r.json or {}).get("media_id")) for r in api.requests] == [
+        ("/upload", 200, None),
+        ("/send", 503, "m-0"),
+        ("/upload", 200, None),  # the retry starts again from the upload
+        ("/send", 200, "m-1"),  # 200, but is_sent is false: retried
+        ("/upload", 200, None),
+        ("/send", 200, "m-2"),
+        ("/upload", 400, None),  # c10
+    ]
+    [line] = [r.getMessage() for r in caplog.records if "conversation c10" in r.getMessage()]
+    assert "after 1 attempt(s)" in line and "HTTP 400" in line

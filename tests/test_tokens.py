@@ -7,7 +7,7 @@ replicas) sharing one token.
 
 import asyncio
 import json
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -58,7 +58,9 @@ def token_section(api: PlatformAPI, **extra: Any) -> Dict[str, Any]:
     }
 
 
-def channel(api: PlatformAPI, store: Any = None, **token: Any) -> ChannelConfig:
+def channel(
+    api: PlatformAPI, store: Any = None, success: Optional[str] = None, **token: Any
+) -> ChannelConfig:
     entry: Dict[str, Any] = {
         "name": "tokens",
         "request": {"sender": "user", "text": "text"},
@@ -75,6 +77,8 @@ def channel(api: PlatformAPI, store: Any = None, **token: Any) -> ChannelConfig:
     }
     if store is not None:
         entry["store"] = store
+    if success is not None:
+        entry["outbound"]["text"]["success"] = success
     return load_channel(entry)
 
 
@@ -134,6 +138,24 @@ def test_a_401_renews_the_token_and_sends_again_once(api: PlatformAPI) -> None:
     sent = [r.headers["Authorization"] for r in api.requests if to_send(r)]
     assert sent == ["Bearer old", "Bearer new"]
     assert len([r for r in api.requests if to_token(r)]) == 2
+
+
+@pytest.mark.unit
+def test_an_answer_that_refused_matches_renews_the_token_as_a_401_does(api: PlatformAPI) -> None:
+    """WeCom answers 200 {"errcode": 42001} to an expired access token."""
+    token_answers(api, "old", "new")
+    expired = (200, {}, {"errcode": 42001, "errmsg": "access_token expired"})
+    api.plan(to_send, [expired, (200, {}, {"errcode": 0, "errmsg": "ok"})])
+    config = channel(api, success="errcode == `0`", refused="errcode == `42001`")
+    asyncio.run(deliver(config, ["one"]))
+    sent = [r.headers["Authorization"] for r in api.requests if to_send(r)]
+    assert sent == ["Bearer old", "Bearer new"]
+    # Without `refused`, the same answer is a failed delivery (retries: 0), the token kept.
+    api.requests.clear()
+    token_answers(api, "old")  # a new channel: a new token cache
+    api.plan(to_send, [expired])
+    asyncio.run(deliver(channel(api, success="errcode == `0`"), ["two"]))
+    assert [r.headers["Authorization"] for r in api.requests if to_send(r)] == ["Bearer old"]
 
 
 @pytest.mark.unit

@@ -22,7 +22,13 @@ from generic_connector.fetch import SampleFetcher
 from generic_connector.functions import Scope
 from generic_connector.idempotency import Replies
 from generic_connector.mapping import Extracted
-from generic_connector.outbound import Outbound, OutboundRequest, RequestTemplate
+from generic_connector.outbound import (
+    Chain,
+    Outbound,
+    OutboundRequest,
+    RequestTemplate,
+    a_message,
+)
 from generic_connector.outbox import Outbox
 from generic_connector.pipeline import Assistant, Pipeline, make_store
 from generic_connector.request import IncomingRequest, is_json, media_type_of
@@ -93,16 +99,34 @@ class ShownOutbound(Outbound):
     def render_template(
         self, template: RequestTemplate, context: Dict[str, Any], scope: Optional[Scope]
     ) -> OutboundRequest:
+        return self._rendered(template, context, scope)
+
+    def next_request(
+        self, chain: Chain, answer: Any, scope: Optional[Scope] = None
+    ) -> OutboundRequest:
+        template = self.template_of(chain.kind)
+        assert template is not None
+        answers = {**chain.answers, chain.name: answer}
+        return self._rendered(template, chain.context, scope, chain.next, answers)
+
+    def _rendered(
+        self,
+        template: RequestTemplate,
+        context: Dict[str, Any],
+        scope: Optional[Scope],
+        position: int = 0,
+        answers: Optional[Dict[str, Any]] = None,
+    ) -> OutboundRequest:
         by_name = Scope(environ=self.environ)
         if scope is not None:
             by_name = Scope(scope.request, scope.body, self.environ, scope.clock, scope.random)
         shown: Union[OutboundRequest, Exception]
         try:
-            shown = template.render(context, by_name, check_url=False)
+            shown = template.render_chain(context, by_name, position, answers, check_url=False)
         except (RenderError, EvaluationError) as error:
             shown = error
         try:
-            sent = template.render(context, scope)
+            sent = template.render_chain(context, scope, position, answers)
         except EvaluationError as error:  # its reason may quote a variable's value
             if isinstance(shown, EvaluationError) and shown.expression == error.expression:
                 raise shown from None
@@ -149,12 +173,33 @@ def simulate(
         **_answer(answer),
     }
     if outbound is not None:
-        result["outbound"] = [outbound.shown[id(r)] for r in recorder.requests]
+        requests = _with_steps(outbound, recorder.requests, fetched or {})
+        result["outbound"] = [outbound.shown[id(r)] for r in requests]
         if outbound.problems:
             result["outbound_problems"] = outbound.problems
     if exchange.problem is not None:
         result["problem"] = exchange.problem
     return result
+
+
+def _with_steps(
+    outbound: "ShownOutbound", requests: List[OutboundRequest], samples: Mapping[str, Any]
+) -> List[OutboundRequest]:
+    """The recorded requests, each chain's steps followed by the requests after them, rendered
+    from the sample answers given by step name (``fetched``; null when there is none)."""
+    found = []
+    for request in requests:
+        found.append(request)
+        while request.then is not None:
+            name = request.then.name
+            try:
+                request = outbound.next_request(request.then, samples.get(name))
+            except (RenderError, EvaluationError) as error:
+                problem = f"{a_message(request.kind)}, the request after step {name!r}: {error}"
+                outbound.problems.append(problem)
+                break
+            found.append(request)
+    return found
 
 
 def _reason(refusal: HTTPError, fetcher: SampleFetcher) -> Optional[str]:
@@ -314,7 +359,24 @@ def run_case(config: ChannelConfig, case: Dict[str, Any], base_dir: Path) -> Lis
         elif result["response"]["body"] != expect["response"]:
             got = result["response"]["body"]
             failures.append(_differs("response", expect["response"], got) + _why(result))
+    if "headers" in expect:
+        failures += _header_failures(expect["headers"], result)
     return failures
+
+
+def _header_failures(expected: Dict[str, Any], result: Dict[str, Any]) -> List[str]:
+    """How the answer's headers (Content-Type among them) differ from a test case's
+    ``headers``, compared by name in any case; a null one must be absent."""
+    if "response" not in result:
+        return ["expected an answer's headers, but the request was refused" + _why(result)]
+    answer = result["response"]
+    sent = {"content-type": answer["content_type"]}
+    sent.update((name.lower(), value) for name, value in answer["headers"].items())
+    return [
+        _differs(f"headers.{name}", value, sent.get(name.lower())) + _why(result)
+        for name, value in expected.items()
+        if sent.get(name.lower()) != value
+    ]
 
 
 def _outbound_failures(expected: List[Dict[str, Any]], result: Dict[str, Any]) -> List[str]:

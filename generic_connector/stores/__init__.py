@@ -8,10 +8,11 @@ validator knows every backend without importing a Redis client. A configuration 
 part its backend lacks is a finding of the config loader (``config.py``), never a start-up
 failure.
 
-    stores.build(config)  # -> Parts(store, outbox, inbox), each None when not needed
+    stores.build(config)  # -> Parts(store, outbox, inbox, fetcher), each None when not needed
 
-A backend module defines ``dedup_store(config)``, ``outbox(config)``, ``token_cache(config)``
-(where the ``tokens`` section's access tokens are kept; ``token_provider`` builds on it) and,
+A backend module defines ``dedup_store(config)``, ``outbox(config, tokens)``,
+``token_cache(config)`` (where the ``tokens`` section's access tokens are kept;
+``token_provider`` builds on it) and,
 when ``Backend.inbox`` is true, ``inbox(config)``.
 """
 
@@ -24,6 +25,7 @@ from generic_connector import defaults
 
 if TYPE_CHECKING:
     from generic_connector.config import ChannelConfig
+    from generic_connector.fetch import Fetcher
     from generic_connector.idempotency import IdempotencyStore
     from generic_connector.outbox import Outbox
     from generic_connector.pipeline import Inbox
@@ -50,6 +52,7 @@ class Parts:
     store: Optional["IdempotencyStore"] = None
     outbox: Optional["Outbox"] = None
     inbox: Optional["Inbox"] = None
+    fetcher: Optional["Fetcher"] = None  # request.fetch's requests, with the outbox's tokens
 
 
 def needs_inbox(config: "ChannelConfig") -> bool:
@@ -71,11 +74,17 @@ def dedup_store(config: "ChannelConfig") -> Optional["IdempotencyStore"]:
 
 def build(config: "ChannelConfig") -> Parts:
     """Every part the channel's configuration needs, from its ``store.type``."""
+    from generic_connector.fetch import HTTPFetcher
+
     module = _module(config)
+    tokens = token_provider(config)  # one per channel: outbound and fetch share its cache
     return Parts(
         store=dedup_store(config),
-        outbox=module.outbox(config) if config.outbound else None,
+        outbox=module.outbox(config, tokens) if config.outbound else None,
         inbox=module.inbox(config) if needs_inbox(config) else None,
+        fetcher=HTTPFetcher(tokens, owns_tokens=not config.outbound)
+        if config.request.fetch
+        else None,
     )
 
 

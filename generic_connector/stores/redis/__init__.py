@@ -7,12 +7,11 @@
 import os
 from typing import TYPE_CHECKING, Any, Optional
 
-from generic_connector.stores import token_provider
 from generic_connector.stores.redis.client import UNREACHABLE, RedisClient, StoreUnavailable
 from generic_connector.stores.redis.dedup import RedisStore
 from generic_connector.stores.redis.inbox import RedisInbox
 from generic_connector.stores.redis.outbox import RedisOutbox
-from generic_connector.tokens import TokenCache, TokenUnavailable
+from generic_connector.tokens import TokenCache, TokenProvider, TokenUnavailable
 
 if TYPE_CHECKING:
     from generic_connector.config import ChannelConfig
@@ -29,7 +28,7 @@ def dedup_store(config: "ChannelConfig") -> RedisStore:
     )
 
 
-def outbox(config: "ChannelConfig") -> RedisOutbox:
+def outbox(config: "ChannelConfig", tokens: Optional[TokenProvider] = None) -> RedisOutbox:
     assert config.outbound is not None  # an outbox is built only for a channel with one
     store = config.store
     # Masked wherever a request is shown (deliveries list/show, logs): every variable read.
@@ -41,7 +40,7 @@ def outbox(config: "ChannelConfig") -> RedisOutbox:
         prefix=store.prefix,
         visibility_timeout=store.visibility_timeout,
         secrets=secrets,
-        tokens=token_provider(config),
+        tokens=tokens,
     )
 
 

@@ -25,9 +25,9 @@ from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 import aiohttp
 import redis.asyncio as aioredis
 
-from generic_connector.delivery import attempt, client_session, describe
+from generic_connector.delivery import attempt_chain, client_session, describe
 from generic_connector.logtext import get_logger
-from generic_connector.outbound import Outbound, OutboundRequest
+from generic_connector.outbound import Chain, Outbound, OutboundRequest
 from generic_connector.outbox import Outbox
 from generic_connector.retry import Backoff, Outcome
 from generic_connector.stores.redis.client import DEFAULT_PREFIX, redis_location
@@ -55,6 +55,7 @@ def entry_of(channel: str, conversation: str, request: OutboundRequest) -> Dict[
         "headers": dict(request.headers),
         "body": base64.b64encode(body).decode("ascii") if body is not None else None,
         "success": request.success,
+        "then": request.then.stored() if request.then is not None else None,
         "created": time.time(),
     }
 
@@ -68,6 +69,7 @@ def request_of(entry: Mapping[str, Any]) -> OutboundRequest:
         dict(entry.get("headers") or {}),
         base64.b64decode(body) if body is not None else None,
         entry.get("success"),
+        Chain.from_stored(entry["then"]) if entry.get("then") else None,
     )
 
 
@@ -205,10 +207,9 @@ class RedisOutbox(Outbox, OnQueue):
         if self._session is None or self._session.closed:
             self._session = client_session(self.outbound.timeout)
         try:
-            if self.tokens is None:
-                outcome, sent_as = await attempt(self._session, request), request
-            else:
-                outcome, sent_as = await self.tokens.attempt(self._session, request)
+            outcome, sent_as = await attempt_chain(
+                self._session, request, self.outbound, self.tokens
+            )
         except Exception as error:  # it would fail again: to the dead letters
             return Outcome(False, problem=f"failed unexpectedly: {describe(error)}")
         if outcome.done:

@@ -298,3 +298,39 @@ def test_a_failing_outbound_count_shows_the_requests_and_the_problems(
         'them; not sent"])',
     ]
     assert "s3cret" not in "\n".join(out)
+
+
+SIGNED = """
+name: signed
+auth:
+  type: expression
+  expected: "hmac('sha256', env('HOOK_SECRET'), join('.', [header('X-Time'), raw_body()]), 'hex')"
+  given: header('X-Signature')
+  timestamp: {value: "header('X-Time')", format: unix, tolerance: 300}
+request: {sender: user, text: text}
+tests:
+  - name: an object body signed as it is sent
+    body: {user: u-1, text: "héllo"}
+    headers: {X-Time: "1700000000"}
+    env: {HOOK_SECRET: hook-s3cret}
+    time: 1700000010
+    sign:
+      X-Signature: >-
+        hmac('sha256', env('HOOK_SECRET'), join('.', [header('X-Time'), raw_body()]), 'hex')
+    expect: {sender: u-1, text: "héllo"}
+"""
+
+
+def test_a_case_signs_its_object_body_as_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code, lines = validate(capsys, write(tmp_path, "signed.yml", SIGNED))
+    assert code == 0, lines
+    assert lines[0].endswith("ok (signed, 1 test case passed; reads HOOK_SECRET)")
+    # Signed with another secret: the channel refuses it, and the case says so.
+    signing = "X-Signature: >-\n        hmac('sha256', "
+    wrong = SIGNED.replace(signing + "env('HOOK_SECRET')", signing + "'guessed'")
+    assert wrong != SIGNED
+    code, lines = validate(capsys, write(tmp_path, "wrong.yml", wrong))
+    assert code == 1
+    assert "test 'an object body signed as it is sent' failed" in "\n".join(lines)

@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Awaitable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
@@ -17,7 +18,7 @@ from generic_connector import routes
 from generic_connector.answers import Rendered
 from generic_connector.config import ChannelConfig, rebuild_auth
 from generic_connector.errors import GenericConnectorError, HTTPError, RenderError
-from generic_connector.expressions import EvaluationError
+from generic_connector.expressions import EvaluationError, Expression, json_type
 from generic_connector.fetch import SampleFetcher
 from generic_connector.functions import Scope
 from generic_connector.idempotency import Replies
@@ -295,9 +296,25 @@ def case_request(
     method, path = case.get("method", "POST").upper(), case.get("path", "/webhook")
     matched = routes.match(config.routes(), method, path) if config is not None else None
     template, parameters = matched if matched is not None else (path, {})
-    return IncomingRequest.from_parts(
-        raw, headers, case.get("query"), method, template, path_params=parameters
-    )
+
+    def request() -> IncomingRequest:
+        return IncomingRequest.from_parts(
+            raw, headers, case.get("query"), method, template, path_params=parameters
+        )
+
+    signed = case.get("sign") or {}
+    if signed:  # headers computed over the request as sent: an object body's JSON included
+        unsigned, at = request(), case.get("time")
+        scope = Scope(unsigned, clock=(lambda: float(at)) if at is not None else time.time)
+        for name, source in signed.items():
+            try:
+                value = Expression(source).search({}, scope)  # [a, b] over null is null
+            except EvaluationError as error:
+                raise CaseError(f"sign.{name}: {error}") from None
+            if not isinstance(value, str):
+                raise CaseError(f"sign.{name} gave {json_type(value)}, not a string")
+            headers[name] = value
+    return request()
 
 
 @contextmanager

@@ -149,6 +149,8 @@ class GenericChannel(InputChannel):
         parts = stores.build(config)  # what its store.type supplies
         self.pipeline = Pipeline(config, parts.store, parts.outbox, fetcher=parts.fetcher)
         self.pipeline.inbox = parts.inbox
+        if parts.conversations is not None:
+            self.pipeline.conversations = parts.conversations
         self.in_flight = 0
         self.readers = BodyReaders()
         self._starting: Optional[asyncio.Future[None]] = None
@@ -197,6 +199,7 @@ class GenericChannel(InputChannel):
                 await self.pipeline.store.close()
             if self.pipeline.fetcher is not None:
                 await self.pipeline.fetcher.close()
+            await self.pipeline.conversations.close()
 
         assistants: Dict[Any, RasaAssistant] = {}  # one per Sanic app
 

@@ -23,6 +23,7 @@ from generic_connector import stores
 from generic_connector.answers import Rendered, RenderError
 from generic_connector.auth import AuthFailed, AuthUnavailable
 from generic_connector.config import ChannelConfig
+from generic_connector.conversations import ConversationStore, MemoryConversations
 from generic_connector.errors import HTTPError, Unavailable
 from generic_connector.expressions import EvaluationError, truthy
 from generic_connector.fetch import Fetcher, FetchFailed, HTTPFetcher, fetched_event
@@ -121,6 +122,8 @@ class Pipeline:
         # Where stored messages wait for the assistant (request.ack: early; defer on a
         # shared store), and the deferring requests waiting for their replies, by entry.
         self.inbox: Optional[Inbox] = None
+        # What the channel remembers per conversation (the channel sets its store's).
+        self.conversations: ConversationStore = MemoryConversations()
         self.waiters: Dict[str, asyncio.Future[Replies]] = {}
         # Every stage, in order; those the configuration has nothing for are left out once
         # here instead of returning at once on every request.

@@ -314,3 +314,34 @@ def test_a_chain_is_retried_from_its_first_step_and_given_up_whole(
     ]
     [line] = [r.getMessage() for r in caplog.records if "conversation c10" in r.getMessage()]
     assert "after 1 attempt(s)" in line and "HTTP 400" in line
+
+
+# What a channel remembers per conversation -----------------------------------------------------
+
+
+def test_conversation_state_is_kept_expires_and_is_listed(parts: stores.Parts) -> None:
+    state = parts.conversations
+    assert state is not None
+
+    async def scenario() -> List[Any]:
+        await state.put("paused", "c-1", {"by": "agent-7"})
+        await state.put("paused", "c:2*", {"by": "agent-8"}, ttl=0.3)  # pattern characters
+        await state.put("reply_to", "c-1", {"thread": "t-1"})
+        seen = [await state.get("paused", "c-1"), await state.all("paused")]
+        await asyncio.sleep(0.4)
+        seen += [await state.get("paused", "c:2*"), await state.all("paused")]
+        seen += [await state.delete("paused", "c-1"), await state.delete("paused", "c-1")]
+        seen += [await state.get("paused", "c-1"), await state.get("reply_to", "c-1")]
+        await state.close()
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        {"by": "agent-7"},
+        {"c-1": {"by": "agent-7"}, "c:2*": {"by": "agent-8"}},
+        None,  # expired
+        {"c-1": {"by": "agent-7"}},
+        True,
+        False,
+        None,
+        {"thread": "t-1"},
+    ]

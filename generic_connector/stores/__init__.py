@@ -11,9 +11,9 @@ failure.
     stores.build(config)  # -> Parts(store, outbox, inbox, fetcher), each None when not needed
 
 A backend module defines ``dedup_store(config)``, ``outbox(config, tokens)``,
+``conversations(config)`` (what the channel remembers per conversation),
 ``token_cache(config)`` (where the ``tokens`` section's access tokens are kept;
-``token_provider`` builds on it) and,
-when ``Backend.inbox`` is true, ``inbox(config)``.
+``token_provider`` builds on it) and, when ``Backend.inbox`` is true, ``inbox(config)``.
 """
 
 import importlib
@@ -25,6 +25,7 @@ from generic_connector import defaults
 
 if TYPE_CHECKING:
     from generic_connector.config import ChannelConfig
+    from generic_connector.conversations import ConversationStore
     from generic_connector.fetch import Fetcher
     from generic_connector.idempotency import IdempotencyStore
     from generic_connector.outbox import Outbox
@@ -53,6 +54,8 @@ class Parts:
     outbox: Optional["Outbox"] = None
     inbox: Optional["Inbox"] = None
     fetcher: Optional["Fetcher"] = None  # request.fetch's requests, with the outbox's tokens
+    # What the channel remembers per conversation (reply addresses, pauses, offered buttons).
+    conversations: Optional["ConversationStore"] = None
 
 
 def needs_inbox(config: "ChannelConfig") -> bool:
@@ -85,6 +88,7 @@ def build(config: "ChannelConfig") -> Parts:
         fetcher=HTTPFetcher(tokens, owns_tokens=not config.outbound)
         if config.request.fetch
         else None,
+        conversations=module.conversations(config),
     )
 
 

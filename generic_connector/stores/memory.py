@@ -2,6 +2,7 @@
 
 from typing import TYPE_CHECKING, Optional
 
+from generic_connector.conversations import MemoryConversations
 from generic_connector.delivery import Delivery
 from generic_connector.idempotency import MemoryStore
 from generic_connector.outbox import MemoryOutbox
@@ -22,3 +23,7 @@ def outbox(config: "ChannelConfig", tokens: Optional[TokenProvider] = None) -> M
 
 def token_cache(config: "ChannelConfig") -> MemoryTokenCache:
     return MemoryTokenCache()
+
+
+def conversations(config: "ChannelConfig") -> MemoryConversations:
+    return MemoryConversations()

@@ -1,7 +1,8 @@
 """The ``redis`` backend: state in one Redis shared by every replica that names its URL.
 
 ``client`` (the shared connection, round trips), ``dedup`` (the de-duplication store),
-``queue`` (the one durable queue engine), and its two adapters: ``outbox`` and ``inbox``.
+``queue`` (the one durable queue engine), and its two adapters: ``outbox`` and ``inbox``;
+``state`` (what a channel remembers per conversation).
 """
 
 import os
@@ -11,6 +12,7 @@ from generic_connector.stores.redis.client import UNREACHABLE, RedisClient, Stor
 from generic_connector.stores.redis.dedup import RedisStore
 from generic_connector.stores.redis.inbox import RedisInbox
 from generic_connector.stores.redis.outbox import RedisOutbox
+from generic_connector.stores.redis.state import RedisConversations
 from generic_connector.tokens import TokenCache, TokenProvider, TokenUnavailable
 
 if TYPE_CHECKING:
@@ -49,6 +51,10 @@ def inbox(config: "ChannelConfig") -> RedisInbox:
     return RedisInbox(
         config.name, store.url, store.prefix, visibility_timeout=store.visibility_timeout
     )
+
+
+def conversations(config: "ChannelConfig") -> RedisConversations:
+    return RedisConversations(config.name, config.store.url, config.store.prefix)
 
 
 def token_cache(config: "ChannelConfig") -> "RedisTokenCache":

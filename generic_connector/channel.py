@@ -31,6 +31,7 @@ from generic_connector.errors import (
     RetryLater,
     Unavailable,
 )
+from generic_connector.handover import operate
 from generic_connector.idempotency import Replies
 from generic_connector.logtext import get_logger
 from generic_connector.mapping import Extracted
@@ -52,6 +53,9 @@ OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
 
 # A bearer token for /metrics and readiness details, for every channel of the process.
 OPS_TOKEN_ENV = "GENERIC_CONNECTOR_OPS_TOKEN"
+
+# The largest body the conversations API reads ({"timeout": seconds}).
+API_MAX_BODY = 1024
 
 # The longest wait between two attempts to start the workers while the store is down.
 START_RETRY = 5.0
@@ -151,6 +155,7 @@ class GenericChannel(InputChannel):
         self.pipeline.inbox = parts.inbox
         if parts.conversations is not None:
             self.pipeline.conversations = parts.conversations
+        self.pipeline.presence = parts.presence
         self.in_flight = 0
         self.readers = BodyReaders()
         self._starting: Optional[asyncio.Future[None]] = None
@@ -180,6 +185,21 @@ class GenericChannel(InputChannel):
                 return _not_served(request, ["GET"])
             return await self.metrics(request)
 
+        # The conversations API (handover): operators pause and resume the bot.
+        @webhook.route("/conversations/paused", methods=METHODS, stream=True)
+        async def paused_conversations(request: Request) -> HTTPResponse:
+            if request.method != "GET":
+                return _not_served(request, ["GET"])
+            return await self.conversations(request, "list", None)
+
+        @webhook.route("/conversations/<conversation>/<action>", methods=METHODS, stream=True)
+        async def conversation_action(
+            request: Request, conversation: str, action: str
+        ) -> HTTPResponse:
+            if request.method != "POST":
+                return _not_served(request, ["POST"])
+            return await self.conversations(request, action, conversation)
+
         @webhook.listener("after_server_start")
         async def start(app: Any, *_: Any) -> None:
             # A shared store that cannot be reached is said at once; requests are answered 503
@@ -200,6 +220,8 @@ class GenericChannel(InputChannel):
             if self.pipeline.fetcher is not None:
                 await self.pipeline.fetcher.close()
             await self.pipeline.conversations.close()
+            if self.pipeline.presence is not None:
+                await self.pipeline.presence.close()
 
         assistants: Dict[Any, RasaAssistant] = {}  # one per Sanic app
 
@@ -264,6 +286,42 @@ class GenericChannel(InputChannel):
         if not _operator(request):
             return _error(HTTPError(401, "unauthorized", {"WWW-Authenticate": "Bearer"}))
         return HTTPResponse(exposition(), content_type=CONTENT_TYPE)
+
+    async def conversations(
+        self, request: Request, action: str, conversation: Optional[str]
+    ) -> HTTPResponse:
+        """Pause, resume or list paused conversations (``handover.operate``), for the bearer
+        of ``GENERIC_CONNECTOR_OPS_TOKEN`` only: without the token set, 403, never open."""
+        if not os.environ.get(OPS_TOKEN_ENV, ""):
+            _close_after(request)
+            message = f"the conversations API is off: {OPS_TOKEN_ENV} is not set"
+            return _error(HTTPError(403, message))
+        if not _operator(request):
+            _close_after(request)
+            return _error(HTTPError(401, "unauthorized", {"WWW-Authenticate": "Bearer"}))
+        if self.config.handover is None:
+            _close_after(request)
+            return _error(HTTPError(404, f"channel {self.config.name} has no handover section"))
+        limits = self.config.limits
+        try:
+            body = await self.readers.read(request, API_MAX_BODY, limits.read_timeout)
+            status, answer = await operate(
+                self.pipeline.conversations, action, conversation, body, "api",
+                self.pipeline.clock(), self.config.handover.timeout,
+            )  # fmt: skip
+        except HTTPError as error:
+            _close_after(request)
+            return _error(error)
+        except Unavailable as error:
+            logger.error("Channel %s: conversations API: %s", self.config.name, error)
+            later = HTTPError(503, "the channel's store is unavailable; retry later")
+            return _error(later)
+        if action != "list":
+            logger.info(
+                "Channel %s: conversation %s %sd by the API",
+                self.config.name, conversation, action,
+            )  # fmt: skip
+        return response.json({"channel": self.config.name, **answer}, status=status)
 
     async def _start_workers(self, app: Any, on_new_message: OnNewMessage) -> None:
         """Check the store and start the outbox's and inbox's workers, trying again (every

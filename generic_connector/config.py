@@ -39,6 +39,7 @@ from generic_connector.expressions import (
     nodes,
 )
 from generic_connector.functions import REQUEST_FUNCTIONS
+from generic_connector.handover import Handover
 from generic_connector.handshakes import Handshake
 from generic_connector.mapping import RequestMapping
 from generic_connector.outbound import (
@@ -55,6 +56,12 @@ from generic_connector.tokens import TokenSpec, build_specs
 from generic_connector.yamlfile import LocatedDict, Position, load_yaml, locate
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
+MAX_SIZE_SCHEMA = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": 20_971_520,
+    "description": f"Bytes of an attachment kept, default {defaults.MAX_ATTACHMENT}.",
+}
 SCHEMA: Dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
@@ -72,9 +79,16 @@ def _registered(schema: Dict[str, Any]) -> Dict[str, Any]:
     outbound = schema["properties"]["outbound"]
     outbound.pop("required", None)  # text or turn: the loader says which is missing
     outbound["properties"].update(template_schemas())
+    outbound["properties"]["renders"]["items"]["enum"] = list(KINDS)
     schema["definitions"]["outbound_request"]["properties"]["content_type"] = body_format_schema()
     fetch = schema["properties"]["request"]["properties"]["fetch"]["items"]["properties"]
     fetch["content_type"] = body_format_schema()
+    # A download is a fetch without a name or body, and with the size kept.
+    download = schema["properties"]["request"]["properties"]["download"]
+    download["properties"] = {
+        key: value for key, value in fetch.items() if key not in ("name", "body", "content_type")
+    }
+    download["properties"]["max_size"] = MAX_SIZE_SCHEMA
     # A step is a request of its own, with a name for its answer (and no steps of its own).
     request = schema["definitions"]["outbound_request"]
     step = json.loads(json.dumps(request))
@@ -154,12 +168,15 @@ class ChannelConfig:
     message_routes: Tuple[Route, ...] = (DEFAULT_ROUTE,)
     # ``tokens``: access tokens from a token endpoint, by name.
     tokens: Dict[str, TokenSpec] = dataclasses.field(default_factory=dict)
+    # ``handover``: the bot paused for a conversation while a human agent answers.
+    handover: Optional[Handover] = None
 
     def expressions(self) -> List[Expression]:
         found = self.request.expressions() + self.response.expressions()
         found += [e for spec in self.tokens.values() for e in spec.expressions()]
         found += self.defer.expressions() if self.defer else []
         found += self.outbound.expressions() if self.outbound else []
+        found += self.handover.expressions() if self.handover else []
         return found + [e for h in self.handshakes for e in h.expressions()]
 
     @cached_property
@@ -309,8 +326,16 @@ def check_channel(
     if not findings:
         problems = _outbound_problems(merged.get("outbound"))
         problems += _fetch_problems(merged.get("request", {}).get("fetch"))
+        download = merged.get("request", {}).get("download")
+        if download and "allow_hosts" not in download and _reads_request(download["url"]):
+            hint = "list the hosts it may call in allow_hosts"
+            message = "the URL's host is built from request data"
+            problems.append(
+                Problem("url-from-request", ["request", "download", "url"], message, hint)
+            )
         problems += _token_problems(merged)
         problems += _answer_header_problems(merged)
+        problems += _handover_problems(merged)
         store = merged.get("store", {})
         backend = BACKENDS[store.get("type", defaults.STORE)]
         shared = backend.shared
@@ -388,6 +413,7 @@ def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Problem]:
         BODY_FORMATS,
         HEADER_NAME,
         OPTIONS,
+        PRESENCE,
         TURN,
         merge_defaults,
     )
@@ -410,7 +436,7 @@ def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Problem]:
     defaults = section.get("defaults") or {}
     kinds = [kind for kind in KINDS if kind in section]
     for key in section:
-        if key not in kinds and key not in OPTIONS and key not in (TURN, "defaults"):
+        if key not in kinds and key not in OPTIONS and key not in (TURN, PRESENCE, "defaults"):
             hint = f"message kinds: {', '.join(KINDS)}; or {TURN} for one request per turn"
             add("unknown-kind", ["outbound", key], f"unknown message kind '{key}'", hint)
     if TURN in section:
@@ -420,7 +446,13 @@ def _outbound_problems(section: Optional[Dict[str, Any]]) -> List[Problem]:
     elif "text" not in section:
         hint = f"add outbound.text, or outbound.{TURN} for one request per turn"
         add("missing-template", ["outbound"], "no template for text messages", hint)
-    for name in kinds + ([TURN] if TURN in section else []):
+    renders = [] if TURN in section else section.get("renders") or []
+    for index, kind in enumerate(renders):
+        if kind not in kinds:  # shown by the platform, but nothing here sends it
+            message = f"{kind} messages are rendered, but there is no outbound.{kind} template"
+            hint = f"add outbound.{kind}, or leave {kind} out of renders to send it as text"
+            add("renders-without-template", ["outbound", "renders", index], message, hint)
+    for name in kinds + [key for key in (TURN, PRESENCE) if key in section]:
         own = section[name] if isinstance(section[name], dict) else {}
         template = merge_defaults(defaults, own)
 
@@ -539,6 +571,33 @@ def _header_value_problems(path: List[Any], name: Any, value: Any) -> List[Probl
         problem = header_value_problem(text) if text is not None else None
         if problem is not None:
             return [Problem("invalid-value", path, f"the value cannot be sent: {problem}", "")]
+    return []
+
+
+def _handover_problems(document: Dict[str, Any]) -> List[Problem]:
+    """``handover.relay`` goes through outbound: it needs the section, and a name must be
+    one of its templates; an inline relay is one request (no steps)."""
+    relay = document.get("handover", {}).get("relay")
+    outbound = document.get("outbound")
+    path: List[Any] = ["handover", "relay"]
+    if relay is None:
+        return []
+    if outbound is None:
+        hint = "add an outbound section: relayed messages go through the outbox"
+        return [Problem("needs-outbound", path, "a relay needs outbound", hint)]
+    if isinstance(relay, str) and relay not in KINDS:
+        hint = f"name one of the message kinds ({', '.join(KINDS)}) or give a request"
+        return [Problem("unknown-template", path, f"{relay!r} is no message kind", hint)]
+    if isinstance(relay, str) and relay not in outbound:
+        hint = f"add outbound.{relay}, or give the relay's request here"
+        return [Problem("unknown-template", path, f"outbound has no {relay} template", hint)]
+    if isinstance(relay, dict) and relay.get("steps"):
+        hint = "relay to one request; a template with steps can be named by its kind"
+        return [Problem("invalid-value", path + ["steps"], "a relay takes no steps", hint)]
+    merged = {**(outbound.get("defaults") or {}), **relay} if isinstance(relay, dict) else {}
+    if isinstance(relay, dict) and "url" not in merged:
+        hint = "give the relay a url, or outbound.defaults one"
+        return [Problem("missing-url", path, "the relay has no url", hint)]
     return []
 
 
@@ -693,6 +752,9 @@ def _build(document: Dict[str, Any]) -> ChannelConfig:
         store=Store(**document.get("store", {})),
         message_routes=_message_routes(document.get("routes", [])),
         tokens=build_specs(document.get("tokens")),
+        handover=Handover.from_config(document["handover"], document.get("outbound"))
+        if "handover" in document
+        else None,
     )
 
 

@@ -38,3 +38,12 @@ FETCH_RETRIES = 2
 FETCH_BACKOFF = 0.2  # seconds after the first failed attempt, doubling
 FETCH_MAX_BACKOFF = 2.0
 FETCH_MAX_ANSWER = 1_048_576  # bytes: a fetched message, not a download; larger is refused
+
+# conversations
+REPLY_TO_TTL = 30 * 86_400.0  # seconds a conversation's reply address is remembered
+
+# kinds a platform cannot show (outbound.renders)
+NUMBERED = "{n}. {title}"  # a button as a line of text
+OFFERED_TTL = 86_400.0  # seconds the buttons offered as numbered text are remembered
+PRESENCE_TIMEOUT = 3.0  # seconds for a presence request (typing, read): one attempt
+MAX_ATTACHMENT = 1_048_576  # bytes of a downloaded attachment kept in metadata (base64)

@@ -1,7 +1,9 @@
 """Sending outbound requests: one pooled aiohttp session per channel, retries, order.
 
 Requests for one conversation go out one after the other, in the order Rasa produced them,
-even when a retry waits; other conversations are not held up. Connection errors, time-outs,
+even when a retry waits; other conversations are not held up. With ``outbound.rate``, one
+conversation's attempts start at least ``outbound.spacing`` seconds apart (a retry's wait,
+``Retry-After`` included, counts towards it). Connection errors, time-outs,
 429 and 5xx are retried with exponential backoff and jitter (``Retry-After`` wins when the
 platform sends it); other 4xx are not, and neither are redirects, which are not followed (a
 redirect would send the body, and perhaps the secrets in it, to a host nobody configured).
@@ -19,7 +21,8 @@ import functools
 import re
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
+import time
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
@@ -28,6 +31,7 @@ import ujson
 from generic_connector import defaults
 from generic_connector.errors import RenderError
 from generic_connector.expressions import EvaluationError, Expression, truthy
+from generic_connector.limits import due_after
 from generic_connector.logtext import get_logger
 from generic_connector.metrics import ChannelMetrics
 from generic_connector.outbound import Outbound, OutboundRequest
@@ -47,8 +51,16 @@ class Delivery:
     """Delivers a channel's outbound requests; create it in the server's event loop."""
 
     def __init__(
-        self, channel: str, outbound: Outbound, tokens: Optional["TokenProvider"] = None
+        self,
+        channel: str,
+        outbound: Outbound,
+        tokens: Optional["TokenProvider"] = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
+        """``clock`` and ``sleep``: how pacing and retries read and pass time (tests give
+        their own)."""
         self.channel = channel
         self.outbound = outbound
         self.tokens = tokens  # fills token('name') markers right before each attempt
@@ -57,6 +69,9 @@ class Delivery:
         self._tails: Dict[str, asyncio.Task] = {}  # each conversation's last task
         self._tasks: Set[asyncio.Task] = set()  # every task not done yet
         self.metrics = ChannelMetrics(channel)
+        self.clock = clock
+        self.sleep = sleep
+        self._started: Dict[str, float] = {}  # when each conversation's last attempt started
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -79,6 +94,27 @@ class Delivery:
         self._tasks.discard(task)
         if self._tails.get(conversation) is task:
             del self._tails[conversation]
+            if conversation in self._started:  # kept while a next request must wait for it
+                loop = asyncio.get_running_loop()
+                loop.call_later(self.outbound.spacing, self._expire, conversation)
+
+    def _expire(self, conversation: str) -> None:
+        started = self._started.get(conversation)
+        if conversation in self._tails or started is None:
+            return
+        if due_after(started, self.outbound.spacing, self.clock()) <= 0:
+            del self._started[conversation]
+
+    async def _paced(self, conversation: str) -> None:
+        """Wait until the conversation may send again (``outbound.rate``), then note the start
+        of this attempt."""
+        spacing = self.outbound.spacing
+        if spacing <= 0:
+            return
+        wait = due_after(self._started.get(conversation), spacing, self.clock())
+        if wait > 0:
+            await self.sleep(wait)
+        self._started[conversation] = self.clock()
 
     async def _after(
         self,
@@ -122,6 +158,7 @@ class Delivery:
             return False
         attempts = self.outbound.retries + 1
         for number in range(1, attempts + 1):
+            await self._paced(conversation)
             outcome, sent_as = await attempt_chain(
                 self._client(), request, self.outbound, self.tokens
             )
@@ -130,7 +167,7 @@ class Delivery:
             if not outcome.retry or number == attempts:
                 break
             self.metrics.outbound["retried"] += 1
-            await asyncio.sleep(self.backoff.delay(number, outcome.delay))
+            await self.sleep(self.backoff.delay(number, outcome.delay))
         if outcome.status is None:
             problem = f"the last attempt failed: {outcome.problem}"
         elif outcome.status < 300:

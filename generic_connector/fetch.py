@@ -11,7 +11,7 @@ here.
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import aiohttp
 
@@ -32,10 +32,22 @@ MAX_ANSWER = defaults.FETCH_MAX_ANSWER
 FETCH_BACKOFF = Backoff(defaults.FETCH_BACKOFF, defaults.FETCH_MAX_BACKOFF)
 
 
+class Downloaded(NamedTuple):
+    """A download's body (None when it is larger than the limit) and its media type."""
+
+    body: Optional[bytes]
+    mime: Optional[str]
+
+
 class Fetcher:
-    """Gives the JSON answer of a fetch request."""
+    """Gives the JSON answer of a fetch request, or the bytes of a download."""
 
     async def fetch(self, request: FetchRequest, template: FetchTemplate) -> Any:
+        raise NotImplementedError
+
+    async def download(
+        self, request: FetchRequest, template: FetchTemplate, limit: int
+    ) -> Downloaded:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -57,6 +69,22 @@ class HTTPFetcher(Fetcher):
         self._session: Optional[aiohttp.ClientSession] = None
 
     async def fetch(self, request: FetchRequest, template: FetchTemplate) -> Any:
+        raw, _ = await self._get(request, template, MAX_ANSWER)
+        if raw is None:
+            raise FetchFailed(
+                f"fetch {request.name!r}: the answer is larger than {MAX_ANSWER} bytes"
+            )
+        return _json(raw, request.name)
+
+    async def download(
+        self, request: FetchRequest, template: FetchTemplate, limit: int
+    ) -> Downloaded:
+        return Downloaded(*await self._get(request, template, limit))
+
+    async def _get(
+        self, request: FetchRequest, template: FetchTemplate, limit: int
+    ) -> Tuple[Optional[bytes], Optional[str]]:
+        """(body, media type) of a 2xx answer, with retries; body None beyond ``limit``."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         problem = ""
@@ -64,7 +92,7 @@ class HTTPFetcher(Fetcher):
             if attempt:
                 await asyncio.sleep(FETCH_BACKOFF.delay(attempt))
             try:
-                status, raw = await self._attempt(self._session, request, template)
+                status, raw, mime = await self._attempt(self._session, request, template, limit)
             except TokenUnavailable as error:
                 problem = str(error)
                 continue
@@ -74,16 +102,20 @@ class HTTPFetcher(Fetcher):
                 problem = type(error).__name__
                 continue
             if status < 300:
-                return _json(raw, request.name)
+                return raw, mime
             problem = f"HTTP {status}"
             if not retryable_status(status):
                 break
         raise FetchFailed(f"fetch {request.name!r} failed: {problem}")
 
     async def _attempt(
-        self, session: aiohttp.ClientSession, request: FetchRequest, template: FetchTemplate
-    ) -> Tuple[int, bytes]:
-        """(status, body) of one attempt; the body is read only for a success."""
+        self,
+        session: aiohttp.ClientSession,
+        request: FetchRequest,
+        template: FetchTemplate,
+        limit: int,
+    ) -> Tuple[int, Optional[bytes], Optional[str]]:
+        """(status, body, media type) of one attempt; the body is read only for a success."""
         for again in (False, True):
             url, headers = request.url, request.headers
             used: Dict[str, str] = {}
@@ -98,12 +130,13 @@ class HTTPFetcher(Fetcher):
                 timeout=aiohttp.ClientTimeout(total=template.timeout),
             ) as answer:
                 status = answer.status
-                raw = await _body(answer, request.name) if status < 300 else b""
+                raw = await _body(answer, limit) if status < 300 else b""
+                mime = answer.headers.get("Content-Type")
             if status != 401 or not used or again or self.tokens is None:
                 break
             for name, value in used.items():
                 await self.tokens.invalidate(name, value)
-        return status, raw
+        return status, raw, mime
 
     async def close(self) -> None:
         if self._session is not None:
@@ -113,7 +146,8 @@ class HTTPFetcher(Fetcher):
 
 
 class SampleFetcher(Fetcher):
-    """The dry run's and test cases' stand-in: sample answers by fetch name."""
+    """The dry run's and test cases' stand-in: sample answers by fetch name (a download's
+    sample is its text, under the download's name)."""
 
     def __init__(self, answers: Optional[Mapping[str, Any]] = None) -> None:
         self.answers = dict(answers or {})
@@ -125,18 +159,24 @@ class SampleFetcher(Fetcher):
             raise FetchFailed(f"fetch {request.name!r}: no sample answer (give it in `fetched`)")
         return self.answers[request.name]
 
+    async def download(
+        self, request: FetchRequest, template: FetchTemplate, limit: int
+    ) -> Downloaded:
+        sample = await self.fetch(request, template)
+        raw = sample.encode("utf-8") if isinstance(sample, str) else json.dumps(sample).encode()
+        return Downloaded(raw if len(raw) <= limit else None, None)
 
-async def _body(answer: aiohttp.ClientResponse, name: str) -> bytes:
-    """The whole body, however many writes it came in; FetchFailed beyond MAX_ANSWER bytes
-    (refused on Content-Length before anything is read)."""
-    if (answer.content_length or 0) > MAX_ANSWER:
-        raise FetchFailed(f"fetch {name!r}: the answer is larger than {MAX_ANSWER} bytes")
-    return await read_at_most(answer, MAX_ANSWER + 1)
+
+async def _body(answer: aiohttp.ClientResponse, limit: int) -> Optional[bytes]:
+    """The whole body, however many writes it came in; None beyond ``limit`` bytes (refused on
+    Content-Length before anything is read)."""
+    if (answer.content_length or 0) > limit:
+        return None
+    raw = await read_at_most(answer, limit + 1)
+    return raw if len(raw) <= limit else None
 
 
 def _json(raw: bytes, name: str) -> Any:
-    if len(raw) > MAX_ANSWER:
-        raise FetchFailed(f"fetch {name!r}: the answer is larger than {MAX_ANSWER} bytes")
     try:
         return json.loads(raw)
     except ValueError:

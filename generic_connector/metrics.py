@@ -35,7 +35,9 @@ class ChannelMetrics:
         self.channel = channel
         self.requests: Counter[int] = Counter()  # answers by HTTP status
         self.ignored: Counter[str] = Counter()  # events by the ignore rule that matched
+        self.receipts: Counter[str] = Counter()  # receipts by name (request.receipts)
         self.duplicates = 0
+        self.paused = 0  # user messages held for a paused conversation (handover)
         self.outbound: Counter[str] = Counter(dict.fromkeys(OUTCOMES, 0))  # attempts by outcome
         self.pending = 0  # outbound requests waiting for delivery
         # Messages by the first bucket their handling time fits in (the last one: beyond all).
@@ -83,6 +85,13 @@ class ChannelsCollector(Collector):
         )
         for (channel, rule), count in _summed(channels, lambda m: m.ignored).items():
             ignored.add_metric([channel, rule], count)
+        receipts = CounterMetricFamily(
+            "generic_connector_receipts",
+            "Receipts (delivered, read, failed...) the platform reported, by receipt name.",
+            labels=["channel", "receipt"],
+        )
+        for (channel, receipt), count in _summed(channels, lambda m: m.receipts).items():
+            receipts.add_metric([channel, receipt], count)
         attempts = CounterMetricFamily(
             "generic_connector_outbound_attempts",
             "Requests to platforms' APIs, by outcome: delivered, retried, failed.",
@@ -93,6 +102,11 @@ class ChannelsCollector(Collector):
         duplicates = CounterMetricFamily(
             "generic_connector_duplicates",
             "Messages recognised as already handled (the same message id), not handled again.",
+            labels=["channel"],
+        )
+        paused = CounterMetricFamily(
+            "generic_connector_paused_messages",
+            "User messages of paused conversations (handover): acknowledged, not given to Rasa.",
             labels=["channel"],
         )
         pending = GaugeMetricFamily(
@@ -107,9 +121,11 @@ class ChannelsCollector(Collector):
         )
         for channel, parts in _by_channel(channels).items():
             duplicates.add_metric([channel], sum(part.duplicates for part in parts))
+            paused.add_metric([channel], sum(part.paused for part in parts))
             pending.add_metric([channel], sum(part.pending for part in parts))
             assistant.add_metric([channel], *_histogram(parts))
-        yield from (requests, ignored, duplicates, assistant, attempts, pending)
+        yield from (requests, ignored, duplicates, paused, assistant, attempts, pending)
+        yield receipts
         if REDIS.round_trips:
             yield CounterMetricFamily(
                 "generic_connector_redis_round_trips",

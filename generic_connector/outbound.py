@@ -40,6 +40,7 @@ from generic_connector import defaults as default
 from generic_connector.errors import GenericConnectorError, RenderError
 from generic_connector.expressions import EvaluationError, Expression, json_type
 from generic_connector.functions import Scope
+from generic_connector.limits import Rate, batches
 
 if TYPE_CHECKING:
     from generic_connector.mapping import Extracted
@@ -237,8 +238,21 @@ TURN_SCHEMA = {
     ),
     **TEMPLATE_SCHEMA,
 }
+PRESENCE = "presence"
+PRESENCE_SCHEMA = {
+    "description": (
+        "A request sent when a user message reaches the channel, before the assistant answers "
+        "(a typing indicator, a read receipt), over {message, recipient, event, metadata, "
+        "reply_to}: one attempt, in the background; it never delays or fails the reply."
+    ),
+    **TEMPLATE_SCHEMA,
+}
 # The delivery policy: every other key of the section is a template.
-OPTIONS = ("wait", "timeout", "retries", "backoff", "max_backoff", "allow_hosts")
+OPTIONS: Tuple[str, ...] = (
+    "wait", "timeout", "retries", "backoff", "max_backoff", "allow_hosts", "renders", "numbered",
+)  # fmt: skip
+# Platform limits (``limits.py``): texts split, a turn's messages batched, requests spaced.
+OPTIONS += ("max_text", "max_messages_per_request", "rate")
 
 
 # Body formats ----------------------------------------------------------------------------------
@@ -301,7 +315,8 @@ def body_format_schema() -> Dict[str, Any]:
 
 def template_schemas() -> Dict[str, Any]:
     """The template keys of the schema's ``outbound`` section: every kind, and ``turn``."""
-    return {**{name: kind.schema() for name, kind in OUTBOUND_KINDS.items()}, TURN: TURN_SCHEMA}
+    kinds = {name: kind.schema() for name, kind in OUTBOUND_KINDS.items()}
+    return {**kinds, TURN: TURN_SCHEMA, PRESENCE: PRESENCE_SCHEMA}
 
 
 # Templates -------------------------------------------------------------------------------------
@@ -560,6 +575,12 @@ class Outbound:
         max_backoff: float = default.OUTBOUND_MAX_BACKOFF,
         allow_hosts: Optional[List[str]] = None,
         turn: Optional[RequestTemplate] = None,
+        renders: Optional[List[str]] = None,
+        numbered: str = default.NUMBERED,
+        max_text: Optional[int] = None,
+        max_messages_per_request: Optional[int] = None,
+        rate: Optional[Mapping[str, float]] = None,
+        presence: Optional[RequestTemplate] = None,
     ) -> None:
         unknown = [kind for kind in templates if kind not in OUTBOUND_KINDS]
         if unknown:
@@ -571,18 +592,29 @@ class Outbound:
             )
         self.templates = templates
         self.turn = turn
+        self.presence = presence  # sent when a turn starts (``presence.py``)
         self.wait = wait
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.allow_hosts = HostAllowList(allow_hosts) if allow_hosts else None
+        self.max_text = max_text  # longer texts become several messages (pipeline.deliver)
+        self.max_messages_per_request = max_messages_per_request  # of a turn
+        self.rate = Rate(**rate) if rate else None
+        # Seconds between two requests of one conversation (0: not spaced).
+        self.spacing = self.rate.spacing if self.rate else 0.0
+        # The kinds the platform shows (None: every kind with a template, nothing falls back),
+        # and the line of a button turned into text (``fallback``).
+        self.renders = frozenset(renders) if renders is not None else None
+        self.numbered = numbered
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "Outbound":
         """From a validated section; a key that is no option, kind or ``turn`` is refused."""
         defaults = section.get("defaults") or {}
-        unknown = [k for k in section if k not in (*OPTIONS, *OUTBOUND_KINDS, TURN, "defaults")]
+        named = (*OPTIONS, *OUTBOUND_KINDS, TURN, PRESENCE, "defaults")
+        unknown = [k for k in section if k not in named]
         if unknown:
             known = ", ".join(OUTBOUND_KINDS)
             raise ValueError(f"unknown outbound key {unknown[0]!r} (message kinds: {known})")
@@ -596,11 +628,13 @@ class Outbound:
 
         templates = {kind: template(kind) for kind in OUTBOUND_KINDS if kind in section}
         turn = template(TURN) if TURN in section else None
+        presence = template(PRESENCE) if PRESENCE in section else None
         options = {key: section[key] for key in OPTIONS if key in section}
-        return cls(templates, turn=turn, **options)
+        return cls(templates, turn=turn, presence=presence, **options)
 
     def expressions(self) -> List[Expression]:
-        templates = [*self.templates.values(), *([self.turn] if self.turn else [])]
+        extra = [t for t in (self.turn, self.presence) if t is not None]
+        templates = [*self.templates.values(), *extra]
         return [e for template in templates for e in template.expressions()]
 
     def allows(self, request: OutboundRequest) -> bool:
@@ -613,29 +647,41 @@ class Outbound:
         recipient: str,
         source: Optional["Extracted"],
         scope: Optional[Scope] = None,
+        reply_to: Optional[Dict[str, Any]] = None,
     ) -> Tuple[List[OutboundRequest], List[str]]:
         """All the requests for the bot messages answering one user message, in order, and the
         problems of what could not be rendered (for the log, with the conversation id).
 
         ``source`` is the user message the replies answer (None for messages Rasa sends on its
         own): its event and metadata are what the templates see as ``event`` and ``metadata``.
+        ``reply_to`` is where the conversation is (``{user, conversation, thread}``: the
+        source's, or the one remembered for messages Rasa sends on its own).
         ``scope`` is what header(), query(), body() and env() read.
         """
         event = source.event if source is not None else None
         metadata = source.metadata if source is not None else None
+        if reply_to is None and source is not None:
+            reply_to = source.reply_to
         if self.turn is not None:
             if not replies:
                 return [], []
-            context = {
-                "messages": replies,
-                "recipient": recipient,
-                "event": event,
-                "metadata": metadata,
-            }
-            try:
-                return [self.render_template(self.turn, context, scope)], []
-            except (RenderError, EvaluationError) as error:
-                return [], [f"the replies of a turn: {error}; not sent"]
+            turns: List[OutboundRequest] = []
+            failed: List[str] = []
+            # At most max_messages_per_request messages a request; ``batch`` counts from 0.
+            for batch, messages in enumerate(batches(replies, self.max_messages_per_request)):
+                context = {
+                    "messages": messages,
+                    "recipient": recipient,
+                    "event": event,
+                    "metadata": metadata,
+                    "reply_to": reply_to,
+                    "batch": batch,
+                }
+                try:
+                    turns.append(self.render_template(self.turn, context, scope))
+                except (RenderError, EvaluationError) as error:
+                    failed.append(f"the replies of a turn: {error}; not sent")
+            return turns, failed
         requests: List[OutboundRequest] = []
         problems: List[str] = []
         for message in replies:
@@ -644,6 +690,7 @@ class Outbound:
                 "recipient": recipient,
                 "event": event,
                 "metadata": metadata,
+                "reply_to": reply_to,
             }
             for kind in OUTBOUND_KINDS.values():
                 if not kind.carries(message):

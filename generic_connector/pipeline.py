@@ -1,7 +1,8 @@
 """The request pipeline: every request goes through the same named stages, in this order.
 
     limits → auth → decode → (auth by a body field) → handshakes → events → fetch → mapping
-    → early acknowledgement → de-duplication and Rasa → answer → outbound
+    (receipts, ignore rules, fields) → handover → numbered answers → early acknowledgement
+    → de-duplication and Rasa → answer → outbound
 
 Each stage is a small function of the pipeline and the request's ``Exchange`` — a coroutine
 function where it awaits I/O (auth keys, fetches, Rasa, outbox), a plain one otherwise, which
@@ -12,6 +13,7 @@ test cases run the same one with sample replies.
 """
 
 import asyncio
+import base64
 import hashlib
 import itertools
 import os
@@ -19,20 +21,31 @@ import re
 import time
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol, Tuple
 
-from generic_connector import stores
+from generic_connector import defaults, stores
+from generic_connector import handover as handovers
 from generic_connector.answers import Rendered, RenderError
 from generic_connector.auth import AuthFailed, AuthUnavailable
 from generic_connector.config import ChannelConfig
-from generic_connector.conversations import ConversationStore, MemoryConversations
+from generic_connector.conversations import (
+    OFFERED,
+    PAUSED,
+    REPLY_TO,
+    ConversationStore,
+    MemoryConversations,
+)
 from generic_connector.errors import HTTPError, Unavailable
 from generic_connector.expressions import EvaluationError, truthy
+from generic_connector.fallback import chosen, replies_as_text, unrendered
 from generic_connector.fetch import Fetcher, FetchFailed, HTTPFetcher, fetched_event
 from generic_connector.functions import Scope
+from generic_connector.handover import HELD, PAUSE
 from generic_connector.idempotency import IdempotencyStore, Replies
+from generic_connector.limits import split_replies
 from generic_connector.logtext import get_logger
 from generic_connector.mapping import Extracted, IgnoreRule, MappingError
 from generic_connector.metrics import ChannelMetrics
 from generic_connector.outbox import Outbox
+from generic_connector.presence import Presence
 from generic_connector.request import IncomingRequest, decode_body, dumps, valid_unicode
 from generic_connector.routes import BODY_METHODS
 
@@ -75,6 +88,7 @@ class Exchange:
     __slots__ = (
         "request", "request_id", "now", "body", "scope", "answer", "handshake", "refusal",
         "deferred", "events", "messages", "ignored", "replies", "fresh", "outbound", "problem",
+        "held",
     )  # fmt: skip
 
     def __init__(self, request: IncomingRequest, request_id: str, now: float) -> None:
@@ -96,10 +110,13 @@ class Exchange:
         self.outbound: List[Awaitable[Any]] = []
         # What failed after the messages were handled (the answer could not be rendered).
         self.problem: Optional[str] = None
+        # Messages of paused conversations (``handover``): acknowledged, not handed over.
+        self.held: List[Extracted] = []
 
     @property
     def sender(self) -> Optional[str]:
-        return self.messages[0].sender_id if self.messages else None
+        first = self.messages or self.held
+        return first[0].sender_id if first else None
 
 
 class Pipeline:
@@ -117,13 +134,15 @@ class Pipeline:
         self.store = store
         self.outbox = outbox
         self.clock = clock
-        self.fetcher = fetcher or (HTTPFetcher() if config.request.fetch else None)
+        fetches = config.request.fetch or config.request.download
+        self.fetcher = fetcher or (HTTPFetcher() if fetches else None)
         self.metrics = ChannelMetrics(config.name)
         # Where stored messages wait for the assistant (request.ack: early; defer on a
         # shared store), and the deferring requests waiting for their replies, by entry.
         self.inbox: Optional[Inbox] = None
         # What the channel remembers per conversation (the channel sets its store's).
         self.conversations: ConversationStore = MemoryConversations()
+        self.presence: Optional[Presence] = None  # outbound.presence (the channel sets it)
         self.waiters: Dict[str, asyncio.Future[Replies]] = {}
         # Every stage, in order; those the configuration has nothing for are left out once
         # here instead of returning at once on every request.
@@ -136,6 +155,11 @@ class Pipeline:
             select_events,
             fetch_data if config.request.fetch else None,
             map_events,
+            apply_handover if config.handover else None,
+            download_attachments if config.request.download else None,
+            remember_reply_addresses if config.request.conversation else None,
+            announce_presence if config.outbound and config.outbound.presence else None,
+            map_numbered_answers if _numbers_buttons(config) else None,
             acknowledge_early if config.request.ack == "early" else None,
             # de-duplication and Rasa, message by message
             hand_to_assistant_or_defer if config.defer else hand_to_assistant,
@@ -301,10 +325,56 @@ async def fetch_data(pipeline: Pipeline, exchange: Exchange, assistant: Assistan
         )
 
 
+async def remember_reply_addresses(
+    pipeline: Pipeline, exchange: Exchange, assistant: Assistant
+) -> None:
+    """Each conversation's reply address (user, conversation, thread), kept by Rasa's
+    sender_id, so that what Rasa sends on its own later goes where the conversation is."""
+    for message in {m.sender_id: m for m in exchange.messages}.values():
+        await pipeline.conversations.put(
+            REPLY_TO, message.sender_id, message.reply_to, defaults.REPLY_TO_TTL
+        )
+
+
+async def download_attachments(
+    pipeline: Pipeline, exchange: Exchange, assistant: Assistant
+) -> None:
+    """``request.download``: each attachment's content got from the platform (with its
+    token) into its metadata as ``data`` (base64), with ``mime`` and ``size``; the URL it was
+    got from, which may hold the token, is kept nowhere. One larger than ``max_size`` gets
+    ``error`` instead of ``data``; one that cannot be got answers 503, so the platform retries."""
+    download = pipeline.config.request.download
+    if download is None or pipeline.fetcher is None:
+        return
+    for message in exchange.messages:
+        for attachment in (message.metadata or {}).get("attachments") or []:
+            seen = {"attachment": attachment, "event": message.event}
+            if not download.template.wanted(seen, exchange.scope):
+                continue
+            request = download.template.render(seen, exchange.scope)
+            got = await pipeline.fetcher.download(request, download.template, download.max_size)
+            if got.body is None:
+                attachment["error"] = f"larger than {download.max_size} bytes; not downloaded"
+                continue
+            attachment["data"] = base64.b64encode(got.body).decode("ascii")
+            attachment["size"] = len(got.body)
+            if got.mime and "mime" not in attachment:
+                attachment["mime"] = got.mime.split(";")[0].strip()
+
+
+def announce_presence(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
+    """``outbound.presence`` (typing, read) for each message, in the background."""
+    if pipeline.presence is not None:
+        for message in exchange.messages:
+            pipeline.presence.announce(message, _outbound_scope(exchange))
+
+
 def map_events(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
     """Ignore rules, then the fields of each event; all are mapped before any reaches Rasa."""
     mapping, name = pipeline.config.request, pipeline.config.name
     for index, event in enumerate(exchange.events):
+        if mapping.receipts and _receipt(pipeline, exchange, index, event):
+            continue
         mapped = mapping.map(event, exchange.scope)
         if isinstance(mapped, IgnoreRule):
             logger.info("Channel %s: event %d ignored by rule %r", name, index, mapped.name)
@@ -317,6 +387,104 @@ def map_events(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> 
             raise HTTPError(400, f"event {index} maps to text that is not valid Unicode")
         else:
             exchange.messages.append(mapped)
+
+
+def _receipt(pipeline: Pipeline, exchange: Exchange, index: int, event: Any) -> bool:
+    """``request.receipts``: whether the event is a receipt; one is counted, then ignored (as
+    ``receipt: <name>``), or given to the assistant as ``request.receipts_intent``."""
+    mapping = pipeline.config.request
+    rule = mapping.receipt(event, exchange.scope)
+    if rule is None:
+        return False
+    pipeline.metrics.receipts[rule.name] += 1
+    if mapping.receipts_intent is None:
+        exchange.ignored.append((index, f"receipt: {rule.name}"))
+    else:
+        exchange.messages.append(mapping.receipt_message(rule, event, exchange.scope))
+    return True
+
+
+async def apply_handover(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
+    """``handover``: events that ``pause_when`` or ``resume_when`` is true for pause or resume
+    their conversation; then the messages of a paused conversation are held (``hold``)."""
+    config = pipeline.config
+    assert config.handover is not None  # this stage runs only with a handover section
+    ignored = {index for index, _ in exchange.ignored}
+    messages = iter(exchange.messages)
+    kept: List[Extracted] = []
+    for index, event in enumerate(exchange.events):
+        change = config.handover.change(event, exchange.scope)
+        if change is not None:
+            await _change_pause(pipeline, exchange, event, change)
+        if index in ignored:
+            continue
+        message = next(messages)
+        if await pipeline.conversations.get(PAUSED, message.sender_id) is None:
+            kept.append(message)
+            continue
+        await hold(pipeline, exchange, message)
+        exchange.ignored.append((index, HELD))  # a failed batch's event numbers skip it
+        exchange.held.append(message)
+    exchange.messages = kept
+
+
+async def _change_pause(pipeline: Pipeline, exchange: Exchange, event: Any, change: str) -> None:
+    config = pipeline.config
+    assert config.handover is not None
+    conversation = config.handover.conversation_of(event, exchange.scope, config.request.sender)
+    if conversation is None:
+        logger.warning(
+            "Channel %s: request %s: a %s rule matched an event without a conversation id",
+            config.name, exchange.request_id, change,
+        )  # fmt: skip
+        return
+    if change == PAUSE:
+        rule = "pause_when"
+        await handovers.pause(
+            pipeline.conversations, conversation, rule, exchange.now, config.handover.timeout
+        )
+    else:
+        rule = "resume_when"
+        await handovers.resume(pipeline.conversations, conversation)
+    logger.info(
+        "Channel %s: conversation %s %sd by handover.%s",
+        config.name, conversation, change, rule,
+    )  # fmt: skip
+
+
+async def hold(pipeline: Pipeline, exchange: Exchange, message: Extracted) -> None:
+    """A message of a paused conversation: acknowledged without the assistant, logged (never
+    its text), counted, and relayed with ``handover.relay`` through the outbox; a message id
+    already held is not relayed again."""
+    config = pipeline.config
+    assert config.handover is not None
+    logger.info(
+        "Channel %s: request %s: message %s of paused conversation %s held, not handed over",
+        config.name, exchange.request_id, message.message_id, message.sender_id,
+    )  # fmt: skip
+    pipeline.metrics.paused += 1
+    if not config.handover.relays or config.outbound is None or pipeline.outbox is None:
+        return
+    key = dedup_key(pipeline, message)
+    if key is not None and await _store_of(pipeline).claim(key) is not None:
+        return  # relayed before: the platform sent it again
+    try:
+        scope = _outbound_scope(exchange)
+        try:
+            request = config.handover.relay_request(config.outbound, message, scope)
+        except (EvaluationError, RenderError) as error:
+            logger.error(
+                "Channel %s: message %s of paused conversation %s was not relayed: %s",
+                config.name, message.message_id, message.sender_id, error,
+            )  # fmt: skip
+        else:
+            exchange.outbound.append(await pipeline.outbox.put(message.sender_id, [request]))
+    except BaseException:
+        if key is not None:
+            await _store_of(pipeline).release(key)
+        raise
+    if key is not None:
+        await _store_of(pipeline).finish(key, [])
 
 
 async def acknowledge_early(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) -> None:
@@ -653,14 +821,54 @@ async def deliver(
 ) -> Awaitable[Any]:
     """Render the replies' API requests and put them in the outbox; the awaitable is their
     delivery. Also for the messages Rasa sends on its own."""
-    assert pipeline.config.outbound is not None and pipeline.outbox is not None
-    requests, problems = pipeline.config.outbound.render_replies(replies, recipient, source, scope)
+    outbound = pipeline.config.outbound
+    assert outbound is not None and pipeline.outbox is not None
+    reply_to: Optional[Dict[str, Any]] = None
+    if source is not None:
+        reply_to = source.reply_to
+    elif pipeline.config.request.conversation is not None:  # Rasa sends on its own
+        reply_to = await pipeline.conversations.get(REPLY_TO, recipient)
+    replies = await _as_text(pipeline, recipient, replies)
+    replies = split_replies(replies, outbound.max_text)  # longer texts in several messages
+    requests, problems = outbound.render_replies(replies, recipient, source, scope, reply_to)
     for problem in problems:
         logger.error(
             "Channel %s: a reply for conversation %s was not sent: %s",
             pipeline.config.name, recipient, problem,
         )  # fmt: skip
     return await pipeline.outbox.put(recipient, requests)
+
+
+async def _as_text(pipeline: Pipeline, recipient: str, replies: Replies) -> Replies:
+    """``outbound.renders``: the parts the platform cannot show written as text; the buttons
+    offered as numbers are remembered for the conversation (``map_numbered_answers``)."""
+    outbound = pipeline.config.outbound
+    assert outbound is not None
+    kinds = unrendered(outbound.renders)
+    if not kinds:
+        return replies
+    replies, offer = replies_as_text(replies, kinds, outbound.numbered)
+    if offer is not None:
+        await pipeline.conversations.put(OFFERED, recipient, offer, defaults.OFFERED_TTL)
+    return replies
+
+
+def _numbers_buttons(config: ChannelConfig) -> bool:
+    """Whether the channel offers buttons as numbered text (its platform shows none)."""
+    return config.outbound is not None and "buttons" in unrendered(config.outbound.renders)
+
+
+async def map_numbered_answers(
+    pipeline: Pipeline, exchange: Exchange, assistant: Assistant
+) -> None:
+    """A user's answer naming a button last offered as numbered text (its number or title)
+    becomes that button's payload, as a press of it would; the offer is then forgotten."""
+    for index, message in enumerate(exchange.messages):
+        offer = await pipeline.conversations.get(OFFERED, message.sender_id)
+        payload = chosen(offer, message.text) if offer is not None else None
+        if payload is not None:
+            exchange.messages[index] = message._replace(text=payload)
+            await pipeline.conversations.delete(OFFERED, message.sender_id)
 
 
 def request_id(request: IncomingRequest) -> str:

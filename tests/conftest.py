@@ -220,6 +220,25 @@ generic_connector.channels.uploader:
       body: "{to: recipient, media_id: steps.upload.id}"
       success: is_sent
 
+# Platform limits: the demo's greeting here is 10,000 characters with a button, sent in parts
+# of at most 1,000, four requests a second at most (tests/test_limits_e2e.py).
+generic_connector.channels.longreply:
+  name: longreply
+  request: {sender: from, text: text, message_id: id}
+  response: {body: "`{}`"}
+  outbound:
+    allow_hosts: [127.0.0.1]
+    retries: 2
+    backoff: 0.1
+    max_text: 1000
+    rate: {per_second: 4}
+    defaults:
+      url: join('', [env('LONGREPLY_API_URL'), '/messages'])
+    text:
+      body: "{to: recipient, text: message.text}"
+    buttons:
+      body: "{to: recipient, text: message.text, buttons: message.buttons[].title}"
+
 # Replies to a URL the request names (like Slack's response_url), only on allowed hosts.
 generic_connector.channels.hook:
   name: hook
@@ -230,6 +249,20 @@ generic_connector.channels.hook:
     text: {url: event.response_url, body: "{text: message.text}"}
 """
 )
+# A platform that shows text only: buttons go out as numbered text, and an answer naming one
+# reaches Rasa as its payload (tests/test_fallback_e2e.py).
+PLATFORM_CREDENTIALS += """
+generic_connector.channels.textonly:
+  name: textonly
+  request: {sender: from, text: text, message_id: id}
+  response: {body: "`{}`"}
+  outbound:
+    allow_hosts: [127.0.0.1]
+    renders: [text]
+    text:
+      url: join('', [env('TEXTONLY_API_URL'), '/messages'])
+      body: "{to: recipient, text: message.text}"
+"""
 # The main server's /metrics and readiness details are for this bearer token only.
 OPS_TOKEN = "ops-token-for-the-tests"
 OPS = {"GENERIC_CONNECTOR_OPS_TOKEN": OPS_TOKEN}
@@ -310,6 +343,8 @@ def api_urls(api: PlatformAPI) -> Dict[str, str]:
         "RBM_TOKEN_URL": f"{api.url}/rbm/token",
         "RINGCENTRAL_API_URL": f"{api.url}/ringcentral",
         "UPLOADER_API_URL": f"{api.url}/uploader",
+        "LONGREPLY_API_URL": f"{api.url}/longreply",
+        "TEXTONLY_API_URL": f"{api.url}/textonly",
     }
 
 

@@ -85,10 +85,12 @@ class PlatformAPI:
             self.requests.append(request)
         if delay:
             time.sleep(delay)
-        payload = json.dumps(body).encode()
+        # A bytes body is sent as it is (a file), with the Content-Type the plan gives.
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        media = "application/octet-stream" if isinstance(body, bytes) else "application/json"
         try:
             handler.send_response(status)
-            for name, value in {**headers, "Content-Type": "application/json"}.items():
+            for name, value in {"Content-Type": media, **headers}.items():
                 handler.send_header(name, value)
             handler.send_header("Content-Length", str(len(payload)))
             handler.end_headers()

@@ -64,6 +64,7 @@ OFFLINE_SUBCOMMANDS = {"validate", "dry-run", "mappings", "schema", "new", "expl
 ONLINE_SUBCOMMANDS = {
     "capture": "serves HTTP and waits for a platform's requests",
     "deliveries": "reads the dead-letter stream in Redis",
+    "conversations": "pauses and resumes conversations in Redis",
 }
 SHELL_PROGRAMS = {"echo"}
 SKIPPED = {

@@ -230,7 +230,7 @@ def test_ignore_rules_first_match_wins() -> None:
     assert mapping.map({"text": ""}).name == "no text"  # no sender either: rules come first
     assert mapping.map({"is_echo": True, "a": "me", "text": "hi"}, ignore_rules=False).text == "hi"
     event = {"a": "me", "text": "hi"}
-    assert mapping.map(event) == ("me", "hi", "x", None, None, event)
+    assert mapping.map(event) == ("me", "hi", "x", None, None, event, None, None, None)
 
 
 def test_xml_is_escaped_and_nulls_leave_nothing() -> None:

@@ -29,8 +29,9 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+from tests.conftest import OPS_TOKEN
 from tests.platform_api import PlatformAPI
-from tests.rasa_process import RasaServer
+from tests.rasa_process import RasaServer, user_events
 from tests.redis_server import redis_binary
 from tests.replicas import (
     BOT_TOKEN,
@@ -134,6 +135,30 @@ generic_connector.channels.chained:
       url: join('', [env('CHAINED_API_URL'), '/conversations/', steps.opened.id, '/messages'])
       body: "{text: message.text}"
       success: is_sent
+
+# Handover: the bot paused for a conversation on every replica (the pause is on Redis), by the
+# operator API, an agent event or the command; a paused conversation's messages are relayed.
+generic_connector.channels.handover:
+  name: handover
+  request:
+    sender: sender
+    text: message
+    message_id: id
+    ignore: [{name: agent events, when: "!message"}]
+  response: {body: "{replies: messages[].text}"}
+  store: {type: redis, url_env: REDIS_URL, visibility_timeout: 2, running_timeout: 3}
+  outbound:
+    retries: 2
+    backoff: 0.2
+    text:
+      url: join('', [env('HANDOVER_API_URL'), '/send'])
+      body: "{to: recipient, text: message.text}"
+  handover:
+    pause_when: "event == 'agent_assigned'"
+    resume_when: "event == 'agent_left'"
+    relay:
+      url: join('', [env('HANDOVER_API_URL'), '/agent-inbox'])
+      body: "{conversation: recipient, text: message.text, id: message.message_id}"
 """
 
 ENDPOINTS = """
@@ -175,6 +200,8 @@ class Cluster:
             "TOKENED_CLIENT_ID": "client-1",
             "TOKENED_CLIENT_SECRET": "client-secret-1",
             "CHAINED_API_URL": f"{self.platform.url}/chained",
+            "HANDOVER_API_URL": f"{self.platform.url}/handover",
+            "GENERIC_CONNECTOR_OPS_TOKEN": OPS_TOKEN,
         }
         redis_via_link = f"redis://127.0.0.1:{self.store_link.port}/0"
         self.replicas = [
@@ -851,3 +878,74 @@ def test_a_chain_is_delivered_from_redis_and_a_not_sent_answer_is_dead_lettered(
     shown = cluster.deliveries_command("show", letter["id"])
     assert shown.returncode == 0, shown.stderr
     assert "is_sent" in shown.stdout and "member left" in shown.stdout
+
+
+def conversations_command(cluster: Cluster, *args: str) -> "subprocess.CompletedProcess[str]":
+    """``generic-connector conversations ...`` against the cluster's Redis."""
+    command = [str(Path(sys.executable).with_name("generic-connector")), "conversations", *args]
+    command += ["--url", cluster.redis.url]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_a_conversation_paused_on_one_replica_is_paused_on_the_other_and_resumed(
+    cluster: Cluster,
+) -> None:
+    """Paused through replica A's API, a message to replica B is acknowledged without the
+    assistant (no new user event in the shared tracker) and relayed; resumed by the command,
+    the next message to replica A is handled and answered. An agent event pauses too."""
+    cluster.ready()
+    api = cluster.api
+    a, b = cluster.replicas
+    [chat] = cluster.chats(1)
+    sender = f"hand-{chat}"
+    bearer = {"Authorization": f"Bearer {OPS_TOKEN}", "Content-Type": "application/json"}
+    base = "/webhooks/handover/conversations"
+
+    def send(replica: RasaServer, body: Dict[str, Any]) -> Answer:
+        give_up = time.monotonic() + 30
+        answer = replica.post("/webhooks/handover/webhook", body)
+        while answer[0] == 503 and time.monotonic() < give_up:  # Rasa's lock store recovering
+            time.sleep(1.0)
+            answer = replica.post("/webhooks/handover/webhook", body)
+        return answer
+
+    status, _, body = send(a, {"sender": sender, "message": "hi", "id": f"{sender}-1"})
+    assert status == 200 and json.loads(body)["replies"], body
+    handled = len(user_events(a.tracker(sender)))
+    assert handled == 1
+
+    wrong = a.send(f"{base}/{sender}/pause", b"", {"Authorization": "Bearer wrong"})
+    assert wrong[0] == 401
+    bad = a.send(f"{base}/{sender}/stop", b"", bearer)
+    assert bad[0] == 400 and "unknown action" in json.loads(bad[2])["error"]
+    status, _, body = a.send(f"{base}/{sender}/pause", b'{"timeout": 300}', bearer)
+    assert status == 200, body
+    assert json.loads(body)["by"] == "api"
+
+    status, _, body = send(b, {"sender": sender, "message": "a person please", "id": f"{sender}-2"})
+    assert (status, json.loads(body)) == (200, {"replies": []})
+    assert len(user_events(b.tracker(sender))) == handled  # not given to Rasa
+    [relayed] = api.received(lambda r: r.path == "/handover/agent-inbox", 1)
+    assert relayed.json == {"conversation": sender, "text": "a person please", "id": f"{sender}-2"}
+    assert "a person please" not in b.log_text()
+    status, _, body = b.send(f"{base}/paused", None, bearer, method="GET")
+    assert status == 200 and sender in [row["conversation"] for row in json.loads(body)["paused"]]
+
+    listed = conversations_command(cluster, "list", "--channel", "handover", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert sender in [row["conversation"] for row in json.loads(listed.stdout)["paused"]]
+    resumed = conversations_command(cluster, "resume", sender, "--channel", "handover")
+    assert resumed.returncode == 0, resumed.stderr
+
+    status, _, body = send(a, {"sender": sender, "message": "hi again", "id": f"{sender}-3"})
+    assert status == 200 and json.loads(body)["replies"], body
+    assert len(user_events(a.tracker(sender))) == handled + 1
+
+    # An agent event to replica B pauses the conversation for replica A.
+    assert send(b, {"sender": sender, "event": "agent_assigned"})[0] == 200
+    status, _, body = send(a, {"sender": sender, "message": "hello?", "id": f"{sender}-4"})
+    assert (status, json.loads(body)) == (200, {"replies": []})
+    assert len(user_events(a.tracker(sender))) == handled + 1
+    assert send(a, {"sender": sender, "event": "agent_left"})[0] == 200
+    listed = conversations_command(cluster, "list", "--channel", "handover", "--format", "json")
+    assert sender not in [row["conversation"] for row in json.loads(listed.stdout)["paused"]]

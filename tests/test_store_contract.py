@@ -345,3 +345,102 @@ def test_conversation_state_is_kept_expires_and_is_listed(parts: stores.Parts) -
         None,
         {"thread": "t-1"},
     ]
+
+
+# Pacing (outbound.rate): one conversation's requests spaced, in memory and in Redis -----------
+
+SPACING = 0.5  # rate: {per_second: 2}
+EARLY = 0.05  # a request may reach the stand-in API sooner after the one before than it left
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def paced(
+    request: pytest.FixtureRequest, api: PlatformAPI, monkeypatch: pytest.MonkeyPatch
+) -> stores.Parts:
+    store: dict = {"type": request.param}
+    if request.param == "redis":
+        monkeypatch.setenv("REDIS_URL", fresh(request.getfixturevalue("redis_server")))
+        store.update(url_env="REDIS_URL", visibility_timeout=1)
+    config = load_channel(
+        {
+            "name": f"paced-{request.param}",
+            "request": {"sender": "user", "text": "text", "message_id": "id"},
+            "store": store,
+            "outbound": {
+                "retries": 3,
+                "backoff": 0.05,
+                "max_backoff": 0.2,
+                "rate": {"per_second": 1 / SPACING},
+                "allow_hosts": [f"127.0.0.1:{api.port}"],
+                "text": {"url": "'http://unused'", "body": "{text: message.text}"},
+            },
+        }
+    )
+    return stores.build(config)
+
+
+def times(api: PlatformAPI, conversation: str) -> List[float]:
+    return [r.at for r in api.requests if r.json["chat"] == conversation]
+
+
+def gaps(api: PlatformAPI, conversation: str) -> List[float]:
+    at = times(api, conversation)
+    return [later - earlier for earlier, later in zip(at, at[1:])]
+
+
+def test_one_conversations_requests_are_spaced(paced: stores.Parts, api: PlatformAPI) -> None:
+    outbox = paced.outbox
+    assert outbox is not None
+
+    async def scenario() -> None:
+        first = await outbox.put("p1", [sent(api, "p1", n) for n in range(2)])
+        await first
+        await (await outbox.put("p1", [sent(api, "p1", 2)]))  # after the earlier ones left
+
+    run(paced, scenario)
+    assert numbers(api) == [0, 1, 2]
+    assert all(gap >= SPACING - EARLY for gap in gaps(api, "p1")), gaps(api, "p1")
+
+
+def test_paced_conversations_do_not_hold_each_other_up(
+    paced: stores.Parts, api: PlatformAPI
+) -> None:
+    outbox = paced.outbox
+    assert outbox is not None
+
+    async def scenario() -> None:
+        one = await outbox.put("p2", [sent(api, "p2", n) for n in range(3)])
+        other = await outbox.put("p3", [sent(api, "p3", n) for n in range(10, 13)])
+        await asyncio.gather(one, other)
+
+    run(paced, scenario)
+    assert [r.json["n"] for r in api.requests if r.json["chat"] == "p2"] == [0, 1, 2]
+    assert [r.json["n"] for r in api.requests if r.json["chat"] == "p3"] == [10, 11, 12]
+    for conversation in ("p2", "p3"):
+        assert all(gap >= SPACING - EARLY for gap in gaps(api, conversation))
+    # Interleaved: the other conversation started before this one's last (>= 2 spacings on).
+    assert times(api, "p3")[0] < times(api, "p2")[2]
+
+
+def test_a_retry_after_delays_its_conversation_only(paced: stores.Parts, api: PlatformAPI) -> None:
+    api.plan(
+        lambda r: r.json["chat"] == "p4" and r.json["n"] == 1, [(429, {"Retry-After": "2"}, {})]
+    )
+    outbox = paced.outbox
+    assert outbox is not None
+
+    async def scenario() -> None:
+        one = await outbox.put("p4", [sent(api, "p4", n) for n in range(3)])
+        other = await outbox.put("p5", [sent(api, "p5", n) for n in range(10, 13)])
+        await asyncio.gather(one, other)
+
+    run(paced, scenario)
+    p4 = [(r.json["n"], r.status) for r in api.requests if r.json["chat"] == "p4"]
+    assert p4 == [(0, 200), (1, 429), (1, 200), (2, 200)]
+    at = times(api, "p4")
+    assert at[2] - at[1] >= 1.9  # Retry-After: 2, not the backoff's 0.05 s
+    assert all(gap >= SPACING - EARLY for gap in gaps(api, "p4"))
+    # The other conversation went on meanwhile, at its own pace.
+    assert [r.status for r in api.requests if r.json["chat"] == "p5"] == [200] * 3
+    assert all(gap >= SPACING - EARLY for gap in gaps(api, "p5"))
+    assert times(api, "p5")[2] < at[2]

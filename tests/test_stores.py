@@ -56,7 +56,10 @@ def test_defer_on_a_backend_that_stores_messages_gets_an_inbox(
 
 def test_no_parts_where_the_configuration_needs_none() -> None:
     plain = load_channel({"name": "p", "request": {"sender": "user", "text": "text"}})
-    assert stores.build(plain) == stores.Parts(None, None, None)
+    parts = stores.build(plain)
+    assert (parts.store, parts.outbox, parts.inbox, parts.fetcher) == (None, None, None, None)
+    # Conversation state is always there; on memory it is a dict of this process.
+    assert type(parts.conversations).__name__ == "MemoryConversations"
 
 
 def test_a_backend_without_an_inbox_is_a_finding_not_a_start_up_failure() -> None:

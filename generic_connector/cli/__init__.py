@@ -3,9 +3,10 @@
 The tooling lives in this sub-package, one module per command or group of commands:
 ``validate`` (whole files and their test cases), ``dryrun`` (the pipeline with sample
 replies), ``deliveries`` (the Redis dead letters), ``onboarding`` with ``capture`` and
-``starter`` (``capture`` and ``new``). The channel's runtime imports none of it (an import
-contract in pyproject.toml); what the commands share with it, such as the start-up checks
-(``startup``) and the plain words of findings (``explain``), is in the core modules.
+``starter`` (``capture`` and ``new``), ``conversations`` (handover: pauses on Redis). The
+channel's runtime imports none of it (an import contract in pyproject.toml); what the
+commands share with it, such as the start-up checks (``startup``) and the plain words of
+findings (``explain``), is in the core modules.
 """
 
 import argparse
@@ -176,9 +177,10 @@ def _parser() -> argparse.ArgumentParser:
     mappings.set_defaults(run=_mappings)
 
     # Imported here: its Redis client is not needed to import the other commands' modules.
-    from generic_connector.cli import deliveries
+    from generic_connector.cli import conversations, deliveries
 
     deliveries.add_commands(commands)
+    conversations.add_commands(commands)
     onboarding.add_commands(commands)
     return parser
 

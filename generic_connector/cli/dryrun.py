@@ -85,6 +85,7 @@ class ShownOutbound(Outbound):
         self.environ = environ
         self.shown: Dict[int, Dict[str, Any]] = {}  # by the id() of the request sent
         self.problems: List[str] = []
+        self.renders, self.numbered = outbound.renders, outbound.numbered
 
     def render_replies(
         self,
@@ -92,8 +93,9 @@ class ShownOutbound(Outbound):
         recipient: str,
         source: Optional[Extracted],
         scope: Optional[Scope] = None,
+        reply_to: Optional[Dict[str, Any]] = None,
     ) -> Tuple[List[OutboundRequest], List[str]]:
-        requests, problems = super().render_replies(replies, recipient, source, scope)
+        requests, problems = super().render_replies(replies, recipient, source, scope, reply_to)
         self.problems += problems
         return requests, problems
 

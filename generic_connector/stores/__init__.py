@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from generic_connector.idempotency import IdempotencyStore
     from generic_connector.outbox import Outbox
     from generic_connector.pipeline import Inbox
+    from generic_connector.presence import Presence
     from generic_connector.tokens import TokenProvider
 
 
@@ -56,6 +57,7 @@ class Parts:
     fetcher: Optional["Fetcher"] = None  # request.fetch's requests, with the outbox's tokens
     # What the channel remembers per conversation (reply addresses, pauses, offered buttons).
     conversations: Optional["ConversationStore"] = None
+    presence: Optional["Presence"] = None  # outbound.presence, with the outbox's tokens
 
 
 def needs_inbox(config: "ChannelConfig") -> bool:
@@ -81,15 +83,24 @@ def build(config: "ChannelConfig") -> Parts:
 
     module = _module(config)
     tokens = token_provider(config)  # one per channel: outbound and fetch share its cache
+    fetches = bool(config.request.fetch or config.request.download)
     return Parts(
         store=dedup_store(config),
         outbox=module.outbox(config, tokens) if config.outbound else None,
         inbox=module.inbox(config) if needs_inbox(config) else None,
-        fetcher=HTTPFetcher(tokens, owns_tokens=not config.outbound)
-        if config.request.fetch
-        else None,
+        fetcher=HTTPFetcher(tokens, owns_tokens=not config.outbound) if fetches else None,
         conversations=module.conversations(config),
+        presence=_presence(config, tokens),
     )
+
+
+def _presence(config: "ChannelConfig", tokens: Optional["TokenProvider"]) -> Optional["Presence"]:
+    from generic_connector.presence import Presence
+
+    outbound = config.outbound
+    if outbound is None or outbound.presence is None:
+        return None
+    return Presence(config.name, outbound, outbound.presence, tokens)
 
 
 def token_provider(config: "ChannelConfig") -> Optional["TokenProvider"]:

@@ -3,7 +3,8 @@
 ``put`` stores a conversation's requests in the channel's queue (``queue.py``: per-conversation
 order, leases, attempts, retries, dead letters) before it returns, so the webhook is answered
 only once they are stored; the queue's worker in every replica sends them, one attempt at a time
-(``delivery.attempt``), with the channel's ``outbound.retries``, backoff and ``Retry-After``. A
+(``delivery.attempt``), with the channel's ``outbound.retries``, backoff and ``Retry-After``, and
+one conversation's requests spaced by ``outbound.rate`` (the queue's ``spacing``). A
 request the platform refuses for good (a 4xx other than 408/425/429, a redirect, a host not in
 ``outbound.allow_hosts``), or that spends its retries, goes to the dead-letter stream with a copy
 for operators; ``generic-connector deliveries`` lists, shows, retries and drops them.
@@ -172,6 +173,7 @@ class RedisOutbox(Outbox, OnQueue):
         attempts = (outbound.retries if retries is None else retries) + 1
         backoff = Backoff(outbound.backoff, outbound.max_backoff)
         tuning.setdefault("concurrency", 64)
+        tuning.setdefault("spacing", outbound.spacing)  # outbound.rate, kept in Redis
         super().__init__(channel, url, prefix, pool, attempts, backoff, tuning)
         self.outbound = outbound
         self.mask = Masker(secrets)

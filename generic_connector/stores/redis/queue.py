@@ -18,7 +18,11 @@ A worker takes due conversations in one script (``TAKE``: the lease, the head an
 count, for as many conversations as it has room for), hands the head to ``process``, and with
 one more script (``FINISH``) pops it and gets the next head; so a conversation's entries are
 worked on in order across replicas, at one round trip per entry. A failed attempt gives the
-conversation back, due after the backoff (``RETRY``): no worker sleeps holding a lease. A
+conversation back, due after the backoff (``RETRY``): no worker sleeps holding a lease. With a
+``spacing`` (the outbox's ``outbound.rate``), ``FINISH`` gives the conversation back too, due
+that long after (Redis time), also when its list is empty, so that an entry put meanwhile waits
+as well (``PUT`` never brings a due time forward); a retry waits at least as long. The pacing
+is thus in Redis: shared by replicas, kept across restarts. A
 worker that dies stops renewing; after ``visibility_timeout`` another replica takes the
 conversation and works on the head again (at least once). Attempts are counted in Redis before
 each one, so the budget holds across restarts; an entry that spends it, or that ``process``
@@ -136,28 +140,35 @@ return got
 """
 )
 
-# ARGV base, token, conversation, id, then the dead letter's field/value pairs (none: done).
-# The entry out of the queue (if still its head: a lost lease's new holder may have done it)
-# and, when dead, into the dead-letter stream; then the next head as ``head_of`` gives it,
-# with the dead letter's id last; {-1} when the lease is no longer this worker's.
+# ARGV base, token, conversation, id, spacing ms, then the dead letter's field/value pairs
+# (none: done). The entry out of the queue (if still its head: a lost lease's new holder may
+# have done it) and, when dead, into the dead-letter stream; then the next head as ``head_of``
+# gives it, with the dead letter's id last; {-1} when the lease is no longer this worker's.
+# With a spacing, no next head: the conversation is given back, due after the spacing.
 FINISH = (
     _NEXT
     + """
 local lease = ARGV[1] .. ':lease:' .. ARGV[3]
 local mine = redis.call('GET', lease) == ARGV[2]
-local dying = #ARGV > 4
+local dying = #ARGV > 5
 if dying and not mine then return {-1} end
 local queue = ARGV[1] .. ':queue:' .. ARGV[3]
 local head = redis.call('LINDEX', queue, 0)
 local dead = ''
 if head and string.sub(head, 1, {n}) == ARGV[4] then
   redis.call('LPOP', queue)
-  if dying then dead = redis.call('XADD', KEYS[5], '*', unpack(ARGV, 5)) end
+  if dying then dead = redis.call('XADD', KEYS[5], '*', unpack(ARGV, 6)) end
 end
 redis.call('HDEL', attempts, ARGV[4])
 redis.call('HDEL', last, ARGV[4])
 redis.call('SREM', KEYS[4], ARGV[4])
 if not mine then return {-1} end
+local spacing = tonumber(ARGV[5])
+if spacing > 0 then
+  redis.call('DEL', lease)
+  redis.call('ZADD', ready, now_ms() + spacing, ARGV[3])
+  return {0, '', 0, '', dead}
+end
 local after = head_of(ARGV[3], lease)
 if after[1] == 0 then after = {0, '', 0, ''} end
 after[5] = dead
@@ -303,12 +314,14 @@ class Queue:
         concurrency: int = 16,
         grace: float = 5.0,
         poll_interval: float = 0.5,
+        spacing: float = 0.0,
     ) -> None:
         """``max_attempts``: attempts before an entry goes to the dead letters;
         ``visibility_timeout``: how long a conversation stays with a replica that stopped
         renewing it; ``concurrency``: conversations worked on at once by this process;
         ``grace``: how long ``close`` lets attempts under way finish; ``poll_interval``: how
-        often the worker looks for work other replicas stored."""
+        often the worker looks for work other replicas stored; ``spacing``: seconds between
+        the starts of two attempts of one conversation (``outbound.rate``)."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if concurrency < 1:
@@ -324,6 +337,8 @@ class Queue:
         self.concurrency = concurrency
         self.grace = grace
         self.poll_interval = poll_interval
+        self.spacing = max(0.0, spacing)
+        self._spacing_ms = int(self.spacing * 1000 + 0.999)  # never less than asked
         # This replica's leases hold this token.
         self.token = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(6).hex()}"
         self._visibility_ms = max(1, int(visibility_timeout * 1000))
@@ -522,7 +537,9 @@ class Queue:
         delay = 0.05
         while True:
             try:
-                after = await self._script(FINISH, entry.conversation, entry.id, *dead)
+                after = await self._script(
+                    FINISH, entry.conversation, entry.id, self._spacing_ms, *dead
+                )
                 break
             except UNREACHABLE:
                 if time.monotonic() + delay > deadline:
@@ -530,6 +547,8 @@ class Queue:
                 await asyncio.sleep(delay)
                 delay = min(1.0, delay * 2)
         self._left(entry.id)
+        if self._spacing_ms and after[0] == 0:  # given back, due after the spacing
+            asyncio.get_running_loop().call_later(self.spacing, self._poke)
         dead_id = _text(after[4]) if len(after) > 4 and after[4] else ""
         if after[0] != 1:
             return None, dead_id
@@ -579,6 +598,7 @@ class Queue:
                 "Channel %s: %s entry %s of conversation %s handed back (%s)",
                 self.channel, self.front.what, entry.id, entry.conversation, outcome.problem,
             )  # fmt: skip
+        delay = max(delay, self.spacing)  # the attempt that failed was a request too
         uncount = "" if outcome.counted else "1"
         await self._script(
             RETRY, entry.conversation, int(delay * 1000), entry.id, outcome.stored(), uncount

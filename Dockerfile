@@ -6,7 +6,8 @@
 #       -v "$PWD/credentials.yml:/app/credentials.yml" --env-file .env my-assistant
 #
 # The assistant's own files (models/, credentials.yml, endpoints.yml) are mounted, given by
-# Rasa's Helm chart, or copied in by an image built FROM this one. `mapping: telegram` (a ready
+# Rasa's Helm chart, or copied in by an image built FROM this one (deploy/helm/Dockerfile
+# adds the model for deploy/helm/values.yaml). `mapping: telegram` (a ready
 # mapping, no path) works in credentials.yml: the ready mappings are inside the package.
 
 # The wheel is built in a throwaway stage: the image gets the package, not its source tree.
@@ -21,10 +22,10 @@ FROM rasa/rasa:3.6.21
 USER root
 COPY --from=wheel /wheels /tmp/wheels
 # Every dependency is within the versions Rasa 3.6.21 pins, so pip keeps the image's own.
+# The wheel installs both commands: generic-connector and generic-connector-healthcheck.
 RUN pip install --no-cache-dir /tmp/wheels/*.whl && rm -rf /tmp/wheels \
-    && generic-connector --version
+    && generic-connector --version && generic-connector-healthcheck --help >/dev/null
 COPY --chmod=0755 docker/entrypoint.sh /usr/local/bin/generic-connector-entrypoint
-COPY --chmod=0755 docker/healthcheck.py /usr/local/bin/generic-connector-healthcheck
 # Rasa's image runs as this user, in /app.
 USER 1001
 WORKDIR /app

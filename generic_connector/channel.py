@@ -41,6 +41,7 @@ from generic_connector.pipeline import (
     Pipeline,
     deliver,
     handle_stored,
+    request_id_of,
     unique_id,
 )
 from generic_connector.request import IncomingRequest, dumps
@@ -173,16 +174,28 @@ class GenericChannel(InputChannel):
         blueprint_name = "generic_connector_" + re.sub(r"\W", "_", self.config.name)
         webhook = Blueprint(blueprint_name, __name__)
 
+        # Every answer of the channel's routes carries X-Request-ID and is logged once.
+        @webhook.middleware("request")
+        async def begin(request: Request) -> None:
+            request.ctx.generic_started = time.monotonic()
+            request.ctx.generic_request_id = request_id_of(request.headers.get("X-Request-ID"))
+
+        @webhook.middleware("response")
+        async def answered(request: Request, answer: HTTPResponse) -> None:
+            self._answered(request, answer)
+
         @webhook.route("/", methods=METHODS)
         async def health(request: Request) -> HTTPResponse:
             if request.method != "GET":
                 return _not_served(request, ["GET"])
+            request.ctx.generic_probe = True
             return await self.health(request)
 
         @webhook.route("/metrics", methods=METHODS)
         async def metrics(request: Request) -> HTTPResponse:
             if request.method != "GET":
                 return _not_served(request, ["GET"])
+            request.ctx.generic_probe = True
             return await self.metrics(request)
 
         # The conversations API (handover): operators pause and resume the bot.
@@ -202,6 +215,7 @@ class GenericChannel(InputChannel):
 
         @webhook.listener("after_server_start")
         async def start(app: Any, *_: Any) -> None:
+            self._say_served(app, blueprint_name)
             # A shared store that cannot be reached is said at once; requests are answered 503
             # until it can, and the workers start as soon as it is back, without a restart.
             self._starting = asyncio.ensure_future(self._start_workers(app, on_new_message))
@@ -258,6 +272,56 @@ class GenericChannel(InputChannel):
             return _not_served(request, [])
 
         return webhook
+
+    def _answered(self, request: Request, answer: HTTPResponse) -> None:
+        """Every answer of the channel: its ``X-Request-ID`` (the pipeline's, or the one the
+        request was given on arrival), and one log line with its fields. Readiness and
+        metrics answered 2xx are logged at DEBUG (probes ask every few seconds), the rest at
+        INFO. The path is logged without its query string, where tokens travel."""
+        given = answer.headers.get("X-Request-ID")
+        if not given:
+            given = getattr(request.ctx, "generic_request_id", None) or unique_id()
+            answer.headers["X-Request-ID"] = given
+        started = getattr(request.ctx, "generic_started", None)
+        took = 0.0 if started is None else (time.monotonic() - started) * 1000
+        path = request.path[:200]
+        probe = getattr(request.ctx, "generic_probe", False)
+        level = logging.DEBUG if probe and answer.status < 400 else logging.INFO
+        logger.log(
+            level,
+            "Channel %s: %s %s answered %d in %.1f ms",
+            self.config.name, request.method, path, answer.status, took,
+            extra={
+                "event": "request", "channel": self.config.name, "request_id": given,
+                "method": request.method, "path": path, "status": answer.status,
+                "duration_ms": round(took, 1),
+            },
+        )  # fmt: skip
+
+    def _say_served(self, app: Any, blueprint_name: str) -> None:
+        """One line when Rasa starts serving the channel: its URLs and methods, its store,
+        whether it sends replies through the platform's API."""
+        try:
+            base = app.url_for(f"{blueprint_name}.health").rstrip("/")
+        except Exception:  # not registered under that name: Rasa's default prefix
+            base = f"/webhooks/{self.url_prefix()}"
+        health = base + "/"
+        paths: Dict[str, List[str]] = {}
+        for method, path in self.config.routes():
+            paths.setdefault(base + path, []).append(method)
+        served = [f"{path} ({', '.join(methods)})" for path, methods in paths.items()]
+        served.append(f"{health} (GET health)")
+        outbound = "on" if self.config.outbound is not None else "off"
+        logger.info(
+            "Channel %s: serving %s; store %s, outbound %s",
+            self.config.name, ", ".join(served), self.config.store.type, outbound,
+            extra={
+                "event": "channel.serving", "channel": self.config.name,
+                "routes": [f"{m} {base}{p}" for m, p in self.config.routes()],
+                "health": health, "metrics": f"{base}/metrics",
+                "store": self.config.store.type, "outbound": outbound == "on",
+            },
+        )  # fmt: skip
 
     async def health(self, request: Request) -> HTTPResponse:
         """Readiness: the model is loaded, the shared store answers and its workers run; else
@@ -383,21 +447,24 @@ class GenericChannel(InputChannel):
             )
         self.in_flight += 1
         try:
+            given = getattr(request.ctx, "generic_request_id", None) or unique_id()
             try:
                 body = await self.readers.read(request, limits.max_body, limits.read_timeout)
             except HTTPError as error:
                 _close_after(request)
                 logger.info(
-                    "Channel %s: request refused with %d: %s",
-                    self.config.name,
-                    error.status,
-                    error.message,
-                )
+                    "Channel %s: request %s refused with %d: %s",
+                    self.config.name, given, error.status, error.message,
+                    extra={
+                        "event": "request.refused", "channel": self.config.name,
+                        "request_id": given, "status": error.status, "reason": error.message,
+                    },
+                )  # fmt: skip
                 return _error(error)
             incoming = IncomingRequest(
                 body, request.headers, None, request.method, path, source=request
             )
-            exchange, answer = await self.pipeline.run(incoming, assistant)
+            exchange, answer = await self.pipeline.run(incoming, assistant, known_id=given)
         finally:
             self.in_flight -= 1
         return HTTPResponse(

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import jsonschema
 
@@ -46,6 +46,7 @@ from generic_connector.outbound import (
     KINDS,
     STEP_NAME_SCHEMA,
     Outbound,
+    RequestTemplate,
     body_format_schema,
     template_schemas,
 )
@@ -96,7 +97,21 @@ def _registered(schema: Dict[str, Any]) -> Dict[str, Any]:
     step["properties"] = {"name": STEP_NAME_SCHEMA, **step["properties"]}
     step["required"] = ["name", "url"]
     request["properties"]["steps"]["items"] = step
+    # A setup request (``generic-connector setup``) is such a step, judged by its own success.
+    setup = json.loads(json.dumps(step))
+    setup["properties"]["name"] = {**STEP_NAME_SCHEMA, "description": SETUP_NAME}
+    setup["properties"]["success"] = {"description": SETUP_SUCCESS, **_EXPRESSION_REF}
+    schema["properties"]["setup"]["items"] = setup
     return schema
+
+
+SETUP_NAME = "The request's name, shown in the command's output (e.g. setWebhook)."
+SETUP_SUCCESS = (
+    "An expression over the platform's 2xx answer (its JSON) that must be true for the "
+    "request to count as done, e.g. ok (Telegram) or status == `0` (Viber); without it, any "
+    "2xx is."
+)
+_EXPRESSION_REF = {"$ref": "#/definitions/expression"}
 
 
 def write_schema(path: Path = SCHEMA_PATH) -> None:
@@ -170,9 +185,12 @@ class ChannelConfig:
     tokens: Dict[str, TokenSpec] = dataclasses.field(default_factory=dict)
     # ``handover``: the bot paused for a conversation while a human agent answers.
     handover: Optional[Handover] = None
+    # ``setup``: the requests that register the webhook (``generic-connector setup``).
+    setup: Tuple[RequestTemplate, ...] = ()
 
     def expressions(self) -> List[Expression]:
         found = self.request.expressions() + self.response.expressions()
+        found += [e for template in self.setup for e in template.expressions()]
         found += [e for spec in self.tokens.values() for e in spec.expressions()]
         found += self.defer.expressions() if self.defer else []
         found += self.outbound.expressions() if self.outbound else []
@@ -251,7 +269,7 @@ def _json_type_name(expected: Any) -> str:
 
 
 def _merge(entry: Dict[str, Any], base_dir: Path) -> Tuple[LocatedDict, List[Finding]]:
-    """The entry completed by its mapping file; keys given in the entry win.
+    """The entry completed by its mapping file: objects merge key by key (``_overlay``).
 
     ``mapping:`` is a file (relative paths start from ``base_dir``) or, when no such file
     exists, the name of a ready mapping shipped inside the package (``mapping: telegram``).
@@ -275,16 +293,54 @@ def _merge(entry: Dict[str, Any], base_dir: Path) -> Tuple[LocatedDict, List[Fin
                 findings.append(Finding("not-a-mapping", "", message, file=str(path)))
             else:
                 # A mapping file's test cases describe that file; they run when it is validated.
-                merged.update((k, v) for k, v in document.items() if k != "tests")
-                merged.positions.update(getattr(document, "positions", {}))
-    for key, value in entry.items():
-        if key != "mapping" or not isinstance(value, str):
-            merged[key] = value
-            merged.positions.pop(key, None)
-            positions: Dict[Any, Position] = getattr(entry, "positions", {})
-            if key in positions:
-                merged.positions[key] = positions[key]
-    return merged, findings
+                positions = getattr(document, "positions", {})
+                for key, value in document.items():
+                    if key != "tests":
+                        merged[key] = value
+                        if key in positions:
+                            merged.positions[key] = positions[key]
+    own = {k: v for k, v in entry.items() if k != "mapping" or not isinstance(v, str)}
+    if not merged:  # no mapping file: the entry as it is written
+        merged.update(own)
+        merged.positions.update(getattr(entry, "positions", {}))
+        merged.positions.pop("mapping", None)
+        return merged, findings
+    located = LocatedDict(own)
+    located.positions.update(getattr(entry, "positions", {}))
+    return _overlay(merged, located), findings
+
+
+def _overlay(base: Dict[str, Any], over: Dict[str, Any]) -> LocatedDict:
+    """``over`` written over ``base``, key by key at every depth: an object merges with the
+    object it meets, unless their ``type`` differs (an auth scheme of another type replaces the
+    other whole); anything else (a list, a value) replaces; null removes the key. Each key
+    keeps the position of the file its value comes from."""
+    result = LocatedDict()
+    base_positions: Dict[Any, Position] = getattr(base, "positions", {})
+    over_positions: Dict[Any, Position] = getattr(over, "positions", {})
+    for key, value in base.items():
+        result[key] = value
+        if key in base_positions:
+            result.positions[key] = base_positions[key]
+    for key, value in over.items():
+        mine = result.get(key)
+        if value is None:
+            result.pop(key, None)
+            result.positions.pop(key, None)
+            continue
+        if isinstance(value, dict) and isinstance(mine, dict) and _same_type(mine, value):
+            result[key] = _overlay(mine, value)
+        else:
+            result[key] = value
+        result.positions.pop(key, None)
+        if key in over_positions:
+            result.positions[key] = over_positions[key]
+    return result
+
+
+def _same_type(base: Dict[str, Any], over: Dict[str, Any]) -> bool:
+    """Whether two objects may merge: ``over`` names no ``type``, or the same one."""
+    return "type" not in over or base.get("type") == over.get("type")
 
 
 class Checked(NamedTuple):
@@ -334,6 +390,7 @@ def check_channel(
                 Problem("url-from-request", ["request", "download", "url"], message, hint)
             )
         problems += _token_problems(merged)
+        problems += _setup_problems(merged)
         problems += _answer_header_problems(merged)
         problems += _handover_problems(merged)
         store = merged.get("store", {})
@@ -601,6 +658,93 @@ def _handover_problems(document: Dict[str, Any]) -> List[Problem]:
     return []
 
 
+# What a setup request's expressions read: {url, channel} (``generic-connector setup``).
+SETUP_DATA = ("url", "channel")
+_SETUP_HINT = (
+    "setup requests are rendered over {url, channel} (the public webhook URL given to "
+    "`generic-connector setup`, the channel's name) and env(); there is no webhook request"
+)
+
+
+def setup_requests(section: Optional[List[Dict[str, Any]]]) -> Tuple[RequestTemplate, ...]:
+    """The ``setup`` section's requests, in order (from a validated section)."""
+    templates = []
+    for index, spec in enumerate(section or []):
+        template = RequestTemplate("setup", **spec)
+        template.where = f"setup[{index}]"  # what render errors name
+        templates.append(template)
+    return tuple(templates)
+
+
+def _setup_problems(document: Dict[str, Any]) -> List[Problem]:
+    """Setup requests that read what they never have (an event, the webhook's request: they
+    are sent from the command line over {url, channel}), whose URL's host is not fixed, with
+    a name given twice or a header name HTTP does not allow."""
+    from generic_connector.outbound import HEADER_NAME
+
+    problems: List[Problem] = []
+    names: List[str] = []
+    allow_hosts = "allow_hosts" in (document.get("outbound") or {})
+    for index, spec in enumerate(document.get("setup") or []):
+        at: List[Any] = ["setup", index]
+        if spec["name"] in names:
+            message = f"setup request {spec['name']!r} is declared twice"
+            problems.append(Problem("duplicate-step", at + ["name"], message, "give each its own"))
+        names.append(spec["name"])
+        sources = [(at + ["url"], spec["url"]), (at + ["body"], spec.get("body"))]
+        for header, value in (spec.get("headers") or {}).items():
+            sources.append((at + ["headers", header], value))
+            if not HEADER_NAME.match(str(header)):
+                message, hint = "not a valid header name", _HEADER_NAME_HINT
+                problems.append(Problem("invalid-header-name", sources[-1][0], message, hint))
+        for path, source in sources:
+            found = _setup_expression_problems(path, source)
+            problems += found
+            if path[-1] == "url" and not found and not allow_hosts and _reads_request(source):
+                message = "the URL's host is built from {url, channel}, not the platform's API"
+                hint = "write the API's URL as a literal or an env() base, or use allow_hosts"
+                problems.append(Problem("url-from-request", path, message, hint))
+    return problems
+
+
+def _setup_expression_problems(path: List[Any], source: Any) -> List[Problem]:
+    if not isinstance(source, str):
+        return []
+    tree: Tree = compile_expression(source).parsed
+    called = {n["value"] for n in nodes(tree) if n["type"] == "function_expression"}
+    calls = sorted(called & REQUEST_FUNCTIONS)
+    problems = []
+    for call in calls:
+        message = f"{call}() reads the webhook's request, which a setup request has none of"
+        problems.append(Problem("expression-invalid", path, message, _SETUP_HINT))
+    for name in dict.fromkeys(_root_fields(tree)):
+        if name not in SETUP_DATA:
+            message = (
+                f"`{source}` reads {name!r}, which setup's data ({{url, channel}}) does not "
+                "have: it is always null"
+            )
+            problems.append(Problem("expression-invalid", path, message, _SETUP_HINT))
+    return problems
+
+
+# Nodes whose right-hand children apply to what the left one gives, not to the data itself.
+_LEFT_APPLIED = _APPLIED + ("value_projection", "pipe")
+
+
+def _root_fields(node: Tree) -> Iterator[str]:
+    """The names an expression reads from the data it is evaluated over (``event`` of
+    ``event.id``, not ``id``); what an ``&expression`` reads is left out."""
+    kind = node["type"]
+    if kind == "field":
+        yield node["value"]
+    elif kind in _LEFT_APPLIED:
+        yield from _root_fields(node["children"][0])
+    elif kind != "expref":
+        for child in node.get("children", ()):
+            if isinstance(child, dict):
+                yield from _root_fields(child)
+
+
 def _fetch_problems(section: Optional[List[Any]]) -> List[Problem]:
     """Fetch URLs whose host comes from request data with no allow-list; repeated names."""
     problems: List[Problem] = []
@@ -636,6 +780,11 @@ def _token_problems(document: Dict[str, Any]) -> List[Problem]:
             found.append((path + ["body"], request.get("body"), False))
             for header, value in (request.get("headers") or {}).items():
                 found.append((path + ["headers", header], value, True))
+    for index, spec in enumerate(document.get("setup") or []):
+        found.append((["setup", index, "url"], spec.get("url"), True))
+        found.append((["setup", index, "body"], spec.get("body"), False))
+        for header, value in (spec.get("headers") or {}).items():
+            found.append((["setup", index, "headers", header], value, True))
     for index, spec in enumerate(document.get("request", {}).get("fetch") or []):
         found.append((["request", "fetch", index, "url"], spec.get("url"), True))
         found.append((["request", "fetch", index, "body"], spec.get("body"), False))
@@ -755,6 +904,7 @@ def _build(document: Dict[str, Any]) -> ChannelConfig:
         handover=Handover.from_config(document["handover"], document.get("outbound"))
         if "handover" in document
         else None,
+        setup=setup_requests(document.get("setup")),
     )
 
 

@@ -102,6 +102,7 @@ FindingCode = Literal[
     "rasa-channel-clash",
     "test-failed",
     "answer-fails",
+    "always-null",
 ]
 FINDING_CODES: Dict[FindingCode, str] = {
     # Files
@@ -145,7 +146,12 @@ FINDING_CODES: Dict[FindingCode, str] = {
     # Test cases
     "test-failed": "a mapping test case does not give what it expects",
     "answer-fails": "the response fails on a test case's request with sample bot replies",
+    # Warnings: the channel works, but a template reads what is never there
+    "always-null": "a template reads a field null in every reply and test case (a warning)",
 }
+# How bad a finding is: an error makes the channel unusable (rasa run refuses it, validate
+# fails); a warning is printed by validate, which still passes (unless strict).
+Severity = Literal["error", "warning"]
 
 
 @dataclass(frozen=True)
@@ -156,7 +162,7 @@ class Finding:
     the message. ``cause`` is the error the finding reports when one was raised (the
     ``ExpressionError`` of an expression that does not compile, the schema's error of a value
     it refuses): what ``explain`` reads instead of the message. It is neither shown nor
-    compared.
+    compared. ``severity``: only ``validate`` makes warnings; ``rasa run`` never sees them.
     """
 
     code: FindingCode
@@ -167,6 +173,7 @@ class Finding:
     line: Optional[int] = None
     column: Optional[int] = None
     cause: Optional[Exception] = field(default=None, compare=False, repr=False)
+    severity: Severity = "error"
 
     def location(self) -> str:
         """``file:line:column`` with whatever parts are known."""
@@ -178,7 +185,8 @@ class Finding:
         return ":".join(parts)
 
     def __str__(self) -> str:
-        text = f"{self.location()}: {self.path}: {self.message}"
+        warning = "warning: " if self.severity == "warning" else ""
+        text = f"{self.location()}: {warning}{self.path}: {self.message}"
         return f"{text} ({self.hint})" if self.hint else text
 
     def as_dict(self) -> Dict[str, Any]:

@@ -169,13 +169,19 @@ class Pipeline:
         self.stages = [stage for stage in stages if stage is not None]
 
     async def run(
-        self, request: IncomingRequest, assistant: Assistant, now: Optional[float] = None
+        self,
+        request: IncomingRequest,
+        assistant: Assistant,
+        now: Optional[float] = None,
+        known_id: Optional[str] = None,
     ) -> Tuple[Exchange, Rendered]:
         """Take a request through every stage; every refusal and failure becomes JSON here.
 
-        The answer goes out with the exchange's ``request_id`` as ``X-Request-ID``.
+        The answer goes out with the exchange's ``request_id`` as ``X-Request-ID``:
+        ``known_id`` when the channel gave the request one already, else ``request_id``'s.
         """
-        exchange = Exchange(request, request_id(request), self.clock() if now is None else now)
+        given = known_id or request_id(request)
+        exchange = Exchange(request, given, self.clock() if now is None else now)
         exchange.scope.clock = self.clock  # now() reads the pipeline's clock
         try:
             for stage in self.stages:
@@ -191,6 +197,7 @@ class Pipeline:
                 logger.exception(
                     "Channel %s: request %s from sender %s failed",
                     self.config.name, exchange.request_id, exchange.sender,
+                    extra=log_fields(self, exchange, "request.failed", status=500),
                 )  # fmt: skip
                 answer = self.refusal(exchange, HTTPError(500, "the request could not be handled"))
             else:
@@ -213,6 +220,7 @@ class Pipeline:
                     logger.error(
                         "Channel %s: request %s from sender %s: %s: %s",
                         self.config.name, exchange.request_id, exchange.sender, logged, error,
+                        extra=log_fields(self, exchange, "request.failed", reason=logged),
                     )  # fmt: skip
                 return answer(self, error)
         return None
@@ -220,9 +228,13 @@ class Pipeline:
     def refusal(self, exchange: Exchange, error: HTTPError) -> Rendered:
         """The JSON error answer; refusals are logged once, failures (5xx) where they happen."""
         if error.status < 500:
+            reason = error.reason or error.message
             logger.info(
                 "Channel %s: request %s refused with %d: %s",
-                self.config.name, exchange.request_id, error.status, error.reason or error.message,
+                self.config.name, exchange.request_id, error.status, reason,
+                extra=log_fields(
+                    self, exchange, "request.refused", status=error.status, reason=reason
+                ),
             )  # fmt: skip
         body = dumps(error.body()).encode("utf-8")
         return Rendered(body, "application/json", error.status, error.headers)
@@ -398,7 +410,12 @@ def _receipt(pipeline: Pipeline, exchange: Exchange, index: int, event: Any) -> 
         return False
     pipeline.metrics.receipts[rule.name] += 1
     if mapping.receipts_intent is None:
-        exchange.ignored.append((index, f"receipt: {rule.name}"))
+        ignored = f"receipt: {rule.name}"
+        logger.info(
+            "Channel %s: event %d ignored by rule %r",
+            pipeline.config.name, index, ignored,
+        )  # fmt: skip
+        exchange.ignored.append((index, ignored))
     else:
         exchange.messages.append(mapping.receipt_message(rule, event, exchange.scope))
     return True
@@ -449,6 +466,9 @@ async def _change_pause(pipeline: Pipeline, exchange: Exchange, event: Any, chan
     logger.info(
         "Channel %s: conversation %s %sd by handover.%s",
         config.name, conversation, change, rule,
+        extra=log_fields(
+            pipeline, exchange, f"conversation.{change}d", conversation=conversation, rule=rule
+        ),
     )  # fmt: skip
 
 
@@ -461,6 +481,10 @@ async def hold(pipeline: Pipeline, exchange: Exchange, message: Extracted) -> No
     logger.info(
         "Channel %s: request %s: message %s of paused conversation %s held, not handed over",
         config.name, exchange.request_id, message.message_id, message.sender_id,
+        extra=log_fields(
+            pipeline, exchange, "conversation.held",
+            conversation=message.sender_id, message_id=message.message_id,
+        ),
     )  # fmt: skip
     pipeline.metrics.paused += 1
     if not config.handover.relays or config.outbound is None or pipeline.outbox is None:
@@ -712,6 +736,7 @@ async def _hand_over(
             "Channel %s: request %s: the assistant failed to handle the message from "
             "sender %s",
             pipeline.config.name, exchange.request_id, message.sender_id,
+            extra=log_fields(pipeline, exchange, "assistant.failed", sender=message.sender_id),
         )  # fmt: skip
         raise HTTPError(500, "the assistant could not handle the message; retry later") from None
     pipeline.metrics.handled(time.perf_counter() - started)
@@ -774,6 +799,7 @@ def render_answer(pipeline: Pipeline, exchange: Exchange, assistant: Assistant) 
         logger.error(
             "Channel %s: request %s: the answer could not be rendered: %s",
             pipeline.config.name, exchange.request_id, error,
+            extra=log_fields(pipeline, exchange, "answer.failed"),
         )  # fmt: skip
         if not exchange.messages:
             raise HTTPError(500, "the answer could not be rendered") from None
@@ -835,6 +861,7 @@ async def deliver(
         logger.error(
             "Channel %s: a reply for conversation %s was not sent: %s",
             pipeline.config.name, recipient, problem,
+            extra=log_fields(pipeline, None, "delivery.failed", conversation=recipient),
         )  # fmt: skip
     return await pipeline.outbox.put(recipient, requests)
 
@@ -873,10 +900,26 @@ async def map_numbered_answers(
 
 def request_id(request: IncomingRequest) -> str:
     """The caller's ``X-Request-ID`` when it is a short token, else a new one."""
-    given = request.header("X-Request-ID")
+    return request_id_of(request.header("X-Request-ID"))
+
+
+def request_id_of(given: Optional[str]) -> str:
+    """``given`` (a caller's ``X-Request-ID``) when it is a short token, else a new id."""
     if given and _REQUEST_ID.fullmatch(given):
         return given
     return unique_id()
+
+
+def log_fields(
+    pipeline: Pipeline, exchange: Optional[Exchange], event: str, **more: Any
+) -> Dict[str, Any]:
+    """The fields of a log line (``extra=``): the event's name, the channel, the request id,
+    then ``more``; ``logtext.JSONFormatter`` writes them. Never a URL, a header or a text."""
+    fields: Dict[str, Any] = {"event": event, "channel": pipeline.config.name}
+    if exchange is not None:
+        fields["request_id"] = exchange.request_id
+    fields.update(more)
+    return fields
 
 
 # What a caller's request id may hold: it is written into every log line of the request.

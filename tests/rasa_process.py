@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 RASA = str(Path(sys.executable).with_name("rasa"))
@@ -58,10 +58,12 @@ class RasaServer:
         log: Path,
         endpoints: Optional[Path] = None,
         env: Optional[Dict[str, str]] = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.port = free_port()
         self.log = log
-        self._args = run_args(model, credentials, self.port, endpoints)
+        # extra_args: more of `rasa run`'s options, e.g. --logging-config-file FILE.
+        self._args = run_args(model, credentials, self.port, endpoints) + list(extra_args)
         self._env = {**ENV, **(env or {})}
         self._start()
 

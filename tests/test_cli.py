@@ -220,10 +220,12 @@ def dry_run(*args: str) -> Dict[str, Any]:
     with mock.patch.dict(os.environ), contextlib.redirect_stdout(output):
         os.chdir(ROOT)
         try:
-            assert main(["dry-run", *args]) == 0
+            code = main(["dry-run", *args])
         finally:
             os.chdir(here)
-    return json.loads(output.getvalue())
+    result = json.loads(output.getvalue())
+    assert code == (1 if result["status"] >= 400 else 0)  # 1: the channel would refuse or fail
+    return result
 
 
 def test_dry_run_prints_extraction_and_response(tmp_path: Path) -> None:

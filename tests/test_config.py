@@ -40,6 +40,60 @@ def test_inline_keys_replace_the_mapping_files_keys() -> None:
     assert config.request.text.source == "message"
 
 
+def test_an_entry_merges_over_the_mapping_key_by_key() -> None:
+    """An object of the entry merges with the mapping's: ``request.message_id`` alone keeps
+    the mapping's sender and text; null removes a key."""
+    mapping = str(ROOT / "mappings/myio.yml")
+    config = load_channel({"mapping": mapping, "request": {"message_id": "id"}})
+    assert config.request.sender.source == "sender"
+    assert config.request.text.source == "text || message"
+    assert config.request.message_id is not None
+    assert config.request.message_id.source == "id"
+    assert config.request.metadata is not None
+    config = load_channel({"mapping": mapping, "request": {"metadata": None}})
+    assert config.request.metadata is None
+    assert config.request.sender.source == "sender"
+
+
+def test_an_auth_section_of_another_type_replaces_the_mappings() -> None:
+    mapping = str(ROOT / "mappings/telegram.yml")
+    same = {"mapping": mapping, "auth": {"secret_env": "OTHER"}}
+    assert check_channel(same, "t").document["auth"] == {
+        "type": "token",
+        "header": "X-Telegram-Bot-Api-Secret-Token",
+        "secret_env": "OTHER",
+    }
+    other = {"type": "basic", "username_env": "U", "password_env": "P"}
+    assert check_channel({"mapping": mapping, "auth": other}, "t").document["auth"] == other
+
+
+def test_a_finding_in_a_merged_section_points_at_the_file_its_value_comes_from(
+    tmp_path: Path,
+) -> None:
+    credentials = tmp_path / "credentials.yml"
+    credentials.write_text(
+        "generic_connector.GenericChannel:\n"
+        f"  mapping: {ROOT / 'mappings/myio.yml'}\n"
+        "  request:\n"
+        "    message_id: id..x\n"
+    )
+    entry = load_yaml(credentials)["generic_connector.GenericChannel"]
+    [finding] = check_channel(entry, "label").findings
+    assert (finding.path, finding.file, finding.line, finding.column) == (
+        "myio.request.message_id",
+        str(credentials),
+        4,
+        5,
+    )
+    entry["request"] = {"text": None}  # the mapping's text removed: said at the entry's key
+    [finding] = check_channel(entry, "label").findings
+    assert (str(finding.message), finding.file, finding.line) == (
+        "missing required key 'text'",
+        str(credentials),
+        3,
+    )
+
+
 def test_unknown_key_gets_a_suggestion() -> None:
     entry = {"name": "x", "request": {"sender": "a", "text": "b", "metdata": "c"}}
     assert findings_of(entry) == [

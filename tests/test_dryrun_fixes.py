@@ -41,8 +41,10 @@ def dry_run(*args: str) -> Tuple[Dict[str, Any], str]:
     variables ``--env`` sets are taken back afterwards, as the command's process would end."""
     output = io.StringIO()
     with mock.patch.dict(os.environ), contextlib.redirect_stdout(output):
-        assert main(["dry-run", *args]) == 0
-    return json.loads(output.getvalue()), output.getvalue()
+        code = main(["dry-run", *args])
+    result = json.loads(output.getvalue())
+    assert code == (1 if result["status"] >= 400 else 0)  # 1: the channel would refuse or fail
+    return result, output.getvalue()
 
 
 def validate(capsys: pytest.CaptureFixture, path: str) -> Tuple[int, List[str]]:

@@ -576,6 +576,12 @@ def test_whatsapp_and_messenger_reply_through_their_send_apis(
     )
     post_signed(platforms_rasa, "whatsapp", whatsapp)
     [call] = platform_api.received(json_field("to", "16505559999"), 1)
+    [read] = platform_api.received(json_field("message_id", "wamid.outbound"), 1)
+    assert read.json == {
+        "messaging_product": "whatsapp",
+        "status": "read",
+        "message_id": "wamid.outbound",
+    }
     assert call.path == "/whatsapp/106540352242922/messages"
     assert call.headers["Authorization"] == "Bearer whatsapp-test-token"
     assert call.json == {
@@ -593,7 +599,15 @@ def test_whatsapp_and_messenger_reply_through_their_send_apis(
              "timestamp": 1458692752478, "message": {"mid": "mid.out", "text": "menu"}}]}],
     }  # fmt: skip
     post_signed(platforms_rasa, "messenger", messenger)
-    calls = platform_api.received(lambda r: r.json["recipient"]["id"] == "PSID-OUT", 3)
+    calls = platform_api.received(
+        lambda r: r.json["recipient"]["id"] == "PSID-OUT" and "message" in r.json, 3
+    )
+    # "Typing…" first, while the assistant works (outbound.presence).
+    [typing] = platform_api.received(
+        lambda r: r.json["recipient"]["id"] == "PSID-OUT" and "sender_action" in r.json, 1
+    )
+    assert typing.json == {"recipient": {"id": "PSID-OUT"}, "sender_action": "typing_on"}
+    assert typing.at <= calls[0].at
     assert [c.path for c in calls] == [
         "/messenger/me/messages?access_token=messenger-test-token"
     ] * 3

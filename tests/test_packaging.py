@@ -42,7 +42,8 @@ PROJECT = PYPROJECT["project"]
 BIN = Path(sys.executable).parent
 UV = shutil.which("uv")
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
-HEALTHCHECK = ROOT / "docker" / "healthcheck.py"
+# The console script generic-connector-healthcheck (pyproject.toml), run from this checkout.
+HEALTHCHECK = [sys.executable, "-m", "generic_connector.healthcheck"]
 
 
 def run(capsys: pytest.CaptureFixture, *args: str) -> Tuple[int, List[str]]:
@@ -293,6 +294,11 @@ def test_wheel_contents(built: Dict[str, Path]) -> None:
     assert "License-Expression: Apache-2.0" in metadata
     assert "Project-URL: Changelog, " in metadata
     assert not [n for n in names if n.startswith("tests/")]
+    # The image's HEALTHCHECK and Kubernetes exec probes run the installed command.
+    with zipfile.ZipFile(built["wheel"]) as wheel:
+        scripts = wheel.read(f"generic_connector-{version}.dist-info/entry_points.txt").decode()
+    assert "generic-connector-healthcheck = generic_connector.healthcheck:main" in scripts
+    assert "generic_connector/healthcheck.py" in names
 
 
 @pytest.mark.e2e
@@ -301,7 +307,7 @@ def test_sdist_carries_what_its_tests_need(built: Dict[str, Path]) -> None:
         names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
     needed = {
         "LICENSE", "CHANGELOG.md", "README.md", "Makefile", "credentials.yml", "Dockerfile",
-        "docker-compose.yml", "docker/entrypoint.sh", "docker/healthcheck.py",
+        "docker-compose.yml", "docker/entrypoint.sh", "docker/credentials.yml",
         "tests/conftest.py", "tests/__init__.py", "tests/rasa_process.py", "tests/signing.py",
         "tests/platform_api.py", "demo/domain.yml", "demo/config.yml", "scripts/setup.sh",
     }  # fmt: skip
@@ -494,9 +500,7 @@ def stub_server() -> Iterator[http.server.HTTPServer]:
 
 
 def healthcheck(*args: str, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(HEALTHCHECK), *args], capture_output=True, text=True, env=env
-    )
+    return subprocess.run([*HEALTHCHECK, *args], capture_output=True, text=True, env=env, cwd=ROOT)
 
 
 def test_healthcheck(stub_server: http.server.HTTPServer) -> None:
@@ -523,6 +527,7 @@ def test_dockerfile_and_compose() -> None:
     assert 'ENTRYPOINT ["generic-connector-entrypoint"]' in dockerfile
     assert "docker/entrypoint.sh /usr/local/bin/generic-connector-entrypoint" in dockerfile
     assert "HEALTHCHECK" in dockerfile
+    assert "healthcheck.py" not in dockerfile  # the wheel's console script, not a copied file
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
     services = compose["services"]
     assert set(services) == {"redis", "assistant", "proxy"}
@@ -607,7 +612,9 @@ def test_installed_wheel_answers_through_rasa_run(
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240
-        while healthcheck("--url", url, "--ready").returncode != 0:
+        # The wheel's own console script, as the image's HEALTHCHECK runs it.
+        probe = [str(bin_dir / "generic-connector-healthcheck"), "--url", url, "--ready"]
+        while subprocess.run(probe, capture_output=True, cwd=tmp_path, env=env).returncode:
             assert server.poll() is None, (tmp_path / "rasa.log").read_text()[-3000:]
             assert time.monotonic() < deadline, (tmp_path / "rasa.log").read_text()[-3000:]
             time.sleep(0.5)

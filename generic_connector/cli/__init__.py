@@ -15,8 +15,9 @@ import json
 import logging
 import os
 import platform
+import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 from generic_connector import __version__
 from generic_connector.cli import onboarding
@@ -38,27 +39,100 @@ from generic_connector.config import (
     write_schema,
 )
 from generic_connector.errors import ConfigError, GenericConnectorError
-from generic_connector.logtext import printable_json
+from generic_connector.logtext import printable, printable_json
 from generic_connector.request import IncomingRequest
 
 SAMPLE_REPLY = "This is a sample bot reply."
 
+# Exit statuses, the same for every command (docs/operations.md): 0 done; 1 done, and the
+# answer is no (a file is invalid, the dry run's request is refused, no such entry...); 2 the
+# arguments or the input files cannot be used; 3 the store (Redis) cannot be reached; 141 the
+# reader of standard output went away (`| head`), as for a command killed by SIGPIPE.
+OK, NO, USAGE, UNREACHABLE, CLOSED_PIPE = 0, 1, 2, 3, 141
+
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``generic-connector`` console script."""
+    try:
+        status = _main(sys.argv[1:] if argv is None else list(argv))
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at exit
+    except BrokenPipeError:
+        _drop_stdout()
+        return CLOSED_PIPE
+    return status
+
+
+def _main(argv: List[str]) -> int:
     # What the channel would log, the commands print as findings or in the dry run's result.
     logging.getLogger("generic_connector").addHandler(logging.NullHandler())
+    _Parser.json_errors = _asks_json(argv)
     parser = _parser()
     args = parser.parse_args(argv)
+    args.command_parser = _chosen(parser, args)
+    _Parser.json_errors = getattr(args, "format", None) == "json"
     try:
         return args.run(args)
     except UsageError as error:
-        parser.error(str(error))  # exits 2
-    return 2
+        args.command_parser.error(str(error))  # exits 2, with the subcommand's usage
+    return USAGE
 
 
 class UsageError(GenericConnectorError):
     """Arguments that do not make sense together."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors as ``{"error": ...}`` on standard output when the command line asks for
+    ``--format json``; else argparse's usage and message on standard error. Exit status 2."""
+
+    json_errors = False  # set by main for the command line it runs
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_errors:
+            print(printable_json({"error": message}))
+            self.exit(USAGE)
+        super().error(printable(message))
+
+
+def fail(args: argparse.Namespace, message: str, status: int) -> int:
+    """A command's error; returns ``status``. With ``--format json``: ``{"error": message}``
+    on standard output; else ``generic-connector <command>: error: message`` on standard
+    error, after the command's usage for a usage error (2)."""
+    if getattr(args, "format", None) == "json":
+        print(printable_json({"error": message}))
+        return status
+    chosen = getattr(args, "command_parser", None)
+    prog = chosen.prog if chosen is not None else "generic-connector"
+    if status == USAGE and chosen is not None:
+        chosen.print_usage(sys.stderr)
+    print(f"{prog}: error: {printable(message)}", file=sys.stderr)
+    return status
+
+
+def _asks_json(argv: List[str]) -> bool:
+    """Whether a command line asks for ``--format json`` (before argparse has read it)."""
+    pairs = zip(argv, argv[1:])
+    return "--format=json" in argv or any(a == "--format" and b == "json" for a, b in pairs)
+
+
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)command parser that read the command line: ``deliveries list``'s, say."""
+    while True:
+        commands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, commands[0].dest, None) if commands else None
+        if not commands or name not in commands[0].choices:
+            return parser
+        parser = commands[0].choices[name]
+
+
+def _drop_stdout() -> None:
+    """Standard output went away: what is left in its buffer goes nowhere, without the
+    traceback Python prints when it cannot flush at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a file (a test's capture)
+        pass
 
 
 def version() -> str:
@@ -73,9 +147,12 @@ def version() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="generic-connector",
         description="Check, try out and look up generic channel mappings for Rasa.",
+        epilog="Exit status: 0 done, 1 the answer is no (an invalid file, a refused dry run, "
+        "no such entry), 2 usage error, 3 the store cannot be reached, 141 the output closed "
+        "early.",
     )
     parser.add_argument("--version", action="version", version=version())
     commands = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +170,9 @@ def _parser() -> argparse.ArgumentParser:
         "(default: credentials.yml and mappings/ where they exist)",
     )
     validate.add_argument("--format", choices=("text", "json"), default="text")
+    validate.add_argument(
+        "--strict", action="store_true", help="warnings make a file invalid too (exit status 1)"
+    )
     check_env = validate.add_mutually_exclusive_group()
     check_env.add_argument(
         "--check-env",
@@ -110,6 +190,8 @@ def _parser() -> argparse.ArgumentParser:
     dry = commands.add_parser(
         "dry-run",
         help="show what a channel would make of a captured request, without Rasa",
+        description="Exit status: 0 the channel would answer 1xx-3xx, 1 it would refuse the "
+        "request or fail (4xx, 5xx: the result says why), 2 usage error.",
     )
     dry.add_argument("file", type=Path, help="a mapping file or a credentials file")
     dry.add_argument("--channel", help="in a credentials file: the channel's name or key")
@@ -182,7 +264,99 @@ def _parser() -> argparse.ArgumentParser:
     deliveries.add_commands(commands)
     conversations.add_commands(commands)
     onboarding.add_commands(commands)
+    # Imported here: it imports this module's helpers (UsageError, _channel_from).
+    from generic_connector.cli import setup
+
+    setup.add_command(commands)
+
+    completion = commands.add_parser(
+        "completion",
+        help='print a shell completion script: eval "$(generic-connector completion bash)"',
+        description="Completes the commands, their options and the choices of options, from "
+        "this version's own parser; in ~/.bashrc: eval \"$(generic-connector completion "
+        'bash)", in ~/.zshrc: eval "$(generic-connector completion zsh)".',
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    completion.set_defaults(run=lambda args: _completion(parser, args.shell))
     return parser
+
+
+def _completion(parser: argparse.ArgumentParser, shell: str) -> int:
+    sys.stdout.write(completion_script(parser, shell))
+    return OK
+
+
+def completion_script(parser: argparse.ArgumentParser, shell: str = "bash") -> str:
+    """A bash completion function for the parser's commands, options and option choices;
+    for zsh, the same through zsh's bashcompinit."""
+    paths: Dict[str, Tuple[List[str], List[str]]] = {}
+    choices: Dict[str, List[str]] = {}
+    _walk(parser, "", paths, choices)
+    known = " | ".join(f'"{path}"' for path in paths if path)
+    lines = [
+        '# generic-connector completion (bash): eval "$(generic-connector completion bash)"',
+        "_generic_connector() {",
+        '    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"',
+        '    local path="" i',
+        "    for ((i = 1; i < COMP_CWORD; i++)); do",
+        '        case "$path/${COMP_WORDS[i]}" in',
+        f'            {known}) path="$path/${{COMP_WORDS[i]}}" ;;',
+        "        esac",
+        "    done",
+        '    local words=""',
+        '    case "$path $prev" in',
+    ]
+    lines += [f'        "{key}") words="{" ".join(values)}" ;;' for key, values in choices.items()]
+    lines += [
+        "    esac",
+        '    if [[ -n "$words" ]]; then',
+        '        COMPREPLY=($(compgen -W "$words" -- "$cur"))',
+        "        return",
+        "    fi",
+        '    local commands="" options=""',
+        '    case "$path" in',
+    ]
+    for path, (commands, options) in paths.items():
+        listed = f'commands="{" ".join(commands)}" options="{" ".join(options)}"'
+        lines.append(f'        "{path}") {listed} ;;')
+    lines += [
+        "    esac",
+        '    if [[ "$cur" == -* ]]; then',
+        '        COMPREPLY=($(compgen -W "$options" -- "$cur"))',
+        '    elif [[ -n "$commands" ]]; then',
+        '        COMPREPLY=($(compgen -W "$commands" -- "$cur"))',
+        "    fi",
+        "}",
+        "complete -o default -F _generic_connector generic-connector",
+    ]
+    script = "\n".join(lines) + "\n"
+    if shell == "zsh":
+        script = "autoload -U +X bashcompinit && bashcompinit\n" + script
+    return script
+
+
+def _walk(
+    parser: argparse.ArgumentParser,
+    path: str,
+    paths: Dict[str, Tuple[List[str], List[str]]],
+    choices: Dict[str, List[str]],
+) -> None:
+    """Each command path's subcommands and options, and the choices of its options."""
+    commands: List[str] = []
+    options: List[str] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, subparser in action.choices.items():
+                commands.append(name)
+                _walk(subparser, f"{path}/{name}", paths, choices)
+            continue
+        options += action.option_strings
+        if not action.option_strings and action.choices:  # a positional: `completion bash`
+            commands += [str(choice) for choice in action.choices]
+        elif action.choices and action.nargs != 0:
+            for option in action.option_strings:
+                choices[f"{path} {option}"] = [str(choice) for choice in action.choices]
+    paths[path] = (commands, options)
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -258,7 +432,9 @@ def _validate(args: argparse.Namespace) -> int:
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
-    reports = [validate_file(path, check_env=args.check_env) for path in expand(paths)]
+    reports = [
+        validate_file(path, check_env=args.check_env, strict=args.strict) for path in expand(paths)
+    ]
     valid, invalid, findings = summary(reports)
     if args.format == "json":
         print(json.dumps({"valid": not invalid, "files": [r.as_dict() for r in reports]}, indent=2))
@@ -289,8 +465,9 @@ def _dry_run(args: argparse.Namespace) -> int:
         raw, _pairs(args.header, ":"), _pairs(args.query, "="), args.method, args.path
     )
     replies, fetched = _replies(args), _fetched(args.fetched)
-    print(printable_json(simulate(config, request, replies, fetched=fetched), indent=2))
-    return 0
+    result = simulate(config, request, replies, fetched=fetched)
+    print(printable_json(result, indent=2))
+    return NO if result["status"] >= 400 else OK  # the channel refused the request, or failed
 
 
 def _replies(args: argparse.Namespace) -> List[Dict[str, Any]]:

@@ -19,11 +19,11 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
 from typing import Any, Dict
 from urllib.parse import urlsplit
 
+from generic_connector.cli import fail
 from generic_connector.errors import HTTPError, Unavailable
 from generic_connector.handover import operate
 from generic_connector.logtext import printable, printable_json
@@ -74,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
     """One subcommand; the exit status."""
     if urlsplit(args.url).scheme not in REDIS_SCHEMES:
         return _usage(
+            args,
             f"{args.url!r} is no Redis URL. The memory store keeps pauses inside the channel's "
-            "process, out of this command's reach: use the channel's HTTP API there"
+            "process, out of this command's reach: use the channel's HTTP API there",
         )
     body = b""
     if args.timeout is not None:
@@ -83,10 +84,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         answer = asyncio.run(_operate(args, body))
     except HTTPError as error:
-        return _usage(error.message)
+        return _usage(args, error.message)
     except Unavailable as error:
-        print(f"generic-connector: {error}", file=sys.stderr)
-        return UNREACHABLE
+        return fail(args, str(error), UNREACHABLE)
     if args.format == "json":
         print(printable_json({"channel": args.channel, **answer}, indent=2))
     else:
@@ -132,6 +132,5 @@ def _when(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
-def _usage(message: str) -> int:
-    print(f"generic-connector conversations: error: {message}", file=sys.stderr)
-    return 2
+def _usage(args: argparse.Namespace, message: str) -> int:
+    return fail(args, message, 2)

@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import redis
 import redis.exceptions
 
+from generic_connector.cli import fail
 from generic_connector.errors import GenericConnectorError
 from generic_connector.logtext import printable, printable_json
 from generic_connector.stores.redis.client import (
@@ -104,11 +105,9 @@ def _command(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
         try:
             return run(args)
         except _Usage as error:
-            print(f"generic-connector deliveries: error: {error}", file=sys.stderr)
-            return 2
+            return fail(args, str(error), 2)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
-            print(f"generic-connector: {StoreUnavailable(args.url, error)}", file=sys.stderr)
-            return UNREACHABLE
+            return fail(args, str(StoreUnavailable(args.url, error)), UNREACHABLE)
 
     return wrapped
 
@@ -148,8 +147,7 @@ def run_show(args: argparse.Namespace) -> int:
     with _connection(args) as client:
         entry = _entry(client, args.prefix, args.id)
     if entry is None:
-        print(f"no dead-letter entry {args.id}", file=sys.stderr)
-        return NOT_FOUND
+        return fail(args, f"no dead-letter entry {args.id}", NOT_FOUND)
     if args.format == "json":
         print(printable_json(shown(entry), indent=2))
         return 0

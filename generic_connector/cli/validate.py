@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
+from generic_connector.cli import silent
 from generic_connector.cli.dryrun import CaseError, answer_problem, run_case
 from generic_connector.config import (
     SCHEMA,
@@ -51,10 +52,20 @@ class FileReport:
     findings: List[Finding] = field(default_factory=list)
     tests_passed: int = 0
     tests_failed: int = 0
+    # Warnings make the file invalid too (``validate_file(..., strict=True)``).
+    strict: bool = False
+
+    @property
+    def errors(self) -> List[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> List[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
 
     @property
     def valid(self) -> bool:
-        return not self.findings
+        return not (self.findings if self.strict else self.errors)
 
     def as_dict(self) -> Dict[str, Any]:
         return {
@@ -64,7 +75,8 @@ class FileReport:
             "channels": self.channels,
             "env": self.env_names,
             "tests": {"passed": self.tests_passed, "failed": self.tests_failed},
-            "findings": [f.as_dict() for f in self.findings],
+            "findings": [f.as_dict() for f in self.errors],
+            "warnings": [f.as_dict() for f in self.warnings],
         }
 
 
@@ -84,14 +96,16 @@ def expand(paths: List[Path]) -> List[Path]:
     return files
 
 
-def validate_file(path: Path, check_env: Optional[bool] = False) -> FileReport:
+def validate_file(
+    path: Path, check_env: Optional[bool] = False, strict: bool = False
+) -> FileReport:
     """Check a credentials file or a mapping file, and run the test cases it holds.
 
     ``check_env``: the environment variables each channel reads must be set, as ``rasa run``
     requires at start-up; None: so in CI (``env_check_default``) for a credentials file, the
-    channels a deployment's ``rasa run`` starts.
+    channels a deployment's ``rasa run`` starts. ``strict``: warnings make the file invalid.
     """
-    report = FileReport(str(path))
+    report = FileReport(str(path), strict=strict)
     try:
         document = load_yaml(path)
     except ConfigError as error:
@@ -143,13 +157,16 @@ def _check(
     report.env_names += config.env_names()
     if check_env:
         report.findings += env_findings(config, origin)
-    for finding in _run_cases(config, document, base):
-        if finding is None:
-            report.tests_passed += 1
-        else:
-            report.tests_failed += 1
-            report.findings.append(finding)
-    report.findings += _answer_findings(config, document, base)
+    templates = silent.templates(config, document)
+    with silent.recording(templates) as data:  # what the templates read, case by case
+        for finding in _run_cases(config, document, base):
+            if finding is None:
+                report.tests_passed += 1
+            else:
+                report.tests_failed += 1
+                report.findings.append(finding)
+        report.findings += _answer_findings(config, document, base)
+    report.findings += silent.findings(config, document, templates, data)
     return config
 
 
@@ -195,9 +212,9 @@ def _run_cases(
 
 
 def summary(reports: List[FileReport]) -> Tuple[int, int, int]:
-    """(valid files, invalid files, findings)."""
+    """(valid files, invalid files, findings: errors and warnings)."""
     invalid = [r for r in reports if not r.valid]
-    return len(reports) - len(invalid), len(invalid), sum(len(r.findings) for r in invalid)
+    return len(reports) - len(invalid), len(invalid), sum(len(r.findings) for r in reports)
 
 
 # --- What only the whole credentials file shows -------------------------------------------
@@ -266,7 +283,7 @@ def credentials_schema() -> Dict[str, Any]:
     channel.pop("required", None)
     channel["description"] = (
         "A generic channel: `mapping:` names a mapping file or a ready mapping (telegram, "
-        "slack, ...), and keys written here replace the same keys of that file."
+        "slack, ...), and keys written here are merged over that file's, key by key."
     )
     channel["anyOf"] = [{"required": ["mapping"]}, {"required": ["name", "request"]}]
     definitions = dict(SCHEMA.get("definitions", {}))

@@ -1,13 +1,18 @@
-#!/usr/bin/env python3
-"""Health check of the assistant: exit status 0 when healthy, 1 when not.
+"""``generic-connector-healthcheck``: exit status 0 when the assistant is healthy, 1 when not.
 
     generic-connector-healthcheck           liveness: rasa run answers GET /
     generic-connector-healthcheck --ready   readiness: the model is loaded (GET /status; needs
                                             rasa run --enable-api; the token, when rasa run has
-                                            --auth-token, from RASA_TOKEN or RASA_AUTH_TOKEN)
+                                            --auth-token, from RASA_AUTH_TOKEN or RASA_TOKEN,
+                                            in the entry point's order)
 
 The server is --url, else HEALTHCHECK_URL, else http://127.0.0.1:$PORT (PORT default 5005).
-Standard library only: it runs in the container image and in Kubernetes exec probes alike.
+
+A console script of the package, so that the image's HEALTHCHECK, docker-compose.yml and a
+Kubernetes exec probe run the installed command. It imports the standard library only, and
+none of the package (``import generic_connector`` imports nothing else either): a probe that
+runs every few seconds costs a Python start-up, not the commands' imports (about 1 s for
+``generic_connector.cli``), which is why it is beside the core modules and not in ``cli``.
 """
 
 import argparse
@@ -48,7 +53,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.ready:
         print(f"alive: {base}/")
         return 0
-    token = os.environ.get("RASA_TOKEN") or os.environ.get("RASA_AUTH_TOKEN")
+    # The entry point passes RASA_AUTH_TOKEN, else RASA_TOKEN, to rasa run --auth-token.
+    token = os.environ.get("RASA_AUTH_TOKEN") or os.environ.get("RASA_TOKEN")
     query = "?" + urllib.parse.urlencode({"token": token}) if token else ""
     status, reason = status_of(f"{base}/status{query}", args.timeout)
     if status == 200:
@@ -57,8 +63,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if status == 404:  # rasa run without --enable-api: the server answering is all there is
         print(f"alive, /status not served (rasa run without --enable-api): {base}/")
         return 0
-    words = {409: "the model is not loaded yet", 401: "unauthorized: set RASA_TOKEN"}
-    print(f"not ready: {base}/status gave {status}: {words.get(status, reason)}", file=sys.stderr)
+    words = {409: "the model is not loaded yet", 401: "unauthorized: set RASA_AUTH_TOKEN"}
+    detail = words.get(status or 0, reason)
+    print(f"not ready: {base}/status gave {status}: {detail}", file=sys.stderr)
     return 1
 
 

@@ -15,7 +15,7 @@ demo: setup
 
 test: setup
 	$(BIN)/mypy && $(BIN)/lint-imports
-	$(BIN)/generic-connector validate --strict mappings/ credentials.yml docker/credentials.yml
+	$(BIN)/generic-connector validate --strict mappings/ credentials.yml
 	$(BIN)/python -m pytest
 
 # The inner loop: the unit tier (no redis-server, no rasa process), a few Hypothesis examples.

@@ -154,7 +154,7 @@ def _check(
     if config is None:
         return None
     report.channels.append(config.name)
-    report.env_names += config.env_names()
+    report.env_names += [n for n in config.env_names() if n not in report.env_names]
     if check_env:
         report.findings += env_findings(config, origin)
     templates = silent.templates(config, document)

@@ -310,11 +310,18 @@ def _merge(entry: Dict[str, Any], base_dir: Path) -> Tuple[LocatedDict, List[Fin
     return _overlay(merged, located), findings
 
 
-def _overlay(base: Dict[str, Any], over: Dict[str, Any]) -> LocatedDict:
+# Sections an entry replaces whole: an auth scheme's keys belong together (a key source of the
+# entry's and another of the mapping's would both apply).
+REPLACED_WHOLE = ("auth",)
+
+
+def _overlay(
+    base: Dict[str, Any], over: Dict[str, Any], whole: Tuple[str, ...] = REPLACED_WHOLE
+) -> LocatedDict:
     """``over`` written over ``base``, key by key at every depth: an object merges with the
-    object it meets, unless their ``type`` differs (an auth scheme of another type replaces the
-    other whole); anything else (a list, a value) replaces; null removes the key. Each key
-    keeps the position of the file its value comes from."""
+    object it meets, unless their ``type`` differs or the key is one of ``whole`` (top level:
+    ``auth``); anything else (a list, a value) replaces; null removes the key. Each key keeps
+    the position of the file its value comes from."""
     result = LocatedDict()
     base_positions: Dict[Any, Position] = getattr(base, "positions", {})
     over_positions: Dict[Any, Position] = getattr(over, "positions", {})
@@ -328,8 +335,9 @@ def _overlay(base: Dict[str, Any], over: Dict[str, Any]) -> LocatedDict:
             result.pop(key, None)
             result.positions.pop(key, None)
             continue
-        if isinstance(value, dict) and isinstance(mine, dict) and _same_type(mine, value):
-            result[key] = _overlay(mine, value)
+        mergeable = key not in whole and _same_type(mine, value)
+        if isinstance(value, dict) and isinstance(mine, dict) and mergeable:
+            result[key] = _overlay(mine, value, ())
         else:
             result[key] = value
         result.positions.pop(key, None)
@@ -338,8 +346,10 @@ def _overlay(base: Dict[str, Any], over: Dict[str, Any]) -> LocatedDict:
     return result
 
 
-def _same_type(base: Dict[str, Any], over: Dict[str, Any]) -> bool:
+def _same_type(base: Any, over: Any) -> bool:
     """Whether two objects may merge: ``over`` names no ``type``, or the same one."""
+    if not isinstance(base, dict) or not isinstance(over, dict):
+        return False
     return "type" not in over or base.get("type") == over.get("type")
 
 

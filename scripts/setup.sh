@@ -13,10 +13,11 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/rasa" ]
   exit 0
 fi
 
-supported() { "$1" -c 'import sys; sys.exit(not ((3, 8) <= sys.version_info[:2] < (3, 11)))' 2>/dev/null; }
+# The Python the package claims and its tests run on (pyproject.toml: requires-python).
+supported() { "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 9))' 2>/dev/null; }
 
 find_python() {
-  for c in ${PYTHON:-} python3.10 python3.9 python3.8 python3; do
+  for c in ${PYTHON:-} python3.9 python3; do
     p=$(command -v "$c" 2>/dev/null) || continue
     if supported "$p"; then echo "$p"; return 0; fi
   done
@@ -26,8 +27,8 @@ find_python() {
 # Debian 12 ships only Python 3.11; Debian 11 (bullseye) has 3.9 and is served by the same
 # mirror. Pin it low so that nothing else is taken from it.
 install_python39_from_bullseye() {
-  echo "setup: no Python 3.8-3.10 found; installing Python 3.9 from Debian bullseye" >&2
-  command -v apt-get >/dev/null || { echo "setup: install Python 3.8, 3.9 or 3.10 and run again" >&2; exit 1; }
+  echo "setup: no Python 3.9 found; installing it from Debian bullseye" >&2
+  command -v apt-get >/dev/null || { echo "setup: install Python 3.9 and run again" >&2; exit 1; }
   cat > /etc/apt/sources.list.d/bullseye.sources <<'SRC'
 Types: deb
 URIs: http://deb.debian.org/debian
@@ -61,6 +62,10 @@ uv pip install --quiet -p "$VENV/bin/python" -e '.[test,docs]' "rasa==$RASA_VERS
 if command -v apt-get >/dev/null; then
   command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
     || echo "setup: could not install redis-server; the Redis tests will be skipped" >&2
+  # chromium and its driver for the playground's browser test (skipped without them).
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+    || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+    || echo "setup: could not install chromium; the playground's browser test will be skipped" >&2
 fi
 echo "$want" > "$STAMP"
 "$VENV/bin/python" -c 'import rasa, sanic; print(f"setup: rasa {rasa.__version__}, sanic {sanic.__version__}")'

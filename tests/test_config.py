@@ -55,16 +55,18 @@ def test_an_entry_merges_over_the_mapping_key_by_key() -> None:
     assert config.request.sender.source == "sender"
 
 
-def test_an_auth_section_of_another_type_replaces_the_mappings() -> None:
-    mapping = str(ROOT / "mappings/telegram.yml")
-    same = {"mapping": mapping, "auth": {"secret_env": "OTHER"}}
-    assert check_channel(same, "t").document["auth"] == {
-        "type": "token",
-        "header": "X-Telegram-Bot-Api-Secret-Token",
-        "secret_env": "OTHER",
-    }
+def test_an_auth_section_replaces_the_mappings_whole() -> None:
+    """An auth scheme's keys belong together: the Google Chat mapping checks certificates
+    (x509_url); an entry giving jwks_url must not end up with both key sources."""
+    mapping = str(ROOT / "mappings/google-chat.yml")
+    own = {"type": "jwt", "algorithms": ["RS256"], "jwks_url": "http://127.0.0.1:1/jwks",
+           "issuer": "chat@system.gserviceaccount.com", "audience_env": "A"}  # fmt: skip
+    checked = check_channel({"mapping": mapping, "auth": own}, "t")
+    assert checked.document["auth"] == own
+    assert checked.findings == []
     other = {"type": "basic", "username_env": "U", "password_env": "P"}
-    assert check_channel({"mapping": mapping, "auth": other}, "t").document["auth"] == other
+    telegram = str(ROOT / "mappings/telegram.yml")
+    assert check_channel({"mapping": telegram, "auth": other}, "t").document["auth"] == other
 
 
 def test_a_finding_in_a_merged_section_points_at_the_file_its_value_comes_from(

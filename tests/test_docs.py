@@ -50,6 +50,7 @@ from generic_connector.cli.validate import is_generic_key, validate_file
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PAGES = sorted([ROOT / "README.md", ROOT / "bench" / "README.md", *(ROOT / "docs").glob("*.md")])
+PAGES += sorted((ROOT / "docs" / "platforms").glob("*.md"))  # one page per ready mapping
 README_MAX_LINES = 200
 
 LANGUAGES = {"", "yaml", "bash", "json"}
@@ -64,6 +65,7 @@ OFFLINE_SUBCOMMANDS = {"validate", "dry-run", "mappings", "schema", "new", "expl
 OFFLINE_SUBCOMMANDS.add("setup")  # with --dry-run; without it, it calls a platform
 ONLINE_SUBCOMMANDS = {
     "capture": "serves HTTP and waits for a platform's requests",
+    "playground": "serves the playground page until stopped",
     "deliveries": "reads the dead-letter stream in Redis",
     "conversations": "pauses and resumes conversations in Redis",
 }
@@ -327,6 +329,12 @@ def test_the_readme_is_short_shows_the_test_command_and_links_to_what_exists() -
 
 
 def test_every_docs_page_is_in_the_site() -> None:
+    def pages(entries: List[Dict[str, Any]]) -> List[str]:  # a section holds a list of pages
+        found: List[str] = []
+        for value in (v for entry in entries for v in entry.values()):
+            found += pages(value) if isinstance(value, list) else [value]
+        return found
+
     nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
-    listed = {page for entry in nav for page in entry.values()}
-    assert listed == {p.name for p in (ROOT / "docs").glob("*.md")}
+    docs = ROOT / "docs"
+    assert set(pages(nav)) == {p.relative_to(docs).as_posix() for p in docs.rglob("*.md")}

@@ -336,3 +336,14 @@ def test_a_case_signs_its_object_body_as_sent(
     code, lines = validate(capsys, write(tmp_path, "wrong.yml", wrong))
     assert code == 1
     assert "test 'an object body signed as it is sent' failed" in "\n".join(lines)
+
+
+def test_a_ready_mapping_is_named_without_a_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `mapping: myio` in credentials.yml: an installed user has no mappings/ folder."""
+    monkeypatch.chdir(tmp_path)
+    body = write(tmp_path, "body.json", '{"sender": "u1", "message": "hello"}')
+    result, _ = dry_run("myio", "--body", body, "--reply", "Hi!")
+    assert [m["sender"] for m in result["messages"]] == ["u1"]
+    assert result["response"]["body"] == [{"recipient_id": "u1", "text": "Hi!"}]

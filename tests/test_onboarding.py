@@ -303,7 +303,12 @@ def test_new_from_a_captured_telegram_update(
     text = out.read_text(encoding="utf-8")
     first = text.splitlines()[0]
     assert first.startswith("# yaml-language-server: $schema=")
-    assert (out.parent / first.split("=", 1)[1]).resolve() == SCHEMA_PATH
+    # The project's own schema (written beside mappings/), not a path inside the virtualenv.
+    assert first == "# yaml-language-server: $schema=../.vscode/generic-connector.schema.json"
+    project_schema = tmp_path / ".vscode" / "generic-connector.schema.json"
+    assert json.loads(project_schema.read_text(encoding="utf-8")) == json.loads(
+        SCHEMA_PATH.read_text(encoding="utf-8")
+    )
     assert "  # other candidates: message.from.id\n  sender: message.chat.id\n" in text
     mapping = starter(out)
     assert mapping["name"] == "telegram"

@@ -8,6 +8,7 @@ import http.server
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -75,11 +76,19 @@ def test_pep_621_metadata() -> None:
     assert "Apache License" in (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert "version" in PROJECT["dynamic"]
     classifiers = PROJECT["classifiers"]
-    for python in ("3.8", "3.9", "3.10"):
-        assert f"Programming Language :: Python :: {python}" in classifiers
+    # Claimed: the Python the tests run on, and only it.
+    running = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    claimed = [
+        c.rsplit(" ", 1)[-1]
+        for c in classifiers
+        if c.startswith("Programming Language :: Python :: 3.")
+    ]
+    assert claimed == [running]
+    assert PROJECT["requires-python"] == f">={running},<3.{sys.version_info[1] + 1}"
     assert "Typing :: Typed" in classifiers
     assert not [c for c in classifiers if c.startswith("License ::")]  # the expression says it
-    assert {"Homepage", "Source", "Issues", "Changelog"} <= set(PROJECT["urls"])
+    # No URL that leads nowhere: only pages that exist.
+    assert set(PROJECT["urls"]) == {"Rasa custom connectors"}
     assert (ROOT / "generic_connector" / "py.typed").is_file()
     assert generic_connector.__version__ in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
 
@@ -292,7 +301,7 @@ def test_wheel_contents(built: Dict[str, Path]) -> None:
     shipped = {n.rsplit("/", 1)[1] for n in names if n.startswith("generic_connector/mappings/")}
     assert shipped == {p.name for p in (ROOT / "mappings").glob("*.yml")}
     assert "License-Expression: Apache-2.0" in metadata
-    assert "Project-URL: Changelog, " in metadata
+    assert "Requires-Python: >=3.9,<3.10" in metadata  # the Python the tests run on
     assert not [n for n in names if n.startswith("tests/")]
     # The image's HEALTHCHECK and Kubernetes exec probes run the installed command.
     with zipfile.ZipFile(built["wheel"]) as wheel:
@@ -658,3 +667,119 @@ def test_installed_wheel_answers_through_rasa_run(
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+INSTALL_PAGE = ROOT / "docs" / "install.md"
+
+
+@pytest.mark.e2e
+def test_the_install_page_works_in_a_rasa_init_project(
+    installed: Path, built: Dict[str, Path], tmp_path: Path, model: Path
+) -> None:
+    """docs/install.md, followed in a new virtualenv holding Rasa 3.6.21 and the built wheel:
+    its YAML blocks with a path comment are written, its bash commands run in order in the
+    project with the virtualenv's bin first on PATH, each exiting 0 (or N by its comment).
+
+    Three commands are played, not run as written: ``pip install rasa==3.6.21 <wheel>`` (the
+    page must name the built wheel's file) installs the built wheel with ``uv pip`` into the
+    virtualenv (which has no pip); ``rasa init --no-prompt`` writes the project's files with
+    Rasa's own scaffold and puts the session's trained demo model into ``models/`` instead of
+    training one (``rasa init`` trains for about 100 s); ``rasa run`` is started in the
+    background with the page's arguments plus a free port, and ``curl`` is the same request
+    through urllib, answered with the bot's reply to its sender."""
+    from tests.test_docs import EXIT_STATUS, PATH_COMMENT, blocks, commands
+
+    bin_dir = installed / "bin"
+    project = tmp_path / "my-assistant"
+    project.mkdir()
+    env = {**ENV, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RASA_TELEMETRY_ENABLED": "false"}
+    env.pop("PYTHONPATH", None)
+    port = free_port()
+    log_path = tmp_path / "rasa.log"
+    server: Optional[subprocess.Popen] = None
+    ran: List[str] = []
+
+    def output() -> str:
+        return log_path.read_text()[-3000:] if log_path.exists() else ""
+
+    def play(command: str) -> None:
+        status = EXIT_STATUS.search(command)
+        expected = int(status.group(1)) if status else 0
+        words = shlex.split(command, comments=True)
+        nonlocal server
+        if words[0] == "pip":
+            assert words[1:] == ["install", "rasa==3.6.21", built["wheel"].name], command
+            subprocess.run(
+                [UV, "pip", "install", "-q", "-p", str(bin_dir / "python"), "rasa==3.6.21",
+                 str(built["wheel"])],
+                check=True, timeout=600,
+            )  # fmt: skip
+        elif words[:2] == ["rasa", "init"]:
+            assert words[2:] == ["--no-prompt"], command
+            scaffold = "from rasa.cli.scaffold import create_initial_project as c; c('.')"
+            subprocess.run(
+                [str(bin_dir / "python"), "-c", scaffold], cwd=project, env=env, check=True
+            )
+            assert (project / "domain.yml").is_file() and (project / "data").is_dir()
+            (project / "models").mkdir(exist_ok=True)
+            shutil.copy(model, project / "models" / model.name)
+        elif words[:2] == ["rasa", "run"]:
+            server = subprocess.Popen(
+                [str(bin_dir / "rasa"), *words[1:], "--port", str(port),
+                 "--interface", "127.0.0.1", "--enable-api"],
+                cwd=project, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            url = f"http://127.0.0.1:{port}"
+            probe = [str(bin_dir / "generic-connector-healthcheck"), "--url", url, "--ready"]
+            deadline = time.monotonic() + 240
+            while subprocess.run(probe, capture_output=True, cwd=tmp_path, env=env).returncode:
+                assert server.poll() is None, output()
+                assert time.monotonic() < deadline, output()
+                time.sleep(0.5)
+        elif words[0] == "curl":
+            assert server is not None, "the page curls before rasa run"
+            headers: Dict[str, str] = {}
+            method, data, url = "GET", None, ""
+            options = iter(words[1:])
+            for word in options:
+                if word == "-X":
+                    method = next(options)
+                elif word == "-H":
+                    name, value = next(options).split(":", 1)
+                    headers[name.strip()] = value.strip()
+                elif word == "-d":
+                    data = next(options).encode()
+                elif not word.startswith("-"):
+                    url = word.replace("localhost:5005", f"127.0.0.1:{port}")
+            status_code, _, answer = request(url, data, headers, method)
+            assert status_code == 200, (command, answer, output())
+            sender = json.loads(data or b"{}")["sender"]
+            [reply] = json.loads(answer)
+            assert reply["recipient_id"] == sender and reply["text"], answer
+        else:
+            result = subprocess.run(
+                ["bash", "-c", command], cwd=project, env=env, capture_output=True, text=True
+            )
+            assert result.returncode == expected, (command, result.stdout, result.stderr)
+        ran.append(words[0] if words[0] != "rasa" else " ".join(words[:2]))
+
+    try:
+        for block in blocks(INSTALL_PAGE.read_text(encoding="utf-8")):
+            written = PATH_COMMENT.fullmatch(block.code.splitlines()[0].strip())
+            if block.language == "yaml" and written:
+                (project / written.group(1)).write_text(block.code)
+            elif block.language == "bash":
+                for command in commands(block.code):
+                    play(command)
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    # The page's path, all of it: install, project, check, editor set-up, serve, a request.
+    assert ran[:2] == ["pip", "generic-connector"] and "rasa init" in ran, ran
+    assert ran[-2:] == ["rasa run", "curl"], ran
+    assert (project / ".vscode" / "settings.json").is_file()
+    assert (project / "mappings" / "my-telegram.yml").is_file()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 from generic_connector import __version__
-from generic_connector.cli import onboarding
+from generic_connector.cli import editor, onboarding
 from generic_connector.cli.dryrun import simulate
 from generic_connector.cli.validate import (
     credentials_schema,
@@ -36,6 +36,7 @@ from generic_connector.config import (
     check_channel,
     load_yaml,
     ready_mappings,
+    resolve_mapping,
     write_schema,
 )
 from generic_connector.errors import ConfigError, GenericConnectorError
@@ -246,6 +247,15 @@ def _parser() -> argparse.ArgumentParser:
         help="write the schema to FILE; without FILE, write the package's own schema.json "
         "anew from the registries (auth schemes, formats, stores, kinds)",
     )
+    schema.add_argument(
+        "--project",
+        nargs="?",
+        const=Path("."),
+        type=Path,
+        metavar="DIR",
+        help="write both schemas into DIR/.vscode (default: here) and register them in "
+        ".vscode/settings.json, for an editor that works wherever the package is installed",
+    )
     schema.set_defaults(run=_schema)
 
     mappings = commands.add_parser(
@@ -255,6 +265,14 @@ def _parser() -> argparse.ArgumentParser:
         "With NAME: the path of that mapping's file, to read or copy.",
     )
     mappings.add_argument("name", nargs="?", help="print the path of this ready mapping")
+    mappings.add_argument(
+        "--copy",
+        nargs="?",
+        const=True,
+        metavar="FILE",
+        help="copy the ready mapping NAME into this project (default mappings/NAME.yml), its "
+        "$schema line pointing at .vscode/generic-connector.schema.json (written when missing)",
+    )
     mappings.add_argument("--format", choices=("text", "json"), default="text")
     mappings.set_defaults(run=_mappings)
 
@@ -265,9 +283,10 @@ def _parser() -> argparse.ArgumentParser:
     conversations.add_commands(commands)
     onboarding.add_commands(commands)
     # Imported here: it imports this module's helpers (UsageError, _channel_from).
-    from generic_connector.cli import setup
+    from generic_connector.cli import playground, setup
 
     setup.add_command(commands)
+    playground.add_command(commands)
 
     completion = commands.add_parser(
         "completion",
@@ -360,6 +379,14 @@ def _walk(
 
 
 def _schema(args: argparse.Namespace) -> int:
+    if args.project is not None:
+        try:
+            written = editor.write_project_schemas(args.project, credentials_schema())
+        except (editor.EditorError, OSError) as error:
+            raise UsageError(str(error)) from None
+        for path in written:
+            print(path)
+        return 0
     document = credentials_schema() if args.credentials else SCHEMA
     if args.write is not None:
         target: Path = args.write
@@ -389,6 +416,13 @@ def _mappings(args: argparse.Namespace) -> int:
             known = f"the ready ones: {', '.join(ready)}"
             known = f"did you mean {close[0]!r}?" if close else known
             raise UsageError(f"no ready mapping {args.name!r}; {known}")
+        if args.copy:
+            target = Path(f"mappings/{name}.yml") if args.copy is True else Path(args.copy)
+            try:
+                print(editor.copy_mapping(ready[name], target, Path(".")))
+            except (editor.EditorError, OSError) as error:
+                raise UsageError(str(error)) from None
+            return 0
         print(ready[name])
         return 0
     rows = [_describe_mapping(name, path) for name, path in ready.items()]
@@ -497,7 +531,10 @@ def _fetched(path: Optional[Path]) -> Optional[Dict[str, Any]]:
 
 
 def _channel_from(path: Path, wanted: Optional[str]) -> ChannelConfig:
-    """The one channel of a mapping file, or the chosen generic channel of a credentials file."""
+    """The one channel of a mapping file, or the chosen generic channel of a credentials file;
+    a ready mapping's name (``myio``) names its file, as ``mapping: myio`` does."""
+    if not path.exists():
+        path = resolve_mapping(str(path), Path.cwd()) or path
     try:
         document = load_yaml(path)
     except ConfigError as error:

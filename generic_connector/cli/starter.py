@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 
 import yaml
 
+from generic_connector.cli import editor
 from generic_connector.cli.dryrun import case_request, environment, simulate
 from generic_connector.cli.validate import validate_file
 from generic_connector.config import SCHEMA, SCHEMA_PATH, check_channel
@@ -588,14 +589,20 @@ def _block(value: Dict[str, Any], indent: str) -> List[str]:
 
 
 def schema_reference(out: Optional[Path]) -> str:
-    """The schema's path for the editor comment: relative to ``out`` when they share a
-    folder below the root, else absolute."""
+    """The schema for the editor comment. Written to a file: the project's own copy
+    (``.vscode/generic-connector.schema.json`` of the project, the folder above ``mappings/``
+    or the file's folder; written when missing, as ``schema --project`` does), relative to the
+    file, so that the line does not name a path inside a virtualenv. Printed: the installed
+    package's schema."""
     if out is None:
         return str(SCHEMA_PATH)
     folder = out.resolve().parent
-    if os.path.commonpath([folder, SCHEMA_PATH.parent]) == folder.anchor:
-        return str(SCHEMA_PATH)
-    return os.path.relpath(SCHEMA_PATH, folder)
+    project = folder.parent if folder.name == "mappings" else folder
+    schema = project / editor.FOLDER / editor.MAPPING_SCHEMA
+    if not schema.exists():
+        schema.parent.mkdir(parents=True, exist_ok=True)
+        schema.write_text(json.dumps(SCHEMA, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    return Path(os.path.relpath(schema, folder)).as_posix()
 
 
 def render(starter: Starter, sources: List[Source], out: Optional[Path]) -> str:

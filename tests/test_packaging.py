@@ -301,7 +301,7 @@ def test_wheel_contents(built: Dict[str, Path]) -> None:
     shipped = {n.rsplit("/", 1)[1] for n in names if n.startswith("generic_connector/mappings/")}
     assert shipped == {p.name for p in (ROOT / "mappings").glob("*.yml")}
     assert "License-Expression: Apache-2.0" in metadata
-    assert "Requires-Python: >=3.9,<3.10" in metadata  # the Python the tests run on
+    assert "Requires-Python: <3.10,>=3.9" in metadata  # the Python the tests run on
     assert not [n for n in names if n.startswith("tests/")]
     # The image's HEALTHCHECK and Kubernetes exec probes run the installed command.
     with zipfile.ZipFile(built["wheel"]) as wheel:

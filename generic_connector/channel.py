@@ -49,6 +49,9 @@ from generic_connector.routes import METHODS, sanic_path
 from generic_connector.startup import load_startup_channel
 
 logger = get_logger(__name__)
+# One line per answer (an access log), on a logger of its own: an operator who does not want
+# them sets it to WARNING in a logging config. It costs a few microseconds per request.
+access = get_logger("generic_connector.access")
 
 OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
 
@@ -287,7 +290,7 @@ class GenericChannel(InputChannel):
         path = request.path[:200]
         probe = getattr(request.ctx, "generic_probe", False)
         level = logging.DEBUG if probe and answer.status < 400 else logging.INFO
-        logger.log(
+        access.log(
             level,
             "Channel %s: %s %s answered %d in %.1f ms",
             self.config.name, request.method, path, answer.status, took,

@@ -12,7 +12,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Awaitable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Awaitable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from generic_connector import routes
 from generic_connector.answers import Rendered
@@ -320,9 +320,12 @@ def case_request(
 
 
 @contextmanager
-def environment(variables: Dict[str, str]) -> Iterator[None]:
-    """The variables a test case sets, while its dry run runs."""
-    saved = {name: os.environ.get(name) for name in variables}
+def environment(variables: Dict[str, str], cleared: Iterable[str] = ()) -> Iterator[None]:
+    """The variables a test case sets, while its dry run runs; ``cleared`` are unset for as
+    long (the playground's runs see only the page's variables)."""
+    saved = {name: os.environ.get(name) for name in {*variables, *cleared}}
+    for name in cleared:
+        os.environ.pop(name, None)
     os.environ.update(variables)
     try:
         yield

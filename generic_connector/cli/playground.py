@@ -33,7 +33,7 @@ import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Set, Tuple
 
 import yaml
 
@@ -531,22 +531,10 @@ def _watched(config: ChannelConfig, seen: Dict[str, Any]) -> ChannelConfig:
     return config
 
 
-@contextlib.contextmanager
-def _only(variables: Dict[str, str], names: Set[str]) -> Iterator[None]:
+def _only(variables: Dict[str, str], names: Set[str]) -> ContextManager[None]:
     """The session's variables, and none of the channel's others, while a run lasts: the
     page shows what its own variables give, not what the server's environment holds."""
-    saved = {name: os.environ.get(name) for name in names}
-    for name in names:
-        os.environ.pop(name, None)
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return environment(variables, cleared=names)
 
 
 @contextlib.contextmanager

@@ -606,8 +606,9 @@ def test_whatsapp_and_messenger_reply_through_their_send_apis(
     [typing] = platform_api.received(
         lambda r: r.json["recipient"]["id"] == "PSID-OUT" and "sender_action" in r.json, 1
     )
+    # Sent in the background as the message arrives: it races the first reply to the API
+    # (the order is shown with a slower assistant in tests/test_conversations.py).
     assert typing.json == {"recipient": {"id": "PSID-OUT"}, "sender_action": "typing_on"}
-    assert typing.at <= calls[0].at
     assert [c.path for c in calls] == [
         "/messenger/me/messages?access_token=messenger-test-token"
     ] * 3
